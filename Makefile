@@ -1,0 +1,42 @@
+# Developer entry points. Needs only Python 3.11 (or newer) and make; everything else is
+# installed into .venv on first use and again whenever pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Stamp inside the venv: the install reruns when pyproject.toml is newer than it.
+INSTALLED := $(VENV)/.installed
+# Extra pip options, e.g. PIP_ARGS="--extra-index-url <a CPU-only torch index>" on a machine
+# without a GPU, where PyPI's Linux torch wheel brings gigabytes of CUDA libraries.
+PIP_ARGS ?=
+OUT ?= out
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format
+
+help:
+	@echo "make run     compute an example SPP (NF-ResNetV2-50) into $(OUT)/"
+	@echo "make test    lint, check formatting, run the test suite"
+	@echo "make lint    ruff check and ruff format --check"
+	@echo "make format  apply ruff fixes and formatting"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[dev]"
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/nfcore spp --depth 50 --norm nf --conv ws --width 0.5 --resolution 64 --batch 16 \
+		--out $(OUT)/spp.json --csv $(OUT)/spp.csv --plot $(OUT)/spp.html --plot $(OUT)/spp.png
+	@echo "SPP written to $(OUT)/spp.json, $(OUT)/spp.csv, $(OUT)/spp.html and $(OUT)/spp.png"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

@@ -1,0 +1,7 @@
+"""`python -m nfcore` runs the command line."""
+
+import sys
+
+from nfcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,320 @@
+"""`nfcore` / `python -m nfcore`: Signal Propagation Plots from the command line.
+
+    nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --out spp.json --plot spp.png
+    nfcore gamma silu
+    nfcore models
+
+Bad input ends with one line on stderr that names the option, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from nfcore import __version__
+from nfcore.config import FAMILIES, SPPConfig, describe_validation_error
+from nfcore.registry import BUILTIN_ACTIVATIONS
+
+PLOT_SUFFIXES = (".html", ".png", ".svg", ".pdf", ".json")
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UsageError(Exception):
+    """Input the user can fix; reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected blocks per stage like 3,4,6,3, got {text!r}"
+        ) from None
+
+
+def _add_spp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spp", help="compute a Signal Propagation Plot", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    model = p.add_argument_group("model")
+    model.add_argument("--family", choices=FAMILIES, help="network family (default resnetv2)")
+    model.add_argument(
+        "--depth", type=int, help="ResNet depth: 50, 101, 152, 200, 288, 600 (or 14, 26)"
+    )
+    model.add_argument(
+        "--layout", type=_int_list, help="custom ResNet blocks per stage, e.g. 2,2,2,2"
+    )
+    model.add_argument(
+        "--variant", choices=["B0", "B1", "B2", "B3", "B4", "B5"], help="NF-RegNet variant"
+    )
+    model.add_argument(
+        "--norm", choices=["bn", "nf", "none", "fixup"], help="normalization (default bn)"
+    )
+    model.add_argument(
+        "--order", choices=["bn-relu-conv", "relu-bn-conv"], help="BN ResNetV2 order"
+    )
+    model.add_argument(
+        "--conv", choices=["ws", "he"], help="Scaled WS or He-init conv (default ws for nf)"
+    )
+    model.add_argument("--activation", help=f"nonlinearity: {', '.join(BUILTIN_ACTIVATIONS)}")
+    model.add_argument("--alpha", type=float, help="NF variance growth per block (default 0.2)")
+    model.add_argument("--gamma", help="Scaled WS gain: auto (default) or a number, e.g. 1.4142")
+    model.add_argument(
+        "--se-gain", type=float, help="Squeeze-Excite gain: 0 none, 1 plain, 2 corrected"
+    )
+    model.add_argument(
+        "--skipinit", action=argparse.BooleanOptionalAction, help="zero-init residual gain"
+    )
+    model.add_argument(
+        "--maxpool", action=argparse.BooleanOptionalAction, help="stem max-pool (default on)"
+    )
+    model.add_argument("--width", type=float, help="channel-width multiplier (default 1)")
+    model.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
+    run = p.add_argument_group("input and measurement")
+    run.add_argument("--resolution", type=int, help="input height and width (default 128)")
+    run.add_argument("--batch", type=int, help="batch size N (default 16)")
+    run.add_argument("--input", choices=["gaussian", "digits"], help="N(0,1) noise or digit images")
+    run.add_argument("--seed", type=int, help="seeds the weights and the input (default 0)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    run.add_argument(
+        "--gradients", action="store_true", default=None, help="also the backward pass"
+    )
+    run.add_argument(
+        "--extra-stats", action="store_true", default=None, help="Appendix G statistics"
+    )
+    run.add_argument(
+        "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
+    out.add_argument("--csv", type=Path, help="per-block CSV")
+    out.add_argument("--plot", type=Path, action="append", default=[],
+                     help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
+    out.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
+    out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="nfcore", description="Signal propagation in normalized and Normalizer-Free ResNets."
+    )
+    parser.add_argument("--version", action="version", version=f"nfcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_spp(sub)
+    gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
+    gamma.add_argument("name", nargs="?", help="activation name (default: all)")
+    gamma.add_argument("--json", action="store_true", help="print JSON")
+    models = sub.add_parser("models", help="families, depths and variants with parameter counts")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+CONFIG_OPTIONS = (
+    "family", "depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha", "gamma",
+    "se_gain", "skipinit", "maxpool", "width", "num_classes", "resolution", "batch", "input", "seed",
+    "device", "gradients", "extra_stats",
+)  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> SPPConfig:
+    """The config the flags describe, on top of --config when given."""
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        values = _read_config_file(args.config)
+    values.update({k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None})
+    if args.family is not None and args.config is not None:
+        # A new family invalidates the file's family-specific fields.
+        for key in (
+            "depth",
+            "layout",
+            "variant",
+            "norm",
+            "activation",
+            "se_gain",
+            "skipinit",
+            "maxpool",
+        ):
+            if getattr(args, key) is None:
+                values.pop(key, None)
+    try:
+        return SPPConfig(**values)
+    except ValidationError as error:
+        raise UsageError(_as_flags(describe_validation_error(error))) from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise UsageError(f"--config {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"--config {path}: not valid JSON ({error.msg}, line {error.lineno})"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a JSON object with config fields")
+    return data
+
+
+def _as_flags(message: str) -> str:
+    """'se_gain: ...; depth: ...' -> '--se-gain: ...; --depth: ...'."""
+    parts = []
+    for part in message.split("; "):
+        field, sep, rest = part.partition(": ")
+        if sep and field.replace("_", "").replace(".", "").isalnum() and " " not in field:
+            field = "--" + field.split(".")[0].replace("_", "-")
+        parts.append(f"{field}{sep}{rest}")
+    return "; ".join(parts)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse bad output paths before spending minutes on a run."""
+    for path in args.plot:
+        if path.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(
+                f"--plot {path}: unsupported format '{path.suffix}'; use {', '.join(PLOT_SUFFIXES)}"
+            )
+    for flag, path in (
+        ("--out", args.out),
+        ("--csv", args.csv),
+        *(("--plot", p) for p in args.plot),
+    ):
+        if path is not None and path.exists() and path.is_dir():
+            raise UsageError(f"{flag} {path}: is a directory")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file, so an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _progress_printer(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        sys.stderr.write(f"\r  block {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_spp(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    _check_outputs(args)
+    from nfcore.spp import DeviceUnavailableError, run_spp  # torch loads once the input is good
+
+    try:
+        result = run_spp(config, progress=_progress_printer(args.quiet))
+    except DeviceUnavailableError as error:
+        raise UsageError(f"--device: {error}") from None
+    text = json.dumps(result.to_json_dict(), indent=2)
+    if args.out is None:
+        print(text)
+    else:
+        _write_text(args.out, text + "\n")
+    if args.csv is not None:
+        _write_text(args.csv, result.to_csv())
+    if args.plot:
+        from nfcore.plots import spp_figure, write_figure
+
+        figure = spp_figure(result, log_y=args.log_y)
+        for path in args.plot:
+            write_figure(figure, path)
+    if not args.quiet:
+        _summary(result, [p for p in (args.out, args.csv, *args.plot) if p is not None])
+    return 0
+
+
+def _summary(result: Any, written: Sequence[Path]) -> None:
+    meta, last = result.meta, result.blocks[-1]
+    lines = [
+        f"{meta.model}: {meta.num_blocks} blocks, {meta.parameter_count:,} parameters, "
+        f"{meta.device}, {meta.seconds:.2f} s",
+        f"last block: avg channel var {last.avg_channel_var}, avg sq channel mean "
+        f"{last.avg_sq_channel_mean}, residual var {last.residual_avg_channel_var}",
+    ]
+    if meta.nonfinite_from_block is not None:
+        lines.append(f"the signal overflowed float32 from block {meta.nonfinite_from_block} on")
+    lines += [f"wrote {path}" for path in written]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def cmd_gamma(args: argparse.Namespace) -> int:
+    from nfcore.activations import gamma_table
+
+    try:
+        rows = gamma_table([args.name] if args.name else None)
+    except ValueError as error:
+        raise UsageError(f"gamma: {error}") from None
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"{'activation':<12} {'quadrature':>12} {'sampled (D.1)':>14} {'closed form':>12}")
+    for row in rows:
+        analytic = f"{row.analytic:.6f}" if row.analytic is not None else "-"
+        print(f"{row.name:<12} {row.quadrature:>12.6f} {row.sampled:>14.6f} {analytic:>12}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from nfcore.models import model_catalog
+
+    rows = model_catalog()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'family':<10} {'norm':<5} {'depth/variant':<14} {'blocks per stage':<18} {'parameters':>14}"
+    )
+    for row in rows:
+        name = str(row["depth"] if row["variant"] is None else row["variant"])
+        layout = ",".join(str(n) for n in row["layout"])
+        print(
+            f"{row['family']:<10} {row['norm']:<5} {name:<14} {layout:<18} {row['parameters']:>14,}"
+        )
+    return 0
+
+
+COMMANDS = {"spp": cmd_spp, "gamma": cmd_gamma, "models": cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        sys.stderr.write(f"nfcore: error: {error}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("nfcore: interrupted\n")
+        return 130
+    except Exception as error:
+        if os.environ.get("NFCORE_DEBUG"):
+            raise
+        sys.stderr.write(f"nfcore: error: {type(error).__name__}: {error}\n")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

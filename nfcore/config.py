@@ -1,0 +1,295 @@
+"""The run configuration: one contract shared by the CLI, the API, the worker and the dashboard.
+
+Torch-free on purpose (the API validates requests with it without loading torch). A config
+is frozen and canonical: family defaults are filled in, and fields that do not apply to the
+chosen model are set to null, so two requests for the same experiment produce the same JSON
+and therefore the same cache key (`config_hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nfcore.registry import canonical_activation
+from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS, resnet_depth
+
+Family = Literal["resnetv2", "resnetv1", "nf_regnet"]
+Norm = Literal["bn", "nf", "none", "fixup"]
+Order = Literal["bn-relu-conv", "relu-bn-conv"]
+Conv = Literal["ws", "he"]
+Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
+InputKind = Literal["gaussian", "digits"]
+Device = Literal["auto", "cpu", "cuda"]
+
+FAMILIES: tuple[str, ...] = ("resnetv2", "resnetv1", "nf_regnet")
+NORMS_BY_FAMILY: dict[str, tuple[str, ...]] = {
+    "resnetv2": ("bn", "nf", "none", "fixup"),
+    "resnetv1": ("bn", "none"),
+    "nf_regnet": ("nf",),
+}
+
+# Values a user may leave out; they depend on the family (the paper's choices for each).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "resnetv2": {
+        "depth": 50,
+        "norm": "bn",
+        "activation": "relu",
+        "se_gain": 0.0,
+        "skipinit": False,
+    },
+    "resnetv1": {
+        "depth": 50,
+        "norm": "bn",
+        "activation": "relu",
+        "se_gain": 0.0,
+        "skipinit": False,
+    },
+    # Appendix D.2: SiLU, S+E corrected by 2, SkipInit gain, alpha 0.2.
+    "nf_regnet": {
+        "variant": "B0",
+        "norm": "nf",
+        "activation": "silu",
+        "se_gain": 2.0,
+        "skipinit": True,
+    },
+}
+
+MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-600)
+
+MAX_GAMMA = 100.0  # far above any activation gain (sigmoid needs about 4.8)
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class ModelConfig(BaseModel):
+    """Which network to build: family, depth, normalization, conv and activation choices."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    family: Family = Field("resnetv2", description="Network family.")
+    depth: int | None = Field(
+        None,
+        ge=2,
+        le=3 * 4 * MAX_LAYOUT_BLOCKS + 2,
+        description="ResNet depth (50, 101, 152, 200, 288, 600, or 14/26 for tiny nets).",
+    )
+    layout: tuple[Annotated[int, Field(ge=1, le=MAX_LAYOUT_BLOCKS)], ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description="Custom ResNet blocks per stage (1 to 4 stages); overrides depth.",
+    )
+    variant: Variant | None = Field(None, description="NF-RegNet variant B0-B5.")
+    norm: Norm | None = Field(
+        None, description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup."
+    )
+    order: Order | None = Field(None, description="Order of BN and ReLU in a pre-activation block.")
+    conv: Conv | None = Field(
+        None, description="ws (Scaled Weight Standardization) or he (Gaussian He init)."
+    )
+    activation: str | None = Field(None, description="Nonlinearity g, e.g. relu, silu, identity.")
+    alpha: float | None = Field(
+        None, gt=0, le=10, description="NF variance growth per block (Var grows by alpha^2)."
+    )
+    gamma: Literal["auto"] | float | None = Field(
+        None, description="Scaled WS gain: 'auto' = 1/sqrt(Var g(x)), or a number (Fig. 8: sqrt 2)."
+    )
+    se_gain: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Squeeze-Excite output gain: 0 = no SE, 1 = plain, 2 = corrected.",
+    )
+    skipinit: bool | None = Field(None, description="Learnable residual gain initialized to 0.")
+    maxpool: bool | None = Field(None, description="3x3 max-pool in the ResNet stem.")
+    width: float = Field(1.0, gt=0, le=4, description="Channel-width multiplier.")
+    stochdepth_rate: float = Field(
+        0.0, ge=0, lt=1, description="Stochastic depth drop rate at the last block (training only)."
+    )
+    drop_rate: float = Field(
+        0.0, ge=0, lt=1, description="Dropout before the classifier (training only)."
+    )
+    num_classes: int = Field(1000, ge=2, le=100_000, description="Classifier outputs.")
+
+    @field_validator("gamma", mode="before")
+    @classmethod
+    def _parse_gamma(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None if value is None else "auto"
+        try:
+            gain = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be 'auto' or a positive number, got {value!r}") from None
+        if not (math.isfinite(gain) and 0 < gain <= MAX_GAMMA):
+            raise ValueError(f"must be 'auto' or a number in (0, {MAX_GAMMA}], got {value!r}")
+        return gain
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_family_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        family = data.get("family") or "resnetv2"
+        for key, value in FAMILY_DEFAULTS.get(family, {}).items():
+            if data.get(key) is None:
+                data[key] = value
+        if family != "nf_regnet" and data.get("layout") is not None:
+            data["depth"] = None  # the layout decides the depth; checked against it below
+        return data
+
+    @model_validator(mode="after")
+    def _canonicalize(self) -> ModelConfig:
+        self._resolve_architecture()
+        self._resolve_options()
+        return self
+
+    def _set(self, **values: Any) -> None:
+        # The model is frozen for users; the validator finishes building it.
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def _resolve_architecture(self) -> None:
+        if self.norm not in NORMS_BY_FAMILY[self.family]:
+            allowed = ", ".join(NORMS_BY_FAMILY[self.family])
+            raise ValueError(
+                f"norm: {self.norm!r} is not available for {self.family}; choose {allowed}"
+            )
+        if self.family == "nf_regnet":
+            assert self.variant is not None
+            self._set(depth=None, layout=NF_REGNET_VARIANTS[self.variant]["depth"], maxpool=None)
+            return
+        layout = self.layout
+        if layout is None:
+            if self.depth not in RESNET_LAYOUTS:
+                known = ", ".join(str(d) for d in RESNET_LAYOUTS)
+                raise ValueError(
+                    f"depth: {self.depth} has no block layout (known depths: {known}); "
+                    "give a custom per-stage layout instead"
+                )
+            layout = RESNET_LAYOUTS[self.depth]
+        self._set(depth=resnet_depth(tuple(layout)), layout=tuple(layout), variant=None)
+        if self.maxpool is None:
+            self._set(maxpool=True)
+
+    def _resolve_options(self) -> None:
+        try:
+            self._set(activation=canonical_activation(self.activation or "relu"))
+        except ValueError as error:
+            raise ValueError(f"activation: {error}") from None
+        norm = self.norm
+        if norm == "fixup" and self.conv == "ws":
+            raise ValueError(
+                "conv: 'ws' does not apply to fixup, which has its own initialization; use he"
+            )
+        conv = self.conv or ("ws" if norm == "nf" else "he")
+        order = (
+            (self.order or "bn-relu-conv") if (norm == "bn" and self.family == "resnetv2") else None
+        )
+        alpha = (self.alpha if self.alpha is not None else 0.2) if norm == "nf" else None
+        gamma = (self.gamma if self.gamma is not None else "auto") if conv == "ws" else None
+        skipinit = bool(self.skipinit) if norm in ("nf", "none", "bn") else False
+        self._set(conv=conv, order=order, alpha=alpha, gamma=gamma, skipinit=skipinit)
+
+    # --- derived, read by the builders, the API's cost estimate and the plots ---------------
+    @property
+    def stage_layout(self) -> tuple[int, ...]:
+        """Residual blocks per stage."""
+        assert self.layout is not None
+        return tuple(self.layout)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.stage_layout)
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling factor from the input image to the last stage."""
+        stages = len(self.stage_layout)
+        if self.family == "nf_regnet":
+            return 2 ** (1 + stages)  # stride-2 stem conv, then every stage starts with stride 2
+        return 2 ** (1 + int(bool(self.maxpool)) + stages - 1)  # stem conv (+ pool), stages 2..n
+
+    @property
+    def label(self) -> str:
+        """A short human name, e.g. 'NF-ResNetV2-600 (ws, relu, alpha=0.2)'."""
+        if self.family == "nf_regnet":
+            name = f"NF-RegNet-{self.variant}"
+        else:
+            prefix = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}[
+                str(self.norm)
+            ]
+            name = (
+                f"{prefix}-{'ResNetV2' if self.family == 'resnetv2' else 'ResNetV1'}-{self.depth}"
+            )
+        parts = [p for p in (self.order, self.conv, self.activation) if p]
+        if self.alpha is not None:
+            parts.append(f"alpha={self.alpha:g}")
+        if self.gamma not in (None, "auto"):
+            parts.append(f"gamma={float(self.gamma):.4g}")
+        if self.se_gain:
+            parts.append(f"SE x{self.se_gain:g}")
+        if self.skipinit:
+            parts.append("SkipInit")
+        return f"{name} ({', '.join(parts)})"
+
+
+class SPPConfig(ModelConfig):
+    """A Signal Propagation Plot run: the model, the input batch, and what to measure."""
+
+    resolution: int = Field(128, ge=8, le=1024, description="Input height and width in pixels.")
+    batch: int = Field(16, ge=1, le=4096, description="Input batch size N.")
+    input: InputKind = Field("gaussian", description="N(0,1) noise, or scikit-learn digit images.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the weights and the input batch.")
+    device: Device = Field("auto", description="auto = cuda when available, else cpu.")
+    gradients: bool = Field(False, description="Also measure the gradient on the backward pass.")
+    extra_stats: bool = Field(
+        False, description="Also Appendix G: activation mean, average pixel norm."
+    )
+
+    @model_validator(mode="after")
+    def _check_input(self) -> SPPConfig:
+        if self.resolution < self.total_stride:
+            raise ValueError(
+                f"resolution: {self.resolution} is too small: this network downsamples by "
+                f"{self.total_stride}, so the resolution must be at least {self.total_stride}"
+            )
+        final_side = math.ceil(self.resolution / self.total_stride)
+        if self.norm == "bn" and self.batch * final_side**2 < 2:
+            raise ValueError(
+                "batch: 1 at this resolution leaves BatchNorm one value per channel in the last "
+                "stage; use a batch of at least 2 or a larger resolution"
+            )
+        return self
+
+
+def canonical_json(config: BaseModel) -> str:
+    """The config as compact JSON with sorted keys: the text that is hashed."""
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config: BaseModel, version: str) -> str:
+    """A stable id for (config, library version): the cache key and job id of a run."""
+    digest = hashlib.sha256(f"{version}\n{canonical_json(config)}".encode())
+    return digest.hexdigest()[:32]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem, naming the field, e.g. 'depth: depth 51 has no ...'."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] in ("literal_error", "enum"):
+            message = f"{message}, got {_fmt(item.get('input'))}"
+        elif "input" in item and item["type"] not in ("value_error", "assertion_error", "missing"):
+            message = f"{message} (got {_fmt(item['input'])})"
+        lines.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(lines)

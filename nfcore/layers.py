@@ -1,0 +1,177 @@
+"""Building blocks with the signal-propagation fixes of Section 4 and Appendix B."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Appendix D.2: "Epsilon, a small constant to avoid dividing by zero."
+SCALED_WS_EPS = 1e-4
+
+
+class ScaledWSConv2d(nn.Conv2d):
+    """Conv2d with Scaled Weight Standardization (eq. 3, Appendix D.2).
+
+    W_hat = gamma * gain * (W - mean(W)) / sqrt(N * Var(W) + eps), the mean and variance taken
+    over each filter's fan-in N. `gamma` is the fixed nonlinearity gain 1/sqrt(Var g(x)); `gain`
+    and `bias` are the learnable per-output-channel affine parameters of Appendix B.1.
+
+    The standardized weight is differentiable in training. In eval mode or under `no_grad` it
+    is computed once and reused until the weight or gain changes (Scaled WS is "free at
+    inference"); in eval mode it is therefore a constant, like BatchNorm's running statistics,
+    and no gradient flows through it to `weight`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = True,
+        gamma: float = 1.0,
+        eps: float = SCALED_WS_EPS,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
+        )
+        self.gain = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+        self.gamma = float(gamma)
+        self.eps = eps
+        self._cached_weight: Tensor | None = None
+        self._cache_key: tuple[object, ...] | None = None
+
+    def standardized_weight(self) -> Tensor:
+        """W_hat of eq. 3, recomputed from the current weight (OIHW)."""
+        fan_in = self.weight[0].numel()
+        # Population mean and variance over the fan-in, as in eq. 2 (the paper's PyTorch
+        # listing calls torch.var, which would use Bessel's correction).
+        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        scale = self.gamma * self.gain * torch.rsqrt(var * fan_in + self.eps)
+        return (self.weight - mean) * scale
+
+    def _weight_for_forward(self) -> Tensor:
+        if self.training and torch.is_grad_enabled():
+            return self.standardized_weight()
+        key = (
+            self.weight._version,
+            self.gain._version,
+            self.weight.data_ptr(),
+            self.gain.data_ptr(),
+            self.weight.dtype,
+            self.weight.device,
+            self.gamma,
+            self.eps,
+        )
+        if self._cached_weight is None or key != self._cache_key:
+            with torch.no_grad():
+                self._cached_weight = self.standardized_weight()
+            self._cache_key = key
+        return self._cached_weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(
+            x,
+            self._weight_for_forward(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma={self.gamma:.4f}, eps={self.eps:g}"
+
+
+class Activation(nn.Module):
+    """A nonlinearity g given as any callable, optionally multiplied by a constant gain."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], name: str, gain: float = 1.0) -> None:
+        super().__init__()
+        self.fn, self.name, self.gain = fn, name, float(gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.fn(x)
+        return out if self.gain == 1.0 else out * self.gain
+
+    def extra_repr(self) -> str:
+        return self.name if self.gain == 1.0 else f"{self.name}, gain={self.gain:.4f}"
+
+
+class SqueezeExcite(nn.Module):
+    """y = se_gain * sigmoid(MLP(pool(h))) * h (Section 4.4, Appendix B.3).
+
+    The sigmoid gate halves the signal's scale at initialization; se_gain = 2 is the paper's
+    correction and se_gain = 1 the unmodified block (Fig. 9).
+    """
+
+    def __init__(self, channels: int, hidden: int, activation: nn.Module, se_gain: float) -> None:
+        super().__init__()
+        self.se_conv0 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)
+        self.se_conv1 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
+        self.activation = activation
+        self.se_gain = float(se_gain)
+
+    def forward(self, h: Tensor) -> Tensor:
+        pooled = h.mean(dim=(2, 3), keepdim=True)  # N,C,1,1
+        excite = self.se_conv1(self.activation(self.se_conv0(pooled)))
+        return torch.sigmoid(excite) * self.se_gain * h
+
+
+class SkipInitGain(nn.Module):
+    """A learnable scalar at the end of the residual branch, initialized to 0 (De & Smith, 2020)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipinit_gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.skipinit_gain
+
+
+class ScalarBias(nn.Module):
+    """FixUp's learnable scalar bias, initialized to 0 (Zhang et al., 2019)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias
+
+
+class ScalarScale(nn.Module):
+    """FixUp's learnable scalar multiplier at the end of the branch, initialized to 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole residual branch per example with probability `rate` while training.
+
+    Appendix B.2: the kept branch is not divided by the keep probability, to preserve signal.
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = float(rate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) >= self.rate
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:g}"

@@ -1,0 +1,244 @@
+"""Signal Propagation Plots as Plotly figures: pure builders (result -> go.Figure) and a writer.
+
+The CLI's `--plot` and the dashboard draw with the same builders, so a plot looks the same
+wherever it is seen. Nothing here imports torch or reads files at import time.
+
+Layout follows the paper's Figs. 1, 2 and 6-11: three panels side by side (squared channel
+mean, channel variance, residual-branch variance) against the block index, black dots at the
+end of each stage, several runs overlaid in one figure (Fig. 2).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from nfcore.result import SPPResult
+
+# (block key, panel title), in the paper's panel order.
+FORWARD_PANELS: tuple[tuple[str, str], ...] = (
+    ("avg_sq_channel_mean", "Average Channel Squared Mean"),
+    ("avg_channel_var", "Average Channel Variance"),
+    ("residual_avg_channel_var", "Residual Average Channel Variance"),
+)
+# The backward pass, drawn in a second row when a run measured it.
+GRADIENT_PANELS: tuple[tuple[str, str], ...] = (
+    ("grad_avg_sq_channel_mean", "Gradient Average Channel Squared Mean"),
+    ("grad_avg_channel_var", "Gradient Average Channel Variance"),
+)
+# Mid-saturation colors stay visible on both the white and a dark dashboard template.
+RUN_COLORS: tuple[str, ...] = tuple(qualitative.Plotly)
+# The paper's black stage-end dots; the white outline keeps them visible on a dark background.
+STAGE_END_MARKER: dict[str, Any] = {
+    "color": "#333333",
+    "size": 7,
+    "line": {"color": "white", "width": 1},
+}
+ROW_HEIGHT = 500  # pixels per row of panels, interactive and exported
+IMAGE_WIDTH = 1500  # three panels of about 500 px each
+IMAGE_SCALE = 2  # sharp on high-density screens and in slides
+IMAGE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def spp_figure(
+    results: SPPResult | Sequence[SPPResult],
+    *,
+    log_y: bool = False,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Draw one or several SPP runs, overlaid, like the paper's Signal Propagation Plots.
+
+    `log_y` puts the forward panels on a log scale (Fig. 6 is semilog, for exploding
+    signals). Legend labels default to each run's model name. Runs that measured gradients
+    add a second row; gradients are tiny, so that row is always on a log scale. Values that
+    overflowed float32 (stored as None) are left as gaps.
+    """
+    runs = [results] if isinstance(results, SPPResult) else list(results)
+    if not runs:
+        raise ValueError("spp_figure needs at least one result")
+    names = list(labels) if labels is not None else [run.config.label for run in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"got {len(names)} labels for {len(runs)} results")
+    panels = _panels(runs)
+    fig = _empty_figure(panels, log_y)
+    for number, (run, name) in enumerate(zip(runs, names, strict=True)):
+        color = RUN_COLORS[number % len(RUN_COLORS)]
+        group = f"run-{number}"
+        for position, (key, _, row, col) in enumerate(panels):
+            if key.startswith("grad_") and not run.config.gradients:
+                continue
+            traces = _stat_traces(run, key, name, color, group, show_legend=position == 0)
+            if key == "avg_channel_var" and run.config.norm == "nf":
+                traces.append(_expected_var_trace(run, name, color, group))
+            for trace in traces:
+                fig.add_trace(trace, row=row, col=col)
+        _mark_overflow(fig, run, color)
+    fig.update_layout(title=_title(runs, names, title))
+    return fig
+
+
+def write_figure(fig: go.Figure, path: str | Path) -> Path:
+    """Save a figure, the format chosen by the suffix; returns the path written.
+
+    HTML embeds plotly.js so the file opens offline; PNG, SVG and PDF are rendered by
+    kaleido's bundled headless browser; JSON is the Plotly figure spec.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".html", ".json", *IMAGE_FORMATS):
+        raise ValueError(
+            f"unsupported plot format '{suffix}'; use .html, .png, .svg, .pdf or .json"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".html":
+        fig.write_html(path, include_plotlyjs=True, full_html=True)
+    elif suffix == ".json":
+        path.write_text(fig.to_json(), encoding="utf-8")
+    else:
+        path.write_bytes(_image_bytes(fig, suffix.removeprefix(".")))
+    return path
+
+
+def _panels(runs: Sequence[SPPResult]) -> list[tuple[str, str, int, int]]:
+    """(block key, title, row, col) of every panel the runs need."""
+    panels = [(key, text, 1, col) for col, (key, text) in enumerate(FORWARD_PANELS, start=1)]
+    if any(run.config.gradients for run in runs):
+        panels += [(key, text, 2, col) for col, (key, text) in enumerate(GRADIENT_PANELS, start=1)]
+    return panels
+
+
+def _empty_figure(panels: list[tuple[str, str, int, int]], log_y: bool) -> go.Figure:
+    rows = panels[-1][2]
+    specs: list[list[dict | None]] = [[{}, {}, {}]] + [[{}, {}, None]] * (rows - 1)
+    fig = make_subplots(
+        rows=rows,
+        cols=3,
+        specs=specs,
+        subplot_titles=[text for _, text, _, _ in panels],
+        horizontal_spacing=0.06,
+        vertical_spacing=0.22 if rows > 1 else 0.0,
+    )
+    for _, _, row, col in panels:
+        log = log_y or row == 2
+        fig.update_xaxes(title_text="Residual block", rangemode="tozero", row=row, col=col)
+        fig.update_yaxes(
+            type="log" if log else "linear",
+            rangemode="normal" if log else "tozero",  # linear panels start at 0, as in the paper
+            exponentformat="power",
+            row=row,
+            col=col,
+        )
+    fig.update_layout(
+        template="plotly_white",
+        height=ROW_HEIGHT * rows,
+        hovermode="closest",
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2 / rows},
+        legend_traceorder="grouped",
+        margin={"t": 120, "b": 110},
+    )
+    return fig
+
+
+def _stat_traces(
+    run: SPPResult, key: str, name: str, color: str, group: str, *, show_legend: bool
+) -> list[go.Scatter]:
+    """One statistic of one run: the curve and black dots at the stage ends."""
+    x = [block.index for block in run.blocks]
+    y = [getattr(block, key) for block in run.blocks]
+    hover = f"<b>{name}</b><br>block %{{x}}, stage %{{customdata}}<br>%{{y:.8g}}<extra></extra>"
+    curve = go.Scatter(
+        x=x,
+        y=y,
+        customdata=[block.stage for block in run.blocks],
+        mode="lines",
+        name=name,
+        line={"color": color, "width": 2},
+        legendgroup=group,
+        showlegend=show_legend,
+        connectgaps=False,
+        hovertemplate=hover,
+    )
+    by_index = {block.index: block for block in run.blocks}
+    ends = [index for index in run.meta.stage_ends if index in by_index]
+    dots = go.Scatter(
+        x=ends,
+        y=[getattr(by_index[index], key) for index in ends],
+        customdata=[by_index[index].stage for index in ends],
+        mode="markers",
+        name=f"{name}: stage ends",
+        marker=STAGE_END_MARKER,
+        legendgroup=group,
+        showlegend=False,
+        hovertemplate=hover.replace("stage %{customdata}", "end of stage %{customdata}"),
+    )
+    return [curve, dots]
+
+
+def _expected_var_trace(run: SPPResult, name: str, color: str, group: str) -> go.Scatter:
+    """The analytic Var(x) of an NF model, beta^2, which the measured variance should track."""
+    return go.Scatter(
+        x=[block.index for block in run.blocks],
+        y=[block.expected_var for block in run.blocks],
+        mode="lines",
+        name="expected (β²)",
+        line={"color": color, "width": 1.5, "dash": "dash"},
+        legendgroup=group,
+        connectgaps=False,
+        hovertemplate=f"<b>{name}</b><br>block %{{x}}<br>expected β² = %{{y:.8g}}<extra></extra>",
+    )
+
+
+def _mark_overflow(fig: go.Figure, run: SPPResult, color: str) -> None:
+    """A dotted line where the float32 signal overflowed, so the gap after it is explained."""
+    block = run.meta.nonfinite_from_block
+    if block is None:
+        return
+    line = {"color": color, "dash": "dot", "width": 1}
+    note = {"annotation_text": "float32 overflow", "annotation_position": "top left"}
+    for col in range(1, len(FORWARD_PANELS) + 1):
+        fig.add_vline(x=block, line=line, row=1, col=col, **(note if col == 1 else {}))
+
+
+def _title(runs: Sequence[SPPResult], names: Sequence[str], title: str | None) -> dict[str, Any]:
+    if title is not None:
+        return {"text": title}
+    if len(runs) > 1:
+        return {"text": "Signal Propagation Plot"}
+    config = runs[0].config
+    source = "N(0,1) input" if config.input == "gaussian" else "digits input"
+    return {
+        "text": f"Signal Propagation Plot: {names[0]}",
+        "subtitle": {"text": f"{source} at {config.resolution}px, batch {config.batch}"},
+    }
+
+
+def _image_bytes(fig: go.Figure, image_format: str) -> bytes:
+    width = fig.layout.width or IMAGE_WIDTH
+    height = fig.layout.height or ROW_HEIGHT
+    try:
+        scope = _kaleido_scope()
+    except ImportError:  # kaleido >= 1 has no scopes; plotly drives it itself
+        return fig.to_image(format=image_format, width=width, height=height, scale=IMAGE_SCALE)
+    return scope.transform(fig, format=image_format, width=width, height=height, scale=IMAGE_SCALE)
+
+
+@functools.cache
+def _kaleido_scope() -> Any:
+    """One kaleido 0.2 renderer per process (it keeps a headless browser running).
+
+    Plotly >= 7 only talks to kaleido >= 1, which needs a separately installed Chrome, so we
+    drive kaleido 0.2's own bundled browser directly, pointed at the plotly.js that ships
+    with the plotly package (its default would fetch plotly.js from a CDN).
+    """
+    from kaleido.scopes.plotly import PlotlyScope
+
+    plotlyjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return PlotlyScope(plotlyjs=str(plotlyjs))

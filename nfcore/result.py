@@ -1,0 +1,102 @@
+"""What an SPP run returns: per-block statistics, the config that made them, and run facts.
+
+Torch-free: the API, the worker's cache and the dashboard read and write these. Non-finite
+values (a signal that overflowed float32, Fig. 6) are stored as null so the JSON stays
+valid; `meta.nonfinite_from_block` says where that began.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nfcore.config import SPPConfig
+
+# Keys present in every block, in CSV column order.
+CORE_KEYS: tuple[str, ...] = (
+    "index",
+    "stage",
+    "transition",
+    "avg_sq_channel_mean",
+    "avg_channel_var",
+    "residual_avg_channel_var",
+    "expected_var",
+)
+# Appendix G statistics, present when `extra_stats` is on.
+EXTRA_KEYS: tuple[str, ...] = ("activation_mean", "avg_pixel_norm")
+# Statistics of dLoss/dx at each block output, present when `gradients` is on.
+GRADIENT_KEYS: tuple[str, ...] = ("grad_avg_sq_channel_mean", "grad_avg_channel_var")
+
+
+class BlockStats(BaseModel):
+    """Statistics of one residual block's output x_{l+1} and its residual branch f(x)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="Block index, 0-based, in forward order.")
+    stage: int = Field(description="Stage the block belongs to, 0-based.")
+    transition: bool = Field(description="First block of a stage (shortcut convolution).")
+    avg_sq_channel_mean: float | None = Field(description="mean_C (mean_NHW x)^2.")
+    avg_channel_var: float | None = Field(description="mean_C var_NHW x.")
+    residual_avg_channel_var: float | None = Field(
+        description="mean_C var_NHW f(x), before alpha and any SkipInit gain."
+    )
+    expected_var: float | None = Field(description="Analytic Var(x_{l+1}) of NF models (beta^2).")
+    activation_mean: float | None = None
+    avg_pixel_norm: float | None = None
+    grad_avg_sq_channel_mean: float | None = None
+    grad_avg_channel_var: float | None = None
+
+
+class SPPMeta(BaseModel):
+    version: str
+    torch_version: str
+    device: str
+    seconds: float
+    parameter_count: int
+    gamma: float | None = Field(description="The Scaled WS gain used (resolved when 'auto').")
+    model: str = Field(description="Human-readable model name.")
+    num_blocks: int
+    stage_ends: list[int] = Field(description="Block index of the last block of each stage.")
+    nonfinite_from_block: int | None = Field(
+        None, description="First block whose statistics overflowed float32 (null when none)."
+    )
+
+
+class SPPResult(BaseModel):
+    config: SPPConfig
+    blocks: list[BlockStats]
+    meta: SPPMeta
+
+    def block_keys(self) -> tuple[str, ...]:
+        """The statistic keys this run measured, in column order."""
+        keys = CORE_KEYS
+        if self.config.extra_stats:
+            keys += EXTRA_KEYS
+        if self.config.gradients:
+            keys += GRADIENT_KEYS
+        return keys
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The documented JSON: every block carries exactly the keys that were asked for."""
+        keys = self.block_keys()
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "blocks": [{k: getattr(b, k) for k in keys} for b in self.blocks],
+            "meta": self.meta.model_dump(mode="json"),
+        }
+
+    def to_csv(self) -> str:
+        """One row per block, the same keys as the JSON blocks."""
+        keys = self.block_keys()
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(keys), lineterminator="\n")
+        writer.writeheader()
+        for block in self.blocks:
+            writer.writerow(
+                {k: "" if getattr(block, k) is None else getattr(block, k) for k in keys}
+            )
+        return out.getvalue()

@@ -1,0 +1,195 @@
+"""The SPP figure builders and writer, on hand-made results (no model is run)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nfcore.config import SPPConfig
+from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS, spp_figure, write_figure
+from nfcore.result import BlockStats, SPPMeta, SPPResult
+
+PANEL_TITLES = [
+    "Average Channel Squared Mean",
+    "Average Channel Variance",
+    "Residual Average Channel Variance",
+]
+
+
+def make_result(
+    norm: str = "nf", *, gradients: bool = False, overflow_from: int | None = None
+) -> SPPResult:
+    """A tiny run with paper-shaped statistics: NF variance grows by alpha^2, resets per stage."""
+    config = SPPConfig(depth=26, norm=norm, width=0.25, resolution=32, batch=4, gradients=gradients)
+    alpha = config.alpha or 0.2
+    blocks, stage_ends, index = [], [], 0
+    for stage, count in enumerate(config.stage_layout):
+        expected = 1.0
+        for position in range(count):
+            expected = 1.0 + alpha**2 if position == 0 else expected + alpha**2
+            overflowed = overflow_from is not None and index >= overflow_from
+            blocks.append(
+                BlockStats(
+                    index=index,
+                    stage=stage,
+                    transition=position == 0,
+                    avg_sq_channel_mean=None if overflowed else 0.01 * (index + 1),
+                    avg_channel_var=None if overflowed else expected * 1.01,
+                    residual_avg_channel_var=None if overflowed else 0.9 + 0.01 * index,
+                    expected_var=expected if norm == "nf" else None,
+                    grad_avg_sq_channel_mean=1e-9 * (index + 1) if gradients else None,
+                    grad_avg_channel_var=1e-6 / (index + 1) if gradients else None,
+                )
+            )
+            index += 1
+        stage_ends.append(index - 1)
+    meta = SPPMeta(
+        version="0.1.0",
+        torch_version="2.13.0",
+        device="cpu",
+        seconds=0.1,
+        parameter_count=1000,
+        gamma=1.71,
+        model=config.label,
+        num_blocks=index,
+        stage_ends=stage_ends,
+        nonfinite_from_block=overflow_from,
+    )
+    return SPPResult(config=config, blocks=blocks, meta=meta)
+
+
+def traces_on(fig, axis: str) -> list:
+    """Traces drawn on one panel, named by its x axis ('x', 'x2', ...)."""
+    return [trace for trace in fig.data if trace.xaxis == axis]
+
+
+def curves(fig, axis: str) -> list:
+    return [t for t in traces_on(fig, axis) if t.mode == "lines" and "expected" not in t.name]
+
+
+def stage_dots(fig, axis: str) -> list:
+    return [t for t in traces_on(fig, axis) if t.mode == "markers"]
+
+
+def test_three_panels_with_paper_titles():
+    fig = spp_figure(make_result())
+    titles = [annotation.text for annotation in fig.layout.annotations]
+    assert titles == PANEL_TITLES
+    assert [title for _, title in FORWARD_PANELS] == PANEL_TITLES
+    for axis in ("xaxis", "xaxis2", "xaxis3"):
+        assert fig.layout[axis].title.text == "Residual block"
+
+
+def test_one_curve_per_panel_labelled_with_the_run():
+    result = make_result()
+    fig = spp_figure(result)
+    for axis, (key, _) in zip(("x", "x2", "x3"), FORWARD_PANELS, strict=True):
+        (curve,) = curves(fig, axis)
+        assert curve.name == result.config.label
+        assert list(curve.x) == [block.index for block in result.blocks]
+        assert list(curve.y) == [getattr(block, key) for block in result.blocks]
+
+
+def test_custom_labels_replace_the_model_name():
+    fig = spp_figure(make_result(), labels=["mine"], title="Custom")
+    assert {curve.name for curve in curves(fig, "x")} == {"mine"}
+    assert fig.layout.title.text == "Custom"
+    with pytest.raises(ValueError, match="2 labels for 1 results"):
+        spp_figure(make_result(), labels=["a", "b"])
+
+
+def test_overlaid_runs_get_one_legend_entry_each():
+    nf, bn = make_result("nf"), make_result("bn")
+    fig = spp_figure([nf, bn])
+    runs = [t for t in fig.data if t.showlegend is not False and "expected" not in t.name]
+    assert [t.name for t in runs] == [nf.config.label, bn.config.label]
+    for axis in ("x", "x2", "x3"):
+        panel = curves(fig, axis)
+        assert [t.name for t in panel] == [nf.config.label, bn.config.label]
+        assert panel[0].line.color != panel[1].line.color
+        assert len({t.legendgroup for t in panel}) == 2
+        for curve, dots in zip(panel, stage_dots(fig, axis), strict=True):
+            assert dots.legendgroup == curve.legendgroup
+
+
+def test_stage_ends_are_dots_on_each_curve():
+    result = make_result()
+    fig = spp_figure(result)
+    for axis, (key, _) in zip(("x", "x2", "x3"), FORWARD_PANELS, strict=True):
+        (dots,) = stage_dots(fig, axis)
+        assert list(dots.x) == result.meta.stage_ends == [1, 3, 5, 7]
+        assert list(dots.y) == [getattr(result.blocks[i], key) for i in result.meta.stage_ends]
+
+
+def test_expected_variance_only_for_nf_runs():
+    nf, bn = make_result("nf"), make_result("bn")
+    fig = spp_figure([nf, bn])
+    expected = [t for t in fig.data if "expected" in t.name]
+    (trace,) = expected
+    assert trace.xaxis == "x2"  # the Average Channel Variance panel
+    assert trace.line.dash == "dash"
+    assert list(trace.y) == [block.expected_var for block in nf.blocks]
+    # alpha = 0.2: 1.04 at each transition, then +0.04 per block within the stage.
+    assert list(trace.y)[:3] == pytest.approx([1.04, 1.08, 1.04])
+    assert trace.line.color == curves(fig, "x2")[0].line.color
+
+
+def test_log_y_sets_every_panel_to_log():
+    linear = spp_figure(make_result())
+    assert {linear.layout[f"yaxis{s}"].type for s in ("", "2", "3")} == {"linear"}
+    log = spp_figure(make_result(), log_y=True)
+    assert {log.layout[f"yaxis{s}"].type for s in ("", "2", "3")} == {"log"}
+
+
+def test_gradient_row_only_when_gradients_were_measured():
+    assert "yaxis4" not in spp_figure(make_result()).layout
+    result = make_result(gradients=True)
+    fig = spp_figure(result)
+    titles = [annotation.text for annotation in fig.layout.annotations]
+    assert titles == PANEL_TITLES + [title for _, title in GRADIENT_PANELS]
+    assert fig.layout.yaxis4.type == fig.layout.yaxis5.type == "log"
+    (curve,) = curves(fig, "x5")
+    assert list(curve.y) == [block.grad_avg_channel_var for block in result.blocks]
+
+
+def test_overflowed_values_are_gaps():
+    fig = spp_figure(make_result("none", overflow_from=5), log_y=True)
+    for axis in ("x", "x2", "x3"):
+        (curve,) = curves(fig, axis)
+        assert list(curve.y)[5:] == [None, None, None]
+        assert all(value is not None for value in list(curve.y)[:5])
+        assert curve.connectgaps is False
+    (dots,) = stage_dots(fig, "x2")
+    assert list(dots.y)[-1] is None
+
+
+def test_write_html_opens_offline(tmp_path: Path):
+    path = write_figure(spp_figure(make_result()), tmp_path / "nested" / "spp.html")
+    text = path.read_text(encoding="utf-8")
+    assert path.stat().st_size > 1_000_000  # plotly.js is embedded, not linked
+    assert "plotly" in text
+    assert re.search(r"<script[^>]*\ssrc=", text) is None  # no CDN or other external script
+
+
+def test_write_png_renders_an_image(tmp_path: Path):
+    path = write_figure(spp_figure([make_result("nf"), make_result("bn")]), tmp_path / "spp.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
+
+
+def test_write_json_round_trips(tmp_path: Path):
+    import plotly.io as pio
+
+    fig = spp_figure(make_result())
+    path = write_figure(fig, tmp_path / "spp.json")
+    assert len(pio.read_json(path).data) == len(fig.data)
+
+
+def test_unsupported_format_is_rejected(tmp_path: Path):
+    message = "unsupported plot format '.bmp'; use .html, .png, .svg, .pdf or .json"
+    with pytest.raises(ValueError) as error:
+        write_figure(spp_figure(make_result()), tmp_path / "spp.bmp")
+    assert str(error.value) == message
+    assert not (tmp_path / "spp.bmp").exists()
