@@ -1,6 +1,7 @@
 """`nfcore` / `python -m nfcore`: Signal Propagation Plots from the command line.
 
     nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --out spp.json --plot spp.png
+    nfcore plot bn.json nf.json --out compare.png
     nfcore gamma silu
     nfcore models
 
@@ -10,6 +11,7 @@ Bad input ends with one line on stderr that names the option, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -117,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
     gamma.add_argument("name", nargs="?", help="activation name (default: all)")
     gamma.add_argument("--json", action="store_true", help="print JSON")
+    plot = sub.add_parser("plot", help="overlay saved SPP results in one figure (as Fig. 2)")
+    plot.add_argument(
+        "results", type=Path, nargs="+", help="result JSON files written by `nfcore spp`"
+    )
+    plot.add_argument("--out", type=Path, action="append", required=True, dest="plot",
+                      help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
+    plot.add_argument("--label", action="append", help="legend label per result, in order")
+    plot.add_argument("--title", help="figure title")
+    plot.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
     models = sub.add_parser("models", help="families, depths and variants with parameter counts")
     models.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -129,26 +140,30 @@ CONFIG_OPTIONS = (
 )  # fmt: skip
 
 
+# Fields a saved (canonical) config filled in from another field's value.
+DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
+               "gamma", "se_gain", "skipinit", "maxpool"),
+    "depth": ("layout",),
+    "layout": ("depth",),
+    "norm": ("order", "conv", "alpha", "gamma"),
+    "conv": ("gamma",),
+}  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace) -> SPPConfig:
     """The config the flags describe, on top of --config when given."""
     values: dict[str, Any] = {}
     if args.config is not None:
         values = _read_config_file(args.config)
-    values.update({k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None})
-    if args.family is not None and args.config is not None:
-        # A new family invalidates the file's family-specific fields.
-        for key in (
-            "depth",
-            "layout",
-            "variant",
-            "norm",
-            "activation",
-            "se_gain",
-            "skipinit",
-            "maxpool",
-        ):
-            if getattr(args, key) is None:
-                values.pop(key, None)
+    flags = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None}
+    for flag, derived in DERIVED_FIELDS.items():
+        # A flag that changes e.g. the norm invalidates what the file derived from the old one.
+        if flag in flags and values.get(flag) != flags[flag]:
+            for key in derived:
+                if key not in flags:
+                    values.pop(key, None)
+    values.update(flags)
     try:
         return SPPConfig(**values)
     except ValidationError as error:
@@ -164,6 +179,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"--config {path}: not valid JSON ({error.msg}, line {error.lineno})"
         ) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--config {path}: not a text file (expected UTF-8 JSON)") from None
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         data = data["config"]
     if not isinstance(data, dict):
@@ -248,16 +265,53 @@ def cmd_spp(args: argparse.Namespace) -> int:
 
 def _summary(result: Any, written: Sequence[Path]) -> None:
     meta, last = result.meta, result.blocks[-1]
+
+    def fmt(value: float | None) -> str:
+        return "overflow" if value is None else f"{value:.4g}"
+
     lines = [
         f"{meta.model}: {meta.num_blocks} blocks, {meta.parameter_count:,} parameters, "
         f"{meta.device}, {meta.seconds:.2f} s",
-        f"last block: avg channel var {last.avg_channel_var}, avg sq channel mean "
-        f"{last.avg_sq_channel_mean}, residual var {last.residual_avg_channel_var}",
+        f"last block: avg channel var {fmt(last.avg_channel_var)}, avg sq channel mean "
+        f"{fmt(last.avg_sq_channel_mean)}, residual var {fmt(last.residual_avg_channel_var)}",
     ]
     if meta.nonfinite_from_block is not None:
         lines.append(f"the signal overflowed float32 from block {meta.nonfinite_from_block} on")
     lines += [f"wrote {path}" for path in written]
     sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _read_result(path: Path) -> Any:
+    from nfcore.result import SPPResult
+
+    try:
+        return SPPResult.model_validate_json(path.read_text())
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (expected an SPP result JSON)") from None
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    except ValidationError as error:
+        raise UsageError(
+            f"{path}: not an nfcore SPP result ({describe_validation_error(error)})"
+        ) from None
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    for flag, path in (("--out", p) for p in args.plot):
+        if path.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(
+                f"{flag} {path}: unsupported format '{path.suffix}'; use {', '.join(PLOT_SUFFIXES)}"
+            )
+    if args.label is not None and len(args.label) != len(args.results):
+        raise UsageError(f"--label: got {len(args.label)} labels for {len(args.results)} results")
+    results = [_read_result(path) for path in args.results]
+    from nfcore.plots import spp_figure, write_figure
+
+    figure = spp_figure(results, log_y=args.log_y, labels=args.label, title=args.title)
+    for path in args.plot:
+        write_figure(figure, path)
+        sys.stderr.write(f"wrote {path}\n")
+    return 0
 
 
 def cmd_gamma(args: argparse.Namespace) -> int:
@@ -268,7 +322,7 @@ def cmd_gamma(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"gamma: {error}") from None
     if args.json:
-        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
         return 0
     print(f"{'activation':<12} {'quadrature':>12} {'sampled (D.1)':>14} {'closed form':>12}")
     for row in rows:
@@ -296,7 +350,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"spp": cmd_spp, "gamma": cmd_gamma, "models": cmd_models}
+COMMANDS = {"spp": cmd_spp, "plot": cmd_plot, "gamma": cmd_gamma, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -111,7 +111,10 @@ class ModelConfig(BaseModel):
     maxpool: bool | None = Field(None, description="3x3 max-pool in the ResNet stem.")
     width: float = Field(1.0, gt=0, le=4, description="Channel-width multiplier.")
     stochdepth_rate: float = Field(
-        0.0, ge=0, lt=1, description="Stochastic depth drop rate at the last block (training only)."
+        0.0,
+        ge=0,
+        lt=1,
+        description="Stochastic depth: block l of L drops its branch with rate * l / L (training only).",
     )
     drop_rate: float = Field(
         0.0, ge=0, lt=1, description="Dropout before the classifier (training only)."
@@ -136,13 +139,14 @@ class ModelConfig(BaseModel):
     def _fill_family_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        given = {key for key, value in data.items() if value is not None}
         data = dict(data)
         family = data.get("family") or "resnetv2"
         for key, value in FAMILY_DEFAULTS.get(family, {}).items():
             if data.get(key) is None:
                 data[key] = value
-        if family != "nf_regnet" and data.get("layout") is not None:
-            data["depth"] = None  # the layout decides the depth; checked against it below
+        if family != "nf_regnet" and data.get("layout") is not None and "depth" not in given:
+            data["depth"] = None  # the layout decides the depth
         return data
 
     @model_validator(mode="after")
@@ -167,6 +171,15 @@ class ModelConfig(BaseModel):
             self._set(depth=None, layout=NF_REGNET_VARIANTS[self.variant]["depth"], maxpool=None)
             return
         layout = self.layout
+        if (
+            layout is not None
+            and self.depth is not None
+            and self.depth != resnet_depth(tuple(layout))
+        ):
+            raise ValueError(
+                f"depth: {self.depth} does not match layout {','.join(map(str, layout))} "
+                f"(a {resnet_depth(tuple(layout))}-layer net); give one of them"
+            )
         if layout is None:
             if self.depth not in RESNET_LAYOUTS:
                 known = ", ".join(str(d) for d in RESNET_LAYOUTS)

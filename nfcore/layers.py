@@ -23,6 +23,10 @@ class ScaledWSConv2d(nn.Conv2d):
     is computed once and reused until the weight or gain changes (Scaled WS is "free at
     inference"); in eval mode it is therefore a constant, like BatchNorm's running statistics,
     and no gradient flows through it to `weight`.
+
+    A change is noticed through PyTorch's version counters (optimizer steps, `load_state_dict`,
+    any in-place op on the parameter). Edits through `param.data` bypass those counters: they
+    are picked up at the next `train()`/`eval()` call, or call `reset_cache()`.
     """
 
     def __init__(
@@ -73,6 +77,14 @@ class ScaledWSConv2d(nn.Conv2d):
                 self._cached_weight = self.standardized_weight()
             self._cache_key = key
         return self._cached_weight
+
+    def reset_cache(self) -> None:
+        """Forget the cached standardized weight (after edits through `.data`)."""
+        self._cached_weight, self._cache_key = None, None
+
+    def train(self, mode: bool = True) -> ScaledWSConv2d:
+        self.reset_cache()
+        return super().train(mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(

@@ -81,7 +81,15 @@ class _Parts:
     """The layers a config chooses, as factories the family builders call."""
 
     config: ModelConfig
-    gamma: float
+    gamma: float  # Scaled WS gain for convs that read g(.)
+    he: float  # He-init gain for convs that read g(.)
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> _Parts:
+        """Resolve the gains first: they integrate on the CPU, so not on the meta device."""
+        activation = str(config.activation)
+        gamma = resolve_gamma(config.gamma, activation) if config.conv == "ws" else 1.0
+        return cls(config, gamma, he_gain(activation) if config.conv == "he" else 1.0)
 
     def conv(
         self,
@@ -104,7 +112,7 @@ class _Parts:
                 cin, cout, kernel, stride, kernel // 2, groups, bias=True, gamma=gamma
             )
         conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        conv.he_gain = he_gain(str(self.config.activation)) if after_activation else 1.0
+        conv.he_gain = self.he if after_activation else 1.0
         return conv
 
     def act(self, gain: float = 1.0) -> Activation:
@@ -323,32 +331,32 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _build(config: ModelConfig) -> Network:
+def _build(parts: _Parts) -> Network:
     """The uninitialized network: the family's builder with the config's parts."""
-    gamma = resolve_gamma(config.gamma, str(config.activation)) if config.conv == "ws" else 1.0
-    parts = _Parts(config, gamma)
-    model = _build_nf_regnet(parts) if config.family == "nf_regnet" else _build_resnet(parts)
-    model.gamma = gamma  # the resolved Scaled WS gain, reported in the SPP's meta
+    build = _build_nf_regnet if parts.config.family == "nf_regnet" else _build_resnet
+    model = build(parts)
+    model.gamma = parts.gamma  # the resolved Scaled WS gain, reported in the SPP's meta
     return model
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> Network:
     """The network `config` describes, initialized on the CPU (reproducibly, given `seed`)."""
+    parts = _Parts.of(config)
     if seed is None:
-        model = _build(config)
+        model = _build(parts)
         init_weights(model)
         return model
     with seeded(seed):
-        model = _build(config)
+        model = _build(parts)
         init_weights(model)
     return model
 
 
 def parameter_count(config: ModelConfig) -> int:
     """Number of parameters, counted on the meta device (no memory, no initialization)."""
-    resolve_gamma(config.gamma, str(config.activation))  # outside the meta device: it integrates
+    parts = _Parts.of(config)
     with torch.device("meta"):
-        model = _build(config)
+        model = _build(parts)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -23,32 +23,38 @@ def _channel_chunks(y: Tensor) -> list[Tensor]:
     return [y[:, c : c + step] for c in range(0, y.shape[1], step)]
 
 
+def _work_dtype(y: Tensor) -> torch.dtype:
+    # PyTorch's CPU reductions already accumulate float32 in float64 (ATen's acc_type), so on
+    # the CPU a float32 view is reduced in float64 without a float64 copy; CUDA reductions
+    # accumulate in float32, so there the chunk is cast to float64 first.
+    return torch.float32 if y.device.type == "cpu" else torch.float64
+
+
 @torch.no_grad()
 def channel_stats(y: Tensor, extra: bool = False) -> dict[str, Tensor]:
     """The statistics of `y` as float64 scalars (still on y's device)."""
-    channels = y.shape[1]
-    sq_mean_sum = torch.zeros((), dtype=torch.float64, device=y.device)
-    var_sum = torch.zeros_like(sq_mean_sum)
-    mean_sum = torch.zeros_like(sq_mean_sum)
+    dtype = _work_dtype(y)
+    means, variances = [], []
     pixel_sq = (
         torch.zeros((y.shape[0], *y.shape[2:]), dtype=torch.float64, device=y.device)
         if extra
         else None
     )
     for chunk in _channel_chunks(y):
-        chunk = chunk.double()
-        mean = chunk.mean(dim=(0, 2, 3), keepdim=True)  # 1,c,1,1
-        var = (chunk - mean).square().mean(dim=(0, 2, 3))  # population variance, as np.var
-        sq_mean_sum += mean.square().sum()
-        var_sum += var.sum()
-        mean_sum += mean.sum()
+        var, mean = torch.var_mean(chunk.to(dtype), dim=(0, 2, 3), correction=0)  # as np.var
+        if dtype != torch.float64 and not bool(torch.isfinite(var).all()):
+            # A finite signal above ~1e19 has a variance beyond float32's range.
+            var, mean = torch.var_mean(chunk.double(), dim=(0, 2, 3), correction=0)
+        means.append(mean.double())
+        variances.append(var.double())
         if pixel_sq is not None:
-            pixel_sq += chunk.square().sum(dim=1)  # N,H,W
+            pixel_sq += chunk.double().square().sum(dim=1)  # N,H,W
+    channel_mean, channel_var = torch.cat(means), torch.cat(variances)
     stats = {
-        "avg_sq_channel_mean": sq_mean_sum / channels,
-        "avg_channel_var": var_sum / channels,
+        "avg_sq_channel_mean": channel_mean.square().mean(),
+        "avg_channel_var": channel_var.mean(),
     }
     if pixel_sq is not None:
-        stats["activation_mean"] = mean_sum / channels  # every channel has N*H*W elements
+        stats["activation_mean"] = channel_mean.mean()  # every channel has N*H*W elements
         stats["avg_pixel_norm"] = pixel_sq.sqrt().mean()
     return stats

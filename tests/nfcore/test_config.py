@@ -1,0 +1,345 @@
+"""The run config: family defaults, canonical form, cache key, and readable validation errors."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from nfcore.config import ModelConfig, SPPConfig, config_hash, describe_validation_error
+from nfcore.variants import PAPER_RESNET_DEPTHS, RESNET_LAYOUTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VERSION = "0.1.0"
+
+
+def error_message(**fields: Any) -> str:
+    """The one-line message a user sees when `SPPConfig(**fields)` is refused."""
+    with pytest.raises(ValidationError) as excinfo:
+        SPPConfig(**fields)
+    return describe_validation_error(excinfo.value)
+
+
+# --- family defaults --------------------------------------------------------------------------
+
+
+def test_resnetv2_defaults_are_the_bn_resnet50_baseline() -> None:
+    config = SPPConfig()
+    assert config.family == "resnetv2"
+    assert config.depth == 50
+    assert config.layout == (3, 4, 6, 3)
+    assert config.norm == "bn"
+    assert config.activation == "relu"
+    # Section 3: the standard pre-activation block is BN-ReLU-Conv, with He-initialized convs.
+    assert config.order == "bn-relu-conv"
+    assert config.conv == "he"
+    assert config.maxpool is True
+    assert (config.alpha, config.gamma, config.variant) == (None, None, None)
+    assert (config.se_gain, config.skipinit) == (0.0, False)
+
+
+def test_nf_resnet_defaults_to_scaled_ws_and_alpha_02() -> None:
+    config = SPPConfig(norm="nf")
+    # Section 4.2 (Scaled WS), Section 5: alpha = 0.2; gamma from the activation (Section 4.3).
+    assert config.conv == "ws"
+    assert config.alpha == 0.2
+    assert config.gamma == "auto"
+    assert config.order is None
+
+
+def test_nf_regnet_defaults_follow_appendix_d2() -> None:
+    config = SPPConfig(family="nf_regnet")
+    assert config.variant == "B0"
+    assert config.layout == (1, 3, 6, 6)
+    assert config.depth is None
+    assert config.norm == "nf"
+    assert config.conv == "ws"
+    # Appendix D.2: SiLU, S+E output doubled (Section 4.4), SkipInit, alpha 0.2.
+    assert config.activation == "silu"
+    assert config.se_gain == 2.0
+    assert config.skipinit is True
+    assert config.alpha == 0.2
+    assert config.maxpool is None
+
+
+# --- canonical form ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"norm": "nf", "order": "relu-bn-conv"}, "order"),
+        ({"norm": "none", "order": "relu-bn-conv"}, "order"),
+        ({"family": "resnetv1", "order": "relu-bn-conv"}, "order"),
+        ({"norm": "bn", "alpha": 0.5}, "alpha"),
+        ({"norm": "fixup", "alpha": 0.5}, "alpha"),
+        ({"norm": "nf", "conv": "he", "gamma": 1.5}, "gamma"),
+        ({"norm": "bn", "gamma": "auto"}, "gamma"),
+        ({"family": "nf_regnet", "maxpool": True}, "maxpool"),
+        ({"family": "nf_regnet", "depth": 101}, "depth"),
+        ({"depth": 50, "variant": "B3"}, "variant"),
+    ],
+)
+def test_fields_that_do_not_apply_are_null(given: dict[str, Any], field: str) -> None:
+    config = SPPConfig(**given)
+    assert getattr(config, field) is None
+    # So the request hashes like the same request without the irrelevant field.
+    without = {k: v for k, v in given.items() if k != field}
+    assert config == SPPConfig(**without)
+    assert config_hash(config, VERSION) == config_hash(SPPConfig(**without), VERSION)
+
+
+def test_fixup_has_no_skipinit() -> None:
+    assert SPPConfig(norm="fixup", skipinit=True).skipinit is False
+
+
+def test_activation_aliases_and_case_are_canonical() -> None:
+    assert SPPConfig(activation="linear").activation == "identity"
+    assert SPPConfig(activation="Swish").activation == "silu"
+    assert SPPConfig(activation=" ReLU ") == SPPConfig(activation="relu")
+
+
+def test_gamma_auto_is_case_insensitive_and_numbers_are_floats() -> None:
+    assert SPPConfig(norm="nf", gamma="AUTO").gamma == "auto"
+    assert SPPConfig(norm="nf", gamma="1.5").gamma == 1.5
+    # Fig. 8 uses the He gain sqrt(2) in place of the ReLU gamma.
+    assert SPPConfig(norm="nf", gamma=math.sqrt(2)).gamma == pytest.approx(math.sqrt(2))
+
+
+def test_layout_and_depth_name_the_same_network() -> None:
+    by_depth = SPPConfig(depth=50)
+    by_layout = SPPConfig(layout=(3, 4, 6, 3))
+    by_list = SPPConfig(layout=[3, 4, 6, 3])
+    assert by_depth == by_layout == by_list
+    assert by_layout.depth == 50
+    assert config_hash(by_depth, VERSION) == config_hash(by_layout, VERSION)
+    assert config_hash(by_depth, VERSION) == config_hash(by_list, VERSION)
+
+
+@pytest.mark.parametrize("depth", PAPER_RESNET_DEPTHS)
+def test_paper_depths_have_their_layouts(depth: int) -> None:
+    config = SPPConfig(depth=depth)
+    assert config.layout == RESNET_LAYOUTS[depth]
+    assert config.depth == depth
+
+
+def test_resnet600_keeps_the_papers_name() -> None:
+    config = SPPConfig(depth=600)
+    assert config.layout == (50, 50, 50, 50)
+    assert config.num_blocks == 200
+    # 3 * 200 + 2 = 602 layers, but the paper calls it ResNet-600 (Fig. 1).
+    assert config.depth == 600
+
+
+def test_custom_layout_gets_three_layers_per_block_plus_two() -> None:
+    config = SPPConfig(layout=(2, 3, 4, 1))
+    assert config.depth == 3 * 10 + 2 == 32
+    assert config.layout == (2, 3, 4, 1)
+
+
+def test_input_key_order_does_not_change_the_hash() -> None:
+    fields = {"norm": "nf", "depth": 101, "activation": "silu", "seed": 3, "width": 0.5}
+    forward = SPPConfig(**fields)
+    backward = SPPConfig(**dict(reversed(list(fields.items()))))
+    assert config_hash(forward, VERSION) == config_hash(backward, VERSION)
+
+
+def test_hash_depends_on_the_library_version() -> None:
+    config = SPPConfig()
+    assert config_hash(config, "0.1.0") != config_hash(config, "0.1.1")
+    assert config_hash(config, VERSION) == config_hash(SPPConfig(), VERSION)
+
+
+def test_every_field_changes_the_hash() -> None:
+    changes: list[dict[str, Any]] = [
+        {"family": "resnetv1"},
+        {"depth": 101},
+        {"layout": (2, 3, 4, 1)},
+        {"family": "nf_regnet", "variant": "B1"},
+        {"norm": "nf"},
+        {"order": "relu-bn-conv"},
+        {"norm": "nf", "conv": "he"},
+        {"activation": "silu"},
+        {"norm": "nf", "alpha": 0.3},
+        {"norm": "nf", "gamma": 1.5},
+        {"se_gain": 2.0},
+        {"skipinit": True},
+        {"maxpool": False},
+        {"width": 0.5},
+        {"stochdepth_rate": 0.1},
+        {"drop_rate": 0.25},
+        {"num_classes": 10},
+        {"resolution": 64},
+        {"batch": 8},
+        {"input": "digits"},
+        {"seed": 1},
+        {"device": "cpu"},
+        {"gradients": True},
+        {"extra_stats": True},
+    ]
+    hashes = [config_hash(SPPConfig(), VERSION)]
+    hashes += [config_hash(SPPConfig(**change), VERSION) for change in changes]
+    assert len(set(hashes)) == len(hashes)
+    # Every field of the schema is covered by some change above.
+    changed = {key for change in changes for key in change}
+    assert changed == set(SPPConfig.model_fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"norm": "nf", "depth": 600, "alpha": 0.5, "gamma": 1.5},
+        {"family": "resnetv1", "norm": "none", "activation": "linear"},
+        {"family": "nf_regnet", "variant": "B5", "width": 0.25},
+        {"layout": (2, 3, 4, 1), "norm": "fixup", "maxpool": False, "resolution": 16},
+        {"order": "relu-bn-conv", "input": "digits", "gradients": True, "seed": 7},
+    ],
+)
+def test_json_round_trip_gives_the_same_config(fields: dict[str, Any]) -> None:
+    # What the API receives and the worker re-validates must be the same run.
+    config = SPPConfig(**fields)
+    again = SPPConfig(**config.model_dump(mode="json"))
+    assert again == config
+    assert config_hash(again, VERSION) == config_hash(config, VERSION)
+
+
+def test_config_is_frozen() -> None:
+    config = SPPConfig()
+    with pytest.raises(ValidationError):
+        config.depth = 101  # type: ignore[misc]
+    assert config.depth == 50
+
+
+def test_unknown_fields_are_refused() -> None:
+    message = error_message(dpeth=101)
+    assert message.startswith("dpeth:")
+    assert "not permitted" in message
+    # The model config alone has no input fields.
+    with pytest.raises(ValidationError, match="resolution"):
+        ModelConfig(resolution=64)
+
+
+# --- validation messages ----------------------------------------------------------------------
+
+
+def test_unknown_depth_lists_the_known_depths() -> None:
+    message = error_message(depth=51)
+    assert message.startswith("depth:")
+    assert "51" in message
+    assert "50, 101, 152, 200, 288, 600" in message
+    assert "layout" in message
+
+
+def test_unknown_activation_lists_the_choices() -> None:
+    message = error_message(activation="nope")
+    assert message.startswith("activation:")
+    assert "'nope'" in message
+    assert "relu" in message and "silu" in message and "identity" in message
+
+
+@pytest.mark.parametrize(
+    ("width", "allowed"),
+    [(-1, "greater than 0"), (0, "greater than 0"), (5, "less than or equal to 4")],
+)
+def test_width_out_of_range_says_the_bound(width: float, allowed: str) -> None:
+    message = error_message(width=width)
+    assert message.startswith("width:")
+    assert allowed in message
+    assert str(width) in message
+
+
+@pytest.mark.parametrize(
+    ("fields", "minimum"),
+    [
+        ({"resolution": 16}, 32),  # stride-2 stem, max-pool, three stride-2 stages
+        ({"resolution": 8, "maxpool": False}, 16),
+        ({"family": "nf_regnet", "resolution": 16}, 32),  # stride-2 stem and four stages
+    ],
+)
+def test_resolution_below_the_total_stride_says_the_minimum(
+    fields: dict[str, Any], minimum: int
+) -> None:
+    message = error_message(**fields)
+    assert message.startswith("resolution:")
+    assert f"at least {minimum}" in message
+    assert SPPConfig(**{**fields, "resolution": minimum}).resolution == minimum
+
+
+def test_resnet_without_maxpool_accepts_16_pixels() -> None:
+    assert SPPConfig(resolution=16, maxpool=False).total_stride == 16
+
+
+@pytest.mark.parametrize("alpha", [math.nan, math.inf, "nan"])
+def test_nonfinite_alpha_is_refused(alpha: Any) -> None:
+    message = error_message(norm="nf", alpha=alpha)
+    assert message.startswith("alpha:")
+    assert "finite" in message
+
+
+@pytest.mark.parametrize("gamma", ["abc", -1, 0, math.nan, math.inf])
+def test_bad_gamma_says_auto_or_a_positive_number(gamma: Any) -> None:
+    message = error_message(norm="nf", gamma=gamma)
+    assert message.startswith("gamma:")
+    assert "'auto'" in message
+    assert repr(gamma) in message
+
+
+def test_fixup_with_scaled_ws_is_refused() -> None:
+    message = error_message(norm="fixup", conv="ws")
+    assert message.startswith("conv:")
+    assert "fixup" in message
+    assert "he" in message
+
+
+@pytest.mark.parametrize(
+    ("family", "norm", "allowed"),
+    [("nf_regnet", "bn", "choose nf"), ("resnetv1", "nf", "choose bn, none")],
+)
+def test_norm_not_available_for_family_lists_the_choices(
+    family: str, norm: str, allowed: str
+) -> None:
+    message = error_message(family=family, norm=norm)
+    assert message.startswith("norm:")
+    assert f"'{norm}'" in message and family in message
+    assert allowed in message
+
+
+def test_batchnorm_with_one_value_per_channel_is_refused() -> None:
+    # ResNet-50 at 32px ends at 1x1, so a batch of 1 leaves BN a single value to normalize.
+    message = error_message(norm="bn", batch=1, resolution=32)
+    assert message.startswith("batch:")
+    assert "at least 2" in message
+    # A bigger image, a bigger batch, or no BatchNorm are all fine.
+    assert SPPConfig(norm="bn", batch=1, resolution=64).batch == 1
+    assert SPPConfig(norm="bn", batch=2, resolution=32).batch == 2
+    assert SPPConfig(norm="nf", batch=1, resolution=32).batch == 1
+
+
+def test_several_problems_are_all_reported() -> None:
+    message = error_message(width=0, batch=0)
+    assert "width:" in message and "batch:" in message
+
+
+# --- torch-free import ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import nfcore.config as c; c.config_hash(c.SPPConfig(norm='nf', activation='silu'), 'v')",
+        "import nfcore; nfcore.__version__",
+    ],
+)
+def test_config_import_and_validation_do_not_load_torch(statement: str) -> None:
+    # STYLE.md: the API validates configs without loading torch.
+    code = f"import sys; {statement}; assert 'torch' not in sys.modules, 'torch was imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
