@@ -15,7 +15,7 @@ OUT ?= out
 .PHONY: help run test lint format
 
 help:
-	@echo "make run     compute an example SPP (NF-ResNetV2-50) into $(OUT)/"
+	@echo "make run     compute an example SPP (NF-ResNetV2-600) into $(OUT)/"
 	@echo "make test    lint, check formatting, run the test suite"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make format  apply ruff fixes and formatting"
@@ -26,7 +26,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 run: $(INSTALLED)
-	$(BIN)/nfcore spp --depth 50 --norm nf --conv ws --width 0.5 --resolution 64 --batch 16 \
+	$(BIN)/nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --resolution 128 --batch 8 \
 		--out $(OUT)/spp.json --csv $(OUT)/spp.csv --plot $(OUT)/spp.html --plot $(OUT)/spp.png
 	@echo "SPP written to $(OUT)/spp.json, $(OUT)/spp.csv, $(OUT)/spp.html and $(OUT)/spp.png"
 

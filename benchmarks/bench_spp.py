@@ -7,13 +7,15 @@ For each network it prints the forward time and the peak memory growth of (a) a 
 `torch.no_grad()` forward and (b) `run_spp`, and their ratios. The SPP's promise is a ratio
 near 1 for memory (no block's activations are kept) and a modest time overhead (the float64
 statistics). Each measurement runs in a fresh process so the peaks do not mix; on a GPU the
-peak is `torch.cuda.max_memory_allocated`, on the CPU the resident set sampled every 0.5 ms.
+peak is `torch.cuda.max_memory_allocated`, on the CPU the resident set sampled every 0.5 ms
+with glibc told to give every large tensor its own mapping (so the set follows live tensors).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -122,7 +124,13 @@ def run_child(config: dict, mode: str, repeats: int) -> dict:
         "import json, sys; sys.path.insert(0, 'benchmarks'); from bench_spp import measure; "
         f"print(json.dumps(measure({payload!r}, {mode!r}, {repeats})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    # glibc otherwise keeps freed blocks and moves its mmap threshold, so the resident set would
+    # measure the allocator's history rather than the live tensors; a fixed threshold maps
+    # every large tensor on its own and unmaps it on free.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -360,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         sys.stderr.write(f"nfcore: error: {error}\n")
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`nfcore spp | head`): not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("nfcore: interrupted\n")
         return 130
