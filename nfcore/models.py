@@ -271,6 +271,15 @@ def _build_resnet(p: _Parts) -> Network:
 
 
 def _build_nf_regnet(p: _Parts) -> Network:
+    """NF-RegNet as the Appendix D.2 listing builds it, with the listing's slips fixed.
+
+    The fixes: the final conv is given its output width (`which_conv(in_channels, ch, ...)`);
+    dropout uses the resolved rate; the shortcut pools only in strided blocks, with
+    `ceil_mode` so odd sizes match the strided 3x3 conv; a group count is at least 1 for
+    narrow widths; gamma sits in the Scaled WS convs instead of being baked into the
+    activations (same function, except the final conv's output, which feeds only pooling).
+    Parameter counts then match Table 3 within 0.2% (tests/nfcore/test_models.py).
+    """
     config = p.config
     variant = NF_REGNET_VARIANTS[str(config.variant)]
     stage_widths = [max(1, int(w * NF_REGNET_WIDTH * config.width)) for w in variant["width"]]

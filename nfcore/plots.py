@@ -32,6 +32,7 @@ FORWARD_PANELS: tuple[tuple[str, str], ...] = (
 GRADIENT_PANELS: tuple[tuple[str, str], ...] = (
     ("grad_avg_sq_channel_mean", "Gradient Average Channel Squared Mean"),
     ("grad_avg_channel_var", "Gradient Average Channel Variance"),
+    ("grad_residual_avg_channel_var", "Gradient Residual Average Channel Variance"),
 )
 # Mid-saturation colors stay visible on both the white and a dark dashboard template.
 RUN_COLORS: tuple[str, ...] = tuple(qualitative.Plotly)
@@ -117,7 +118,7 @@ def _panels(runs: Sequence[SPPResult]) -> list[tuple[str, str, int, int]]:
 
 def _empty_figure(panels: list[tuple[str, str, int, int]], log_y: bool) -> go.Figure:
     rows = panels[-1][2]
-    specs: list[list[dict | None]] = [[{}, {}, {}]] + [[{}, {}, None]] * (rows - 1)
+    specs: list[list[dict | None]] = [[{}, {}, {}]] * rows
     fig = make_subplots(
         rows=rows,
         cols=3,

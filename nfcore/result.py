@@ -28,7 +28,11 @@ CORE_KEYS: tuple[str, ...] = (
 # Appendix G statistics, present when `extra_stats` is on.
 EXTRA_KEYS: tuple[str, ...] = ("activation_mean", "avg_pixel_norm")
 # Statistics of dLoss/dx at each block output, present when `gradients` is on.
-GRADIENT_KEYS: tuple[str, ...] = ("grad_avg_sq_channel_mean", "grad_avg_channel_var")
+GRADIENT_KEYS: tuple[str, ...] = (
+    "grad_avg_sq_channel_mean",
+    "grad_avg_channel_var",
+    "grad_residual_avg_channel_var",
+)
 
 
 class BlockStats(BaseModel):
@@ -49,6 +53,9 @@ class BlockStats(BaseModel):
     avg_pixel_norm: float | None = None
     grad_avg_sq_channel_mean: float | None = None
     grad_avg_channel_var: float | None = None
+    grad_residual_avg_channel_var: float | None = Field(
+        None, description="mean_C var_NHW of dLoss/df(x), at the same place as the residual."
+    )
 
 
 class SPPMeta(BaseModel):

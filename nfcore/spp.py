@@ -134,6 +134,8 @@ class _Recorder:
         def hook(_module: nn.Module, _inputs: tuple, residual: Tensor) -> None:
             stats = channel_stats(residual)
             self._store(index, {"residual_avg_channel_var": stats["avg_channel_var"]})
+            if self.gradients and residual.requires_grad:
+                residual.register_hook(self._residual_gradient_hook(index))
 
         return hook
 
@@ -143,6 +145,13 @@ class _Recorder:
             if self.gradients and output.requires_grad:
                 output.register_hook(self._gradient_hook(index))
             self._tick()
+
+        return hook
+
+    def _residual_gradient_hook(self, index: int) -> Callable:
+        def hook(grad: Tensor) -> None:
+            stats = channel_stats(grad)
+            self._store(index, {"grad_residual_avg_channel_var": stats["avg_channel_var"]})
 
         return hook
 

@@ -35,7 +35,11 @@ CORE_KEYS = [
     "expected_var",
 ]
 EXTRA_KEYS = ["activation_mean", "avg_pixel_norm"]
-GRADIENT_KEYS = ["grad_avg_sq_channel_mean", "grad_avg_channel_var"]
+GRADIENT_KEYS = [
+    "grad_avg_sq_channel_mean",
+    "grad_avg_channel_var",
+    "grad_residual_avg_channel_var",
+]
 CONFIG_KEYS = {
     "family", "depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
     "gamma", "se_gain", "skipinit", "maxpool", "width", "stochdepth_rate", "drop_rate",

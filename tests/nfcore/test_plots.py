@@ -41,6 +41,7 @@ def make_result(
                     expected_var=expected if norm == "nf" else None,
                     grad_avg_sq_channel_mean=1e-9 * (index + 1) if gradients else None,
                     grad_avg_channel_var=1e-6 / (index + 1) if gradients else None,
+                    grad_residual_avg_channel_var=4e-8 / (index + 1) if gradients else None,
                 )
             )
             index += 1
@@ -149,9 +150,11 @@ def test_gradient_row_only_when_gradients_were_measured():
     fig = spp_figure(result)
     titles = [annotation.text for annotation in fig.layout.annotations]
     assert titles == PANEL_TITLES + [title for _, title in GRADIENT_PANELS]
-    assert fig.layout.yaxis4.type == fig.layout.yaxis5.type == "log"
+    assert fig.layout.yaxis4.type == fig.layout.yaxis5.type == fig.layout.yaxis6.type == "log"
     (curve,) = curves(fig, "x5")
     assert list(curve.y) == [block.grad_avg_channel_var for block in result.blocks]
+    (curve,) = curves(fig, "x6")
+    assert list(curve.y) == [block.grad_residual_avg_channel_var for block in result.blocks]
 
 
 def test_overflowed_values_are_gaps():

@@ -250,12 +250,35 @@ def test_progress_is_reported_block_by_block() -> None:
 def test_gradient_statistics_when_asked() -> None:
     result = spp(norm="bn", gradients=True)
     keys = result.to_json_dict()["blocks"][0].keys()
-    assert {"grad_avg_sq_channel_mean", "grad_avg_channel_var"} <= set(keys)
-    grads = column(result, "grad_avg_channel_var")
-    assert all(g is not None and g > 0 for g in grads)
+    assert {
+        "grad_avg_sq_channel_mean",
+        "grad_avg_channel_var",
+        "grad_residual_avg_channel_var",
+    } <= set(keys)
+    for key in ("grad_avg_channel_var", "grad_residual_avg_channel_var"):
+        assert all(g is not None and g > 0 for g in column(result, key))
+    # x_{l+1} = x_l + f(x_l): the gradient reaching f is exactly the one at the block output.
+    for block in result.blocks:
+        assert block.grad_residual_avg_channel_var == pytest.approx(
+            block.grad_avg_channel_var, rel=1e-6
+        )
     plain = spp(norm="bn")
     assert "grad_avg_channel_var" not in plain.to_json_dict()["blocks"][0]
     assert column(plain, "avg_channel_var") == column(result, "avg_channel_var")
+
+
+def test_nf_gradients_neither_explode_nor_vanish() -> None:
+    # Section 3: with a well-behaved forward pass, the backward pass of a ResNet neither
+    # explodes nor vanishes. Without normalization it does (toward the input).
+    nf = spp(norm="nf", alpha=0.2, gradients=True)
+    grads = column(nf, "grad_avg_channel_var")
+    assert max(grads) / min(grads) < 3
+    for block in nf.blocks:  # x_{l+1} = x_l + alpha f(x_l / beta): dL/df = alpha dL/dx_{l+1}
+        assert block.grad_residual_avg_channel_var == pytest.approx(
+            0.2**2 * block.grad_avg_channel_var, rel=1e-6
+        )
+    unnormalized = column(spp(norm="none", gradients=True), "grad_avg_channel_var")
+    assert unnormalized[0] > 1000 * unnormalized[-1]
 
 
 def test_appendix_g_statistics_when_asked() -> None:
