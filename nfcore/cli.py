@@ -17,12 +17,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
 from nfcore import __version__
-from nfcore.config import FAMILIES, SPPConfig, describe_validation_error
+from nfcore.config import (
+    Conv,
+    Device,
+    Family,
+    InputKind,
+    Norm,
+    Order,
+    SPPConfig,
+    Variant,
+    describe_validation_error,
+)
 from nfcore.registry import BUILTIN_ACTIVATIONS
 
 PLOT_SUFFIXES = (".html", ".png", ".svg", ".pdf", ".json")
@@ -52,24 +62,18 @@ def _add_spp(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spp", help="compute a Signal Propagation Plot", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     model = p.add_argument_group("model")
-    model.add_argument("--family", choices=FAMILIES, help="network family (default resnetv2)")
+    model.add_argument("--family", choices=get_args(Family), help="default resnetv2")
     model.add_argument(
         "--depth", type=int, help="ResNet depth: 50, 101, 152, 200, 288, 600 (or 14, 26)"
     )
     model.add_argument(
         "--layout", type=_int_list, help="custom ResNet blocks per stage, e.g. 2,2,2,2"
     )
+    model.add_argument("--variant", choices=get_args(Variant), help="NF-RegNet variant")
+    model.add_argument("--norm", choices=get_args(Norm), help="normalization (default bn)")
+    model.add_argument("--order", choices=get_args(Order), help="BN ResNetV2 order")
     model.add_argument(
-        "--variant", choices=["B0", "B1", "B2", "B3", "B4", "B5"], help="NF-RegNet variant"
-    )
-    model.add_argument(
-        "--norm", choices=["bn", "nf", "none", "fixup"], help="normalization (default bn)"
-    )
-    model.add_argument(
-        "--order", choices=["bn-relu-conv", "relu-bn-conv"], help="BN ResNetV2 order"
-    )
-    model.add_argument(
-        "--conv", choices=["ws", "he"], help="Scaled WS or He-init conv (default ws for nf)"
+        "--conv", choices=get_args(Conv), help="Scaled WS or He-init conv (default ws for nf)"
     )
     model.add_argument("--activation", help=f"nonlinearity: {', '.join(BUILTIN_ACTIVATIONS)}")
     model.add_argument("--alpha", type=float, help="NF variance growth per block (default 0.2)")
@@ -88,9 +92,9 @@ def _add_spp(sub: argparse._SubParsersAction) -> None:
     run = p.add_argument_group("input and measurement")
     run.add_argument("--resolution", type=int, help="input height and width (default 128)")
     run.add_argument("--batch", type=int, help="batch size N (default 16)")
-    run.add_argument("--input", choices=["gaussian", "digits"], help="N(0,1) noise or digit images")
+    run.add_argument("--input", choices=get_args(InputKind), help="N(0,1) noise or digit images")
     run.add_argument("--seed", type=int, help="seeds the weights and the input (default 0)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    run.add_argument("--device", choices=get_args(Device), help="default auto")
     run.add_argument(
         "--gradients", action="store_true", default=None, help="also the backward pass"
     )
@@ -133,19 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONFIG_OPTIONS = (
-    "family", "depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha", "gamma",
-    "se_gain", "skipinit", "maxpool", "width", "num_classes", "resolution", "batch", "input", "seed",
-    "device", "gradients", "extra_stats",
-)  # fmt: skip
-
-
 # Fields a saved (canonical) config filled in from another field's value.
 DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
     "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
                "gamma", "se_gain", "skipinit", "maxpool"),
     "depth": ("layout",),
     "layout": ("depth",),
+    "variant": ("layout",),
     "norm": ("order", "conv", "alpha", "gamma"),
     "conv": ("gamma",),
 }  # fmt: skip
@@ -156,7 +154,8 @@ def config_from_args(args: argparse.Namespace) -> SPPConfig:
     values: dict[str, Any] = {}
     if args.config is not None:
         values = _read_config_file(args.config)
-    flags = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None}
+    # Every config field with a flag of the same name; the training-only ones have none.
+    flags = {k: v for k in SPPConfig.model_fields if (v := getattr(args, k, None)) is not None}
     for flag, derived in DERIVED_FIELDS.items():
         # A flag that changes e.g. the norm invalidates what the file derived from the old one.
         if flag in flags and values.get(flag) != flags[flag]:
@@ -199,13 +198,17 @@ def _as_flags(message: str) -> str:
     return "; ".join(parts)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse bad output paths before spending minutes on a run."""
-    for path in args.plot:
+def _check_plot_paths(flag: str, paths: Sequence[Path]) -> None:
+    for path in paths:
         if path.suffix.lower() not in PLOT_SUFFIXES:
             raise UsageError(
-                f"--plot {path}: unsupported format '{path.suffix}'; use {', '.join(PLOT_SUFFIXES)}"
+                f"{flag} {path}: unsupported format '{path.suffix}'; use {', '.join(PLOT_SUFFIXES)}"
             )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse bad output paths before spending minutes on a run."""
+    _check_plot_paths("--plot", args.plot)
     for flag, path in (
         ("--out", args.out),
         ("--csv", args.csv),
@@ -297,11 +300,7 @@ def _read_result(path: Path) -> Any:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    for flag, path in (("--out", p) for p in args.plot):
-        if path.suffix.lower() not in PLOT_SUFFIXES:
-            raise UsageError(
-                f"{flag} {path}: unsupported format '{path.suffix}'; use {', '.join(PLOT_SUFFIXES)}"
-            )
+    _check_plot_paths("--out", args.plot)
     if args.label is not None and len(args.label) != len(args.results):
         raise UsageError(f"--label: got {len(args.label)} labels for {len(args.results)} results")
     results = [_read_result(path) for path in args.results]

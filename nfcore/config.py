@@ -26,7 +26,6 @@ Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 
-FAMILIES: tuple[str, ...] = ("resnetv2", "resnetv1", "nf_regnet")
 NORMS_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "resnetv2": ("bn", "nf", "none", "fixup"),
     "resnetv1": ("bn", "none"),
@@ -168,7 +167,13 @@ class ModelConfig(BaseModel):
             )
         if self.family == "nf_regnet":
             assert self.variant is not None
-            self._set(depth=None, layout=NF_REGNET_VARIANTS[self.variant]["depth"], maxpool=None)
+            layout = NF_REGNET_VARIANTS[self.variant]["depth"]
+            if self.layout is not None and tuple(self.layout) != layout:
+                raise ValueError(
+                    f"layout: NF-RegNet-{self.variant} has the fixed layout "
+                    f"{','.join(map(str, layout))}; custom layouts are for the ResNet families"
+                )
+            self._set(depth=None, layout=layout, maxpool=None)
             return
         layout = self.layout
         if (
