@@ -157,9 +157,12 @@ def _resnet_v2_block(p: _Parts, cin: int, cout: int, stride: int, num_blocks: in
         conv1.fixup_scale = conv2.fixup_scale = num_blocks ** (-1 / 4)
         conv3.fixup_scale = 0.0
         tail = [ScalarScale(), ScalarBias()]
-    pre = {"bn": p.norm_act(cin), "fixup": nn.Sequential(p.act(), ScalarBias())}.get(
-        str(p.config.norm), p.act()
-    )
+    if p.config.norm == "bn":
+        pre = p.norm_act(cin)  # BN-ReLU or ReLU-BN
+    elif p.config.norm == "fixup":
+        pre = nn.Sequential(p.act(), ScalarBias())  # g(x), then FixUp's bias before conv1
+    else:
+        pre = p.act()  # g(x); the block divides it by beta
     branch = nn.Sequential(conv1, p.norm_act(mid), conv2, p.norm_act(mid), conv3, *tail)
     branch.extend(p.squeeze_excite(cout, RESNET_SE_RATIO))
     shortcut = (

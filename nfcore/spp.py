@@ -29,7 +29,11 @@ from nfcore.result import BlockStats, SPPMeta, SPPResult
 from nfcore.stats import channel_stats
 
 ProgressCallback = Callable[[int, int], None]
-"""Called as progress(blocks_done, blocks_total) after each block (forward, then backward)."""
+"""Called as progress(blocks_done, blocks_total) after each block (forward, then backward).
+
+It may raise to stop the run (a worker cancelling a job): the exception propagates out of
+`run_spp` after the hooks are removed and the model is restored.
+"""
 
 
 class DeviceUnavailableError(RuntimeError):

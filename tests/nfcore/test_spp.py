@@ -247,6 +247,24 @@ def test_progress_is_reported_block_by_block() -> None:
     assert calls == [(i, 32) for i in range(1, 33)]
 
 
+def test_a_progress_callback_can_stop_the_run_and_leaves_the_model_intact() -> None:
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_block_5(done: int, _total: int) -> None:
+        if done == 5:
+            raise Cancelled
+
+    config = SPPConfig(**SMALL, norm="bn")
+    model = build_model(config, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(Cancelled):
+        run_spp(config, progress=cancel_at_block_5, model=model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not b._forward_hooks and not b.residual_tap._forward_hooks for b in model.blocks)
+    assert run_spp(config, model=model).blocks == run_spp(config).blocks
+
+
 def test_gradient_statistics_when_asked() -> None:
     result = spp(norm="bn", gradients=True)
     keys = result.to_json_dict()["blocks"][0].keys()
