@@ -32,6 +32,7 @@ from nfcore.config import (
     SPPConfig,
     Variant,
     describe_validation_error,
+    with_changes,
 )
 from nfcore.registry import BUILTIN_ACTIVATIONS
 
@@ -137,18 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Fields a saved (canonical) config filled in from another field's value.
-DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
-    "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
-               "gamma", "se_gain", "skipinit", "maxpool"),
-    "depth": ("layout",),
-    "layout": ("depth",),
-    "variant": ("layout",),
-    "norm": ("order", "conv", "alpha", "gamma"),
-    "conv": ("gamma",),
-}  # fmt: skip
-
-
 def config_from_args(args: argparse.Namespace) -> SPPConfig:
     """The config the flags describe, on top of --config when given."""
     values: dict[str, Any] = {}
@@ -156,15 +145,8 @@ def config_from_args(args: argparse.Namespace) -> SPPConfig:
         values = _read_config_file(args.config)
     # Every config field with a flag of the same name; the training-only ones have none.
     flags = {k: v for k in SPPConfig.model_fields if (v := getattr(args, k, None)) is not None}
-    for flag, derived in DERIVED_FIELDS.items():
-        # A flag that changes e.g. the norm invalidates what the file derived from the old one.
-        if flag in flags and values.get(flag) != flags[flag]:
-            for key in derived:
-                if key not in flags:
-                    values.pop(key, None)
-    values.update(flags)
     try:
-        return SPPConfig(**values)
+        return SPPConfig(**with_changes(values, flags))
     except ValidationError as error:
         raise UsageError(_as_flags(describe_validation_error(error))) from None
 

@@ -13,6 +13,7 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nfcore.registry import canonical_activation
@@ -288,6 +289,36 @@ class SPPConfig(ModelConfig):
         return self
 
 
+# Fields a canonical config filled in from another field's value: changing that field
+# invalidates them.
+DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
+               "gamma", "se_gain", "skipinit", "maxpool"),
+    "depth": ("layout",),
+    "layout": ("depth",),
+    "variant": ("layout",),
+    "norm": ("order", "conv", "alpha", "gamma"),
+    "conv": ("gamma",),
+}  # fmt: skip
+
+
+def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` (e.g. a saved canonical config) with `changes` applied, as config input.
+
+    Changing e.g. the norm drops what the base derived from the old norm (its conv, order,
+    alpha, gamma) unless `changes` sets those too, so a saved config can be varied field by
+    field (the CLI's --config with flags, the API's sweeps).
+    """
+    values = dict(base)
+    for field, derived in DERIVED_FIELDS.items():
+        if field in changes and values.get(field) != changes[field]:
+            for key in derived:
+                if key not in changes:
+                    values.pop(key, None)
+    values.update(changes)
+    return values
+
+
 def canonical_json(config: BaseModel) -> str:
     """The config as compact JSON with sorted keys: the text that is hashed."""
     return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -299,15 +330,44 @@ def config_hash(config: BaseModel, version: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable line per problem, naming the field, e.g. 'depth: depth 51 has no ...'."""
+def allowed_range(field: str) -> str | None:
+    """The numeric bounds of a config field as text, e.g. '0 < alpha <= 10'."""
+    info = SPPConfig.model_fields.get(field)
+    if info is None:
+        return None
+    low = high = ""
+    for bound in info.metadata:
+        if isinstance(bound, annotated_types.Gt):
+            low = f"{bound.gt} < "
+        elif isinstance(bound, annotated_types.Ge):
+            low = f"{bound.ge} <= "
+        elif isinstance(bound, annotated_types.Lt):
+            high = f" < {bound.lt}"
+        elif isinstance(bound, annotated_types.Le):
+            high = f" <= {bound.le}"
+    return f"{low}{field}{high}" if low or high else None
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def describe_error_items(items: list[dict[str, Any]]) -> str:
+    """One readable sentence per pydantic error item, naming the field (and its range)."""
     lines = []
-    for item in error.errors():
+    for item in items:
         loc = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] in ("literal_error", "enum"):
             message = f"{message}, got {_fmt(item.get('input'))}"
         elif "input" in item and item["type"] not in ("value_error", "assertion_error", "missing"):
             message = f"{message} (got {_fmt(item['input'])})"
+        bounds = allowed_range(loc) if item["type"] in _BOUND_ERRORS else None
+        if bounds:
+            message = f"{message}; allowed: {bounds}"
         lines.append(f"{loc}: {message}" if loc else message)
     return "; ".join(lines)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem, naming the field, e.g. 'depth: 51 has no layout ...'."""
+    return describe_error_items(error.errors())

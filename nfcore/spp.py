@@ -193,10 +193,17 @@ def _forward(model: Network, x: Tensor, config: SPPConfig) -> None:
 
 
 def run_spp(
-    config: SPPConfig, progress: ProgressCallback | None = None, model: Network | None = None
+    config: SPPConfig,
+    progress: ProgressCallback | None = None,
+    model: Network | None = None,
+    device: str | None = None,
 ) -> SPPResult:
-    """Measure the SPP of the network `config` describes (or of `model`, e.g. after training)."""
-    device = resolve_device(config.device)
+    """Measure the SPP of the network `config` describes (or of `model`, e.g. after training).
+
+    `device` overrides `config.device` (a worker applying its own choice to 'auto'); the
+    result keeps the config as given.
+    """
+    device = resolve_device(device or config.device)
     if model is None:
         model = build_model(config, seed=config.seed)
     model.to(device)

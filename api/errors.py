@@ -1,0 +1,83 @@
+"""Errors as JSON with a human sentence in `detail`; one small exception per failure kind."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import LockError
+
+from nfcore.config import describe_error_items
+
+
+class ApiError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class Gone(ApiError):
+    status_code = 410
+
+
+class Invalid(ApiError):
+    """Input that parses but cannot be run (over a limit, a bad sweep)."""
+
+    status_code = 422
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        return JSONResponse(
+            {"detail": error.detail}, status_code=error.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        items = [
+            {**item, "loc": [p for p in item["loc"] if p not in ("body", "query", "path")]}
+            for item in error.errors()
+        ]
+        return JSONResponse(
+            {"detail": describe_error_items(items), "errors": _jsonable(items)}, status_code=422
+        )
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def redis_down(_request: Request, _error: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the job store (Redis) is unreachable; try again in a moment"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(LockError)
+    async def busy(_request: Request, _error: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the same job is being submitted right now; try again in a moment"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+
+def _jsonable(items: list[dict]) -> list[dict]:
+    """Pydantic error items without the parts JSON cannot carry (exceptions in ctx)."""
+    keep = ("type", "loc", "msg")
+    return [{k: item[k] for k in keep if k in item} for item in items]

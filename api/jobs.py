@@ -1,0 +1,211 @@
+"""Submitting, reading and canceling jobs: the API's use of RQ and the result cache.
+
+A job's id is the hash of its canonical config and the nfcore version, so asking twice for
+the same thing finds the same job or the same cached result. Submissions of one id are
+serialized by a short Redis lock, so many identical requests at once cost one computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+import nfcore
+from api.contract import (
+    META_DEVICE,
+    META_PROGRESS,
+    SERIALIZER,
+    SPP_QUEUE,
+    TASKS,
+    JobState,
+    job_state,
+    key_for,
+)
+from api.errors import Conflict, Gone, Invalid, NotFound
+from api.settings import ApiSettings
+from nfcore.config import SPPConfig, config_hash
+from nfcore.cost import estimate
+
+ACTIVE = (JobState.queued, JobState.running)
+SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What POST found or did: a cached result (bytes of JSON) or a job to wait for."""
+
+    job_id: str
+    cached: bytes | None = None
+    job: Job | None = None
+
+
+class JobService:
+    def __init__(self, connection: redis.Redis, settings: ApiSettings) -> None:
+        self.redis = connection
+        self.settings = settings
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, connection=self.redis, serializer=SERIALIZER)
+
+    # --- submit -------------------------------------------------------------------------------
+    def check_cost(self, config: SPPConfig) -> None:
+        """Refuse, before enqueueing, a job over the configured limits, saying by how much."""
+        cost = estimate(config)
+        limits = (
+            ("FLOPs", cost.flops, self.settings.max_flops, "MAX_FLOPS", "{:.3g}"),
+            (
+                "peak activation memory",
+                cost.activation_bytes,
+                self.settings.max_activation_bytes,
+                "MAX_ACTIVATION_BYTES",
+                "{:.3g} bytes",
+            ),
+        )
+        for name, value, limit, setting, fmt in limits:
+            if value > limit:
+                raise Invalid(
+                    f"this job is too large: its {name} ({fmt.format(value)}) exceed the "
+                    f"limit {setting} = {fmt.format(limit)} by {value / limit:.1f}x; reduce the "
+                    "width, depth, resolution or batch"
+                )
+
+    def submit_spp(self, config: SPPConfig) -> Submission:
+        job_id = config_hash(config, nfcore.__version__)
+        cached = self.redis.get(key_for("result", job_id))
+        if cached is not None:
+            return Submission(job_id, cached=cached)
+        lock = self.redis.lock(
+            key_for("submit", job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=5
+        )
+        with lock:
+            cached = self.redis.get(key_for("result", job_id))
+            if cached is not None:
+                return Submission(job_id, cached=cached)
+            job = self.fetch(job_id)
+            if job is not None and self.state(job) in ACTIVE:
+                return Submission(job_id, job=job)
+            if job is not None:
+                job.delete()  # finished with an expired result, failed or canceled: run again
+            self.redis.delete(key_for("attempts", job_id))
+            job = self.queue(SPP_QUEUE).enqueue(
+                TASKS[SPP_QUEUE],
+                config.model_dump(mode="json"),
+                job_id=job_id,
+                job_timeout=self.settings.job_timeout(SPP_QUEUE),
+                result_ttl=self.settings.result_ttl,
+                failure_ttl=self.settings.result_ttl,
+                description=config.label,
+                meta={"kind": SPP_QUEUE, META_PROGRESS: {"done": 0, "total": config.num_blocks}},
+            )
+        return Submission(job_id, job=job)
+
+    # --- read ---------------------------------------------------------------------------------
+    def fetch(self, job_id: str) -> Job | None:
+        try:
+            return Job.fetch(job_id, connection=self.redis, serializer=SERIALIZER)
+        except NoSuchJobError:
+            return None
+
+    def get(self, job_id: str) -> Job:
+        job = self.fetch(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} (it may have expired)")
+        return job
+
+    def state(self, job: Job) -> JobState:
+        return job_state(job.get_status(refresh=False))
+
+    def result(self, job_id: str) -> bytes:
+        """The cached result JSON, or a 404/409/410 saying why there is none."""
+        cached = self.redis.get(key_for("result", job_id))
+        if cached is not None:
+            return cached
+        job = self.get(job_id)
+        state = self.state(job)
+        if state in ACTIVE:
+            done, total = _progress(job)
+            raise Conflict(f"job {job_id} is {state} ({done}/{total} blocks); no result yet")
+        if state == JobState.finished:
+            raise Gone("the result has expired from the cache; submit the config again")
+        raise Conflict(f"job {job_id} is {state}; it has no result")
+
+    def recent(self, limit: int) -> list[Job]:
+        """The most recently enqueued jobs on every queue, newest first."""
+        ids: set[str] = set()
+        for name in TASKS:
+            queue = self.queue(name)
+            ids.update(queue.get_job_ids())
+            for registry in (
+                queue.started_job_registry,
+                queue.finished_job_registry,
+                queue.failed_job_registry,
+                queue.canceled_job_registry,
+            ):
+                ids.update(registry.get_job_ids(cleanup=False))
+        jobs = [j for j in Job.fetch_many(ids, connection=self.redis, serializer=SERIALIZER) if j]
+        jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
+        return jobs[:limit]
+
+    # --- cancel -------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        state = self.state(job)
+        if state == JobState.queued:
+            job.cancel()
+        elif state == JobState.running:
+            # The worker runs jobs cooperatively: it stops at the next block.
+            send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+        else:
+            raise Conflict(f"job {job_id} is already {state}; there is nothing to cancel")
+        return self.get(job_id)
+
+    # --- views --------------------------------------------------------------------------------
+    def view(self, job: Job) -> dict[str, Any]:
+        """The JSON a user reads about a job (the `JobView` schema)."""
+        state = self.state(job)
+        done, total = _progress(job)
+        started, ended = job.started_at, job.ended_at
+        return {
+            "id": job.id,
+            "kind": job.meta.get("kind", job.origin),
+            "label": job.description,
+            "state": state,
+            "progress": {"done": done, "total": total},
+            "url": f"/v1/jobs/{job.id}",
+            "result_url": f"/v1/jobs/{job.id}/result" if state == JobState.finished else None,
+            "enqueued_at": _iso(job.enqueued_at),
+            "started_at": _iso(started),
+            "ended_at": _iso(ended),
+            "run_seconds": (ended - started).total_seconds() if started and ended else None,
+            "device": job.meta.get(META_DEVICE),
+            "error": _error_message(job, self.redis) if state == JobState.failed else None,
+        }
+
+
+def _progress(job: Job) -> tuple[int, int]:
+    progress = job.meta.get(META_PROGRESS) or {}
+    return int(progress.get("done", 0)), int(progress.get("total", 0))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _error_message(job: Job, connection: redis.Redis) -> str:
+    """The exception's last line, or a sentence saying the worker died."""
+    text = (job.latest_result().exc_string if job.latest_result() else None) or job.exc_info or ""
+    if "AbandonedJobError" in text:
+        attempts = int(connection.get(key_for("attempts", job.id)) or 1)
+        return (
+            "the worker running this job stopped (killed, or out of memory); "
+            f"it was tried {attempts} time{'s' if attempts != 1 else ''}"
+        )
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "the job failed without a message"

@@ -1,0 +1,124 @@
+"""The FastAPI application and `python -m api` (uvicorn on API_HOST:API_PORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import nfcore
+from api import errors
+from api.contract import connect
+from api.reaper import reap_abandoned
+from api.routes import catalog, health, jobs, spp, sweeps
+from api.settings import ApiSettings, get_settings
+
+log = logging.getLogger("api")
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body over the limit of {self.limit} bytes"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _maintain(app: FastAPI) -> None:
+    """Retry or fail jobs whose worker died, every MAINTENANCE_INTERVAL seconds."""
+    settings: ApiSettings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.maintenance_interval)
+        try:
+            await asyncio.to_thread(reap_abandoned, app.state.redis, settings)
+        except redis.RedisError as error:
+            log.warning("maintenance skipped: %s", error)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    task = asyncio.create_task(_maintain(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        app.state.redis.close()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="nf-signal-prop API",
+        version=nfcore.__version__,
+        description=(
+            "Signal Propagation Plots of normalized and Normalizer-Free ResNets "
+            "(Brock, De & Smith, 2021) as cached, deduplicated jobs."
+        ),
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = connect(settings)
+    errors.install(app)
+    for router in (spp.router, sweeps.router, jobs.router, catalog.router, health.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)

@@ -1,0 +1,29 @@
+"""/v1/models, /v1/activations, /v1/presets: what can be asked for (precomputed, no torch)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.schemas import ActivationRow, ModelRow
+from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG
+from nfcore.presets import PRESETS, Preset
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+@router.get("/models", response_model=list[ModelRow], summary="Families, depths, variants")
+def models() -> list[ModelRow]:
+    """Every named model at width 1 with 1000 classes, with its parameter count."""
+    return [ModelRow(**row) for row in MODEL_CATALOG]
+
+
+@router.get("/activations", response_model=list[ActivationRow], summary="Activations and gains")
+def activations() -> list[ActivationRow]:
+    """Each nonlinearity's gamma = 1/sqrt(Var g(x)): by quadrature and by the paper's sampling."""
+    return [ActivationRow(**row) for row in GAMMA_TABLE]
+
+
+@router.get("/presets", response_model=list[Preset], summary="The paper's SPP figures")
+def presets() -> list[Preset]:
+    """Figs. 1, 2 and 6-11 as configs (scaled to run in seconds), each with its finding."""
+    return list(PRESETS)

@@ -1,0 +1,45 @@
+"""POST /v1/spp: one SPP, answered from the cache or queued."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.deps import Jobs, require_token
+from api.schemas import ErrorBody, JobView
+from nfcore.config import SPPConfig
+
+router = APIRouter(prefix="/v1", tags=["spp"])
+
+RESPONSES = {
+    200: {"description": "The result was cached: the same JSON as `nfcore spp --out`."},
+    401: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody, "description": "Invalid config, or over a resource limit."},
+    503: {"model": ErrorBody, "description": "Redis is unreachable."},
+}
+
+
+@router.post(
+    "/spp",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses=RESPONSES,
+    dependencies=[Depends(require_token)],
+    summary="Compute a Signal Propagation Plot",
+)
+def submit_spp(config: SPPConfig, jobs: Jobs, response: Response) -> JobView | Response:
+    """The body is exactly the `config` that `nfcore spp --out` writes.
+
+    200 with the result when it is cached; otherwise 202 with the (new or already queued)
+    job, whose id is the hash of the canonical config and the nfcore version.
+    """
+    jobs.check_cost(config)
+    submission = jobs.submit_spp(config)
+    headers = {"Location": f"/v1/jobs/{submission.job_id}"}
+    if submission.cached is not None:
+        return Response(
+            submission.cached, media_type="application/json", headers=headers | {"X-Cache": "hit"}
+        )
+    assert submission.job is not None
+    response.headers.update(headers | {"X-Cache": "miss"})
+    return JobView(**jobs.view(submission.job))

@@ -1,0 +1,98 @@
+"""/v1/sweeps: a grid of configs submitted as one request, followed as one resource."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+from fastapi import APIRouter, Depends, status
+from pydantic import ValidationError
+
+import nfcore
+from api.contract import JobState, key_for
+from api.deps import Jobs, Redis, Settings, require_token
+from api.errors import Invalid, NotFound
+from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
+from nfcore.config import SPPConfig, describe_validation_error, with_changes
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+
+
+def expand(request: SweepRequest, limit: int) -> list[tuple[dict, SPPConfig]]:
+    """Every grid point as (its values, its validated config); nothing is queued on error."""
+    unknown = sorted(set(request.grid) - set(SPPConfig.model_fields))
+    if unknown:
+        raise Invalid(f"grid: unknown config field(s) {', '.join(unknown)}")
+    empty = sorted(name for name, values in request.grid.items() if not values)
+    if empty:
+        raise Invalid(f"grid: no values for {', '.join(empty)}")
+    size = 1
+    for values in request.grid.values():
+        size *= len(values)
+    if size > limit:
+        raise Invalid(f"grid: {size} points is over the limit MAX_SWEEP_POINTS = {limit}")
+    names = list(request.grid)
+    points = []
+    for combo in itertools.product(*request.grid.values()):
+        params = dict(zip(names, combo, strict=True))
+        try:
+            config = SPPConfig(**with_changes(request.base, params))
+        except ValidationError as error:
+            raise Invalid(
+                f"point {json.dumps(params)}: {describe_validation_error(error)}"
+            ) from None
+        points.append((params, config))
+    return points
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SweepView,
+    responses={401: {"model": ErrorBody}, **ERRORS},
+    dependencies=[Depends(require_token)],
+    summary="Submit a grid of SPP configs",
+)
+def submit_sweep(
+    request: SweepRequest, jobs: Jobs, connection: Redis, settings: Settings
+) -> SweepView:
+    points = expand(request, settings.max_sweep_points)
+    for params, config in points:
+        try:
+            jobs.check_cost(config)
+        except Invalid as error:
+            raise Invalid(f"point {json.dumps(params)}: {error.detail}") from None
+    record = []
+    for params, config in points:
+        submission = jobs.submit_spp(config)
+        record.append(
+            {"params": params, "job_id": submission.job_id, "cached": submission.cached is not None}
+        )
+    canonical = json.dumps([r["job_id"] for r in record])
+    sweep_id = hashlib.sha256(f"{nfcore.__version__}\n{canonical}".encode()).hexdigest()[:32]
+    connection.set(key_for("sweep", sweep_id), json.dumps(record), ex=settings.result_ttl)
+    return _view(sweep_id, record, jobs)
+
+
+@router.get("/{sweep_id}", response_model=SweepView, responses=ERRORS, summary="A sweep's jobs")
+def get_sweep(sweep_id: str, jobs: Jobs, connection: Redis) -> SweepView:
+    raw = connection.get(key_for("sweep", sweep_id))
+    if raw is None:
+        raise NotFound(f"no sweep {sweep_id!r} (it may have expired)")
+    return _view(sweep_id, json.loads(raw), jobs)
+
+
+def _view(sweep_id: str, record: list[dict], jobs: Jobs) -> SweepView:
+    points, states = [], dict.fromkeys((s.value for s in JobState), 0)
+    for entry in record:
+        job = jobs.fetch(entry["job_id"])
+        view = JobView(**jobs.view(job)) if job is not None else None
+        state = view.state if view else (JobState.finished if entry["cached"] else None)
+        if state is not None:
+            states[state] += 1
+        points.append(SweepPoint(params=entry["params"], job=view, cached=entry["cached"]))
+    return SweepView(
+        id=sweep_id, url=f"/v1/sweeps/{sweep_id}", size=len(record), states=states, points=points
+    )

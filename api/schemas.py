@@ -1,0 +1,96 @@
+"""Response and request bodies of the API (the config itself is `nfcore.config.SPPConfig`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.contract import JobState
+from nfcore.config import SPPConfig
+
+
+class Progress(BaseModel):
+    done: int = Field(description="Blocks measured so far (forward, then backward).")
+    total: int
+
+
+class JobView(BaseModel):
+    id: str = Field(description="Hash of the canonical config and the nfcore version.")
+    kind: str
+    label: str | None = Field(description="Human-readable model name.")
+    state: JobState
+    progress: Progress
+    url: str
+    result_url: str | None
+    enqueued_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    run_seconds: float | None
+    device: str | None
+    error: str | None = Field(description="Why the job failed (the exception's message).")
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class SweepRequest(BaseModel):
+    """A base config and, for any fields, lists of values: the grid is their product."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any] = Field(
+        default_factory=dict, description="Config fields shared by every point (partial is fine)."
+    )
+    grid: dict[str, list[Any]] = Field(
+        description='Field -> values, e.g. {"alpha": [0.1, 0.2], "depth": [50, 101]}.',
+        min_length=1,
+    )
+
+
+class SweepPoint(BaseModel):
+    params: dict[str, Any] = Field(description="The grid values of this point.")
+    job: JobView | None = Field(description="The job (null once it expired).")
+    cached: bool = Field(description="The result was already cached when the sweep was posted.")
+
+
+class SweepView(BaseModel):
+    id: str
+    url: str
+    size: int
+    states: dict[str, int] = Field(description="How many points are in each state.")
+    points: list[SweepPoint]
+
+
+class ModelRow(BaseModel):
+    family: str
+    norm: str
+    depth: int | None
+    variant: str | None
+    layout: list[int]
+    parameters: int
+
+
+class ActivationRow(BaseModel):
+    name: str
+    quadrature: float = Field(description="gamma = 1/sqrt(Var g(x)) by quadrature (used).")
+    sampled: float = Field(description="gamma by the paper's Appendix D.1 sampling recipe.")
+    analytic: float | None
+    he_gain: float = Field(description="1/sqrt(E[g(x)^2]), the He-init gain (Fig. 8).")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    redis: str
+    workers: dict[str, int] = Field(description="Workers listening on each queue.")
+
+
+__all__ = ["SPPConfig"]

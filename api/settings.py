@@ -1,0 +1,35 @@
+"""API settings from environment variables (REDIS_URL and the job settings are shared)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+
+from api.contract import ServiceSettings
+
+
+class ApiSettings(ServiceSettings):
+    api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    api_token: SecretStr | None = Field(
+        None, description="When set, POST and DELETE need 'Authorization: Bearer <token>'."
+    )
+    cors_origins: list[str] = Field(
+        [], description='Origins allowed by CORS, e.g. ["http://localhost:8501"] (JSON list).'
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted.")
+    # About 40 s of an SPP on a 2-core laptop CPU (BN-ResNet-50 at 224 px, batch 16, is 0.13e12).
+    max_flops: float = Field(5e12, gt=0, description="Largest accepted job, in forward FLOPs.")
+    max_activation_bytes: float = Field(
+        4 * 2**30, gt=0, description="Largest accepted estimated peak activation memory, bytes."
+    )
+    max_sweep_points: int = Field(64, ge=1, le=10_000, description="Largest sweep grid.")
+    maintenance_interval: float = Field(
+        5.0, gt=0, le=600, description="Seconds between sweeps for jobs whose worker died."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ApiSettings:
+    return ApiSettings()

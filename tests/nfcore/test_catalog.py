@@ -1,0 +1,97 @@
+"""The static tables the API serves must be what the builders and the gain functions compute."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nfcore.catalog
+from nfcore.activations import gamma_table, he_gain
+from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG, REGENERATE_COMMAND
+from nfcore.models import model_catalog
+from nfcore.registry import BUILTIN_ACTIVATIONS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STALE = f"nfcore/catalog.py is out of date; run `{REGENERATE_COMMAND}`"
+
+
+@pytest.fixture(scope="module")
+def computed_models() -> list[dict[str, Any]]:
+    return model_catalog()
+
+
+def test_model_catalog_is_exactly_what_the_builders_count(
+    computed_models: list[dict[str, Any]],
+) -> None:
+    assert list(MODEL_CATALOG) == computed_models, STALE
+
+
+def test_gamma_table_matches_the_gain_functions() -> None:
+    computed = gamma_table(BUILTIN_ACTIVATIONS)
+    assert [row["name"] for row in GAMMA_TABLE] == [row.name for row in computed], STALE
+    for row, fresh in zip(GAMMA_TABLE, computed, strict=True):
+        assert set(row) == {"name", "quadrature", "sampled", "analytic", "he_gain"}
+        assert row["quadrature"] == pytest.approx(fresh.quadrature, abs=1e-12), STALE
+        assert row["he_gain"] == pytest.approx(he_gain(fresh.name), abs=1e-12), STALE
+        if fresh.analytic is None:
+            assert row["analytic"] is None, STALE
+        else:
+            assert row["analytic"] == pytest.approx(fresh.analytic, abs=1e-12), STALE
+        # The Appendix D.1 estimate averages float32 variances; CPUs with other vector widths
+        # may sum them in another order, so it is compared to float32 precision only.
+        assert row["sampled"] == pytest.approx(fresh.sampled, rel=1e-6), STALE
+
+
+def test_gamma_table_holds_the_papers_relu_gains() -> None:
+    relu = next(row for row in GAMMA_TABLE if row["name"] == "relu")
+    # Section 4.3: gamma = sqrt(2) / sqrt(1 - 1/pi); Fig. 8: He's gain sqrt(2) is lower.
+    assert relu["quadrature"] == pytest.approx(math.sqrt(2 / (1 - 1 / math.pi)), abs=1e-12)
+    assert relu["he_gain"] == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert relu["sampled"] == pytest.approx(relu["quadrature"], rel=0.01)
+
+
+def test_tables_are_json() -> None:
+    assert json.loads(json.dumps(MODEL_CATALOG)) == list(MODEL_CATALOG)
+    assert json.loads(json.dumps(GAMMA_TABLE)) == list(GAMMA_TABLE)
+
+
+def test_regenerating_reproduces_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, computed_models: list[dict[str, Any]]
+) -> None:
+    # The generated block must survive `ruff format` unchanged and be rewritten byte for byte.
+    copy = tmp_path / "catalog.py"
+    shutil.copy(nfcore.catalog.__file__, copy)
+    monkeypatch.setattr(nfcore.catalog, "current_model_catalog", lambda: computed_models)
+    nfcore.catalog.regenerate(copy)
+    assert copy.read_text() == Path(nfcore.catalog.__file__).read_text(), STALE
+
+
+def test_the_command_without_regenerate_only_prints_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert nfcore.catalog.main([]) == 2
+    assert "--regenerate" in capsys.readouterr().out
+
+
+def test_catalog_and_presets_do_not_load_torch() -> None:
+    # STYLE.md: the API imports these and never torch.
+    code = (
+        "import json, sys\n"
+        "import nfcore.catalog, nfcore.presets\n"
+        "json.dumps([nfcore.catalog.MODEL_CATALOG, nfcore.catalog.GAMMA_TABLE])\n"
+        "[p.model_dump_json() for p in nfcore.presets.PRESETS]\n"
+        "config = nfcore.presets.get_preset('fig1').runs[0].config\n"
+        "nfcore.presets.rescale_config(config, width=0.5, depth=50)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,245 @@
+"""The torch-free cost estimate: exact parameters, FLOPs as torch counts them, activation memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import weakref
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+from nfcore.config import ModelConfig, SPPConfig
+from nfcore.cost import FLOAT32_BYTES, Cost, estimate
+from nfcore.models import Network, build_model, parameter_count
+from nfcore.spp import measurement_mode
+from nfcore.variants import PAPER_RESNET_DEPTHS
+
+TINY = {"depth": 14, "width": 0.125, "num_classes": 10}
+
+PARAMETER_CONFIGS: list[dict[str, Any]] = [
+    {**TINY, "norm": "bn", "order": "bn-relu-conv"},
+    {**TINY, "norm": "bn", "order": "relu-bn-conv"},
+    {**TINY, "norm": "nf"},
+    {**TINY, "norm": "nf", "conv": "he"},
+    {**TINY, "norm": "none"},
+    {**TINY, "norm": "fixup"},
+    {**TINY, "family": "resnetv1", "norm": "bn"},
+    {**TINY, "family": "resnetv1", "norm": "none", "se_gain": 2.0, "skipinit": True},
+    {**TINY, "family": "resnetv1", "norm": "bn", "conv": "ws", "maxpool": False},
+    {**TINY, "norm": "nf", "se_gain": 2.0, "skipinit": True},
+    {**TINY, "norm": "bn", "se_gain": 1.0, "skipinit": True, "maxpool": False},
+    {**TINY, "norm": "none", "skipinit": False, "width": 0.5},
+    {**TINY, "norm": "nf", "width": 1.0},
+    {"layout": (1,), "norm": "nf", "width": 0.5},
+    {"layout": (2, 1), "norm": "bn", "se_gain": 2.0, "width": 0.25},
+    {"layout": (1, 1, 1, 1), "family": "resnetv1", "norm": "bn", "width": 0.125},
+    {"family": "nf_regnet", "variant": "B0"},
+    {"family": "nf_regnet", "variant": "B0", "se_gain": 0.0, "conv": "he", "width": 0.125},
+    # 440 * 0.75 * 0.3 truncates to 98 or 99 depending on the order of the products.
+    {"family": "nf_regnet", "variant": "B3", "width": 0.3},
+    *({"depth": depth, "norm": "nf", "width": 0.25} for depth in PAPER_RESNET_DEPTHS),
+]
+
+# Small networks measured with torch's FLOP counter: (config, resolution), batch 2.
+FLOP_CASES: list[tuple[dict[str, Any], int]] = [
+    ({"depth": 14, "width": 0.25, "norm": "bn"}, 32),
+    ({"depth": 26, "width": 0.25, "norm": "nf", "se_gain": 2.0, "maxpool": False}, 48),
+    ({"depth": 50, "width": 0.25, "norm": "bn"}, 64),
+    ({"depth": 26, "width": 0.25, "family": "resnetv1", "norm": "bn"}, 45),  # odd sizes
+    ({"family": "nf_regnet", "variant": "B0", "width": 0.5}, 64),
+]
+
+# Mid-size networks whose activation memory is measured, at batch 4 and 64 px.
+MEMORY_CASES: list[dict[str, Any]] = [
+    {"depth": 50, "width": 0.25, "norm": "bn"},
+    {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "skipinit": True},
+    {"family": "nf_regnet", "variant": "B0", "width": 0.5},
+]
+
+
+def flop_case_id(case: tuple[dict[str, Any], int]) -> str:
+    config, resolution = case
+    return f"{ModelConfig(**config).label}@{resolution}"
+
+
+def measured_flops(model: Network, x: torch.Tensor, gradients: bool = False) -> int:
+    """FLOPs torch counts (2 per multiply-add in convs and matmuls) for one pass."""
+    for p in model.parameters():
+        p.requires_grad_(False)  # input gradients only, as the SPP engine computes them
+    with FlopCounterMode(display=False) as counter:
+        if gradients:
+            model(x.requires_grad_(True)).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return counter.get_total_flops()
+
+
+class LiveActivationBytes(TorchDispatchMode):
+    """Peak bytes of the storages that ops create, each counted from its creation to its death.
+
+    A storage dies when its last tensor (Python-visible or held by autograd) does; storages an
+    op only reads or views (weights, buffers, the input image) are not counted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        read = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+        inputs = {t.untyped_storage().data_ptr() for t in read}
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key in self.live or key in inputs or storage.nbytes() == 0:
+                continue
+            self.live[key] = storage.nbytes()
+            self.now += storage.nbytes()
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(storage, self._release, key)
+        return out
+
+    def _release(self, key: int) -> None:
+        self.now -= self.live.pop(key)
+
+
+def measured_activation_bytes(config: SPPConfig) -> int:
+    """Peak activation bytes of the SPP engine's pass (BN on batch statistics), image included."""
+    model = build_model(config, seed=0)
+    x = torch.randn(config.batch, 3, config.resolution, config.resolution)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with measurement_mode(model, torch.device("cpu")):
+        with torch.no_grad():
+            model(x)  # caches the Scaled WS weights, which are not activations
+        with LiveActivationBytes() as live:
+            if config.gradients:
+                logits = model(x.requires_grad_(True))
+                F.cross_entropy(logits, torch.zeros(config.batch, dtype=torch.long)).backward()
+            else:
+                with torch.no_grad():
+                    model(x)
+    return live.peak + x.numel() * FLOAT32_BYTES
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", PARAMETER_CONFIGS, ids=lambda c: ModelConfig(**c).label)
+def test_parameters_equal_the_builders_count(config: dict[str, Any]) -> None:
+    model_config = ModelConfig(**config)
+    cost = estimate(model_config, batch=1, resolution=64)
+    assert cost.parameters == parameter_count(model_config)
+    assert cost.blocks == model_config.num_blocks
+
+
+def test_parameters_of_well_known_networks() -> None:
+    # torchvision.models.resnet50(): 25,557,032 parameters.
+    v1 = ModelConfig(family="resnetv1", depth=50, norm="bn")
+    assert estimate(v1, batch=1, resolution=224).parameters == 25_557_032
+
+
+# --- FLOPs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", FLOP_CASES, ids=flop_case_id)
+def test_flops_match_torchs_counter(case: tuple[dict[str, Any], int]) -> None:
+    config, resolution = case
+    model_config = ModelConfig(**config)
+    x = torch.randn(2, 3, resolution, resolution)
+    measured = measured_flops(build_model(model_config, seed=0), x)
+    assert estimate(model_config, batch=2, resolution=resolution).flops == pytest.approx(
+        measured, rel=0.02
+    )
+
+
+def test_gradients_add_a_backward_pass_as_costly_as_the_forward() -> None:
+    config = SPPConfig(depth=26, width=0.25, norm="nf", resolution=32, batch=2, gradients=True)
+    x = torch.randn(2, 3, 32, 32)
+    measured = measured_flops(build_model(config, seed=0), x, gradients=True)
+    assert estimate(config).flops == pytest.approx(measured, rel=0.02)
+    forward = estimate(config.model_copy(update={"gradients": False})).flops
+    assert estimate(config).flops == 2 * forward
+
+
+def test_flops_scale_linearly_with_batch_and_quadratically_with_resolution() -> None:
+    config = ModelConfig(depth=50, width=0.25)
+    base = estimate(config, batch=2, resolution=128).flops
+    assert estimate(config, batch=6, resolution=128).flops == 3 * base
+    # The classifier does not grow with the image, so the ratio is just under 4.
+    assert estimate(config, batch=2, resolution=256).flops / base == pytest.approx(4, rel=0.01)
+
+
+@pytest.mark.parametrize("family", ["resnetv2", "resnetv1"])
+def test_resnet50_costs_the_well_known_four_gmacs(family: str) -> None:
+    cost = estimate(ModelConfig(family=family, depth=50), batch=1, resolution=224)
+    assert cost.flops / 1e9 == pytest.approx(8.2, rel=0.05)  # 4.1 GMACs
+
+
+# --- activation memory ------------------------------------------------------------------------
+
+
+def test_activation_memory_grows_with_batch_and_resolution() -> None:
+    config = ModelConfig(depth=26, width=0.25)
+    base = estimate(config, batch=2, resolution=64).activation_bytes
+    assert estimate(config, batch=4, resolution=64).activation_bytes == 2 * base
+    assert estimate(config, batch=2, resolution=128).activation_bytes > 3.5 * base
+
+
+def test_the_live_bytes_counter_sees_tensors_born_and_freed() -> None:
+    x = torch.zeros(1000)
+    with LiveActivationBytes() as live:
+        y = x + 1  # 4000 bytes
+        z = y * 2  # 8000 bytes alive
+        del y
+        w = z.view(10, 100)  # a view allocates nothing
+        del z, w
+    assert (live.peak, live.now) == (8000, 0)
+
+
+@pytest.mark.parametrize("config", MEMORY_CASES, ids=lambda c: ModelConfig(**c).label)
+def test_activation_memory_matches_a_measured_forward_pass(config: dict[str, Any]) -> None:
+    spp = SPPConfig(**config, batch=4, resolution=64)
+    measured = measured_activation_bytes(spp)
+    # Without autograd the model of what is alive at once is close to exact.
+    assert estimate(spp).activation_bytes == pytest.approx(measured, rel=0.1)
+
+
+@pytest.mark.parametrize("config", MEMORY_CASES, ids=lambda c: ModelConfig(**c).label)
+def test_activation_memory_with_gradients_bounds_the_measured_peak(config: dict[str, Any]) -> None:
+    spp = SPPConfig(**config, batch=4, resolution=64, gradients=True)
+    measured = measured_activation_bytes(spp)
+    # Some tensors count twice as saved (a ReLU's output is the next conv's input): an upper bound.
+    assert measured <= estimate(spp).activation_bytes <= 2 * measured
+
+
+# --- the API's view ---------------------------------------------------------------------------
+
+
+def test_an_spp_config_brings_its_own_batch_and_resolution() -> None:
+    spp = SPPConfig(depth=14, width=0.25, batch=3, resolution=48)
+    model = ModelConfig(depth=14, width=0.25)
+    assert estimate(spp) == estimate(model, batch=3, resolution=48)
+    assert estimate(spp, batch=6) == estimate(model, batch=6, resolution=48)
+    assert isinstance(estimate(spp), Cost)
+
+
+def test_a_model_config_needs_batch_and_resolution() -> None:
+    with pytest.raises(ValueError, match="batch and a resolution"):
+        estimate(ModelConfig(depth=14), batch=2)
+
+
+def test_importing_the_estimate_does_not_import_torch() -> None:
+    code = "import sys, nfcore.cost; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

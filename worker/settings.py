@@ -1,0 +1,25 @@
+"""Worker settings, from environment variables (on top of those the API shares)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+
+from api.contract import SPP_QUEUE, ServiceSettings
+
+
+class WorkerSettings(ServiceSettings):
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device for configs that say 'auto': cuda when available, else cpu."
+    )
+    worker_queues: list[str] = Field(
+        [SPP_QUEUE], description='Queues this worker serves, e.g. ["spp","train"] (JSON list).'
+    )
+    worker_name: str | None = Field(None, description="Name in RQ's worker list (default: random).")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> WorkerSettings:
+    return WorkerSettings()
