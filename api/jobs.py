@@ -141,14 +141,15 @@ class JobService:
         ids: set[str] = set()
         for name in TASKS:
             queue = self.queue(name)
-            ids.update(queue.get_job_ids())
+            ids.update(queue.get_job_ids(offset=max(0, queue.count - limit)))  # newest last
             for registry in (
                 queue.started_job_registry,
                 queue.finished_job_registry,
                 queue.failed_job_registry,
                 queue.canceled_job_registry,
             ):
-                ids.update(registry.get_job_ids(cleanup=False))
+                # Scored by expiry, so the highest scores are the newest entries.
+                ids.update(registry.get_job_ids(0, limit - 1, desc=True, cleanup=False))
         jobs = [j for j in Job.fetch_many(ids, connection=self.redis, serializer=SERIALIZER) if j]
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
         return jobs[:limit]
@@ -200,7 +201,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _error_message(job: Job, connection: redis.Redis) -> str:
     """The exception's last line, or a sentence saying the worker died."""
-    text = (job.latest_result().exc_string if job.latest_result() else None) or job.exc_info or ""
+    latest = job.latest_result()
+    text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
     if "AbandonedJobError" in text:
         attempts = int(connection.get(key_for("attempts", job.id)) or 1)
         return (

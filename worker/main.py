@@ -82,10 +82,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     worker = build_worker(settings)
+    from nfcore.spp import resolve_device  # torch: this process runs the jobs, never forks
+
     log.info(
-        "worker %s on queues %s, device %s, Redis %s",
+        "worker %s on queues %s, device %s (WORKER_DEVICE=%s), Redis %s",
         worker.name,
         ",".join(settings.worker_queues),
+        resolve_device(settings.worker_device),
         settings.worker_device,
         redact(settings.redis_url),
     )
