@@ -85,12 +85,14 @@ class JobService:
             key_for("submit", job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=5
         )
         with lock:
-            cached = self.redis.get(key_for("result", job_id))
-            if cached is not None:
-                return Submission(job_id, cached=cached)
+            # The job before the cache: a worker writes the result before RQ marks the job
+            # finished, so a finished job seen here has its result readable just below.
             job = self.fetch(job_id)
             if job is not None and self.state(job) in ACTIVE:
                 return Submission(job_id, job=job)
+            cached = self.redis.get(key_for("result", job_id))
+            if cached is not None:
+                return Submission(job_id, cached=cached)
             if job is not None:
                 job.delete()  # finished with an expired result, failed or canceled: run again
             self.redis.delete(key_for("attempts", job_id))
@@ -102,7 +104,7 @@ class JobService:
                 result_ttl=self.settings.result_ttl,
                 failure_ttl=self.settings.result_ttl,
                 description=config.label,
-                meta={"kind": SPP_QUEUE, META_PROGRESS: {"done": 0, "total": config.num_blocks}},
+                meta={"kind": SPP_QUEUE, META_PROGRESS: {"done": 0, "total": _total(config)}},
             )
         return Submission(job_id, job=job)
 
@@ -188,6 +190,11 @@ class JobService:
             "device": job.meta.get(META_DEVICE),
             "error": _error_message(job, self.redis) if state == JobState.failed else None,
         }
+
+
+def _total(config: SPPConfig) -> int:
+    """Progress steps of an SPP: every block forward, and again backward with gradients."""
+    return config.num_blocks * (2 if config.gradients else 1)
 
 
 def _progress(job: Job) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 
 import nfcore
@@ -44,26 +44,24 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                # An HTTPException passes through FastAPI's body reading to its handler.
+                raise HTTPException(413, self._message)
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        await self.app(scope, counted, send)
+
+    @property
+    def _message(self) -> str:
+        return f"request body over the limit of {self.limit} bytes"
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body over the limit of {self.limit} bytes"}).encode()
+        body = json.dumps({"detail": self._message}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _maintain(app: FastAPI) -> None:

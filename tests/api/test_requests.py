@@ -1,0 +1,293 @@
+"""What the API refuses before anything is queued: writes without the token, invalid configs,
+jobs over the cost limits, bodies over the size limit; and what CORS lets a browser do."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from rq import Queue
+
+from api.contract import SERIALIZER, SPP_QUEUE
+from nfcore.config import SPPConfig
+from nfcore.cost import estimate
+from tests.api.conftest import SLOW, TINY
+
+TOKEN = "s3cret"
+ORIGIN = "http://example.org"
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def queued_ids(store: redis.Redis) -> list[str]:
+    return Queue(SPP_QUEUE, connection=store, serializer=SERIALIZER).get_job_ids()
+
+
+def assert_refused(response: Any, *phrases: str) -> str:
+    """A 422 in JSON whose sentence contains every phrase; returns the sentence."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    for phrase in phrases:
+        assert phrase in detail, (phrase, detail)
+    return detail
+
+
+# --- auth -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Basic s3cret"},
+    ],
+    ids=["none", "wrong-token", "no-scheme", "basic"],
+)
+def test_writes_without_the_token_are_401(
+    make_client: Callable[..., TestClient], store: redis.Redis, headers: dict[str, str]
+):
+    client = make_client(api_token=TOKEN)
+    job_id = client.post("/v1/spp", json=TINY, headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "id"
+    ]
+
+    for method, path, body in (
+        ("POST", "/v1/spp", {**TINY, "seed": 1}),
+        ("POST", "/v1/sweeps", {"base": TINY, "grid": {"seed": [2, 3]}}),
+        ("DELETE", f"/v1/jobs/{job_id}", None),
+    ):
+        response = client.request(method, path, json=body, headers=headers)
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "Bearer" in response.json()["detail"]
+    assert queued_ids(store) == [job_id]
+
+
+def test_writes_with_the_token_pass_and_reads_stay_open(make_client: Callable[..., TestClient]):
+    client = make_client(api_token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    submitted = client.post("/v1/spp", json=TINY, headers=auth)
+    assert submitted.status_code == 202
+    job_id = submitted.json()["id"]
+    sweep = client.post("/v1/sweeps", json={"base": TINY, "grid": {"seed": [2, 3]}}, headers=auth)
+    assert sweep.status_code == 202
+
+    for path in (
+        f"/v1/jobs/{job_id}",
+        "/v1/jobs",
+        sweep.json()["url"],
+        "/v1/models",
+        "/v1/activations",
+        "/v1/presets",
+        "/healthz",
+        "/readyz",
+    ):
+        assert client.get(path).status_code == 200, path
+
+    canceled = client.delete(f"/v1/jobs/{job_id}", headers=auth)
+    assert canceled.status_code == 200
+    assert canceled.json()["state"] == "canceled"
+
+
+def test_an_invalid_config_without_the_token_is_401(make_client: Callable[..., TestClient]):
+    client = make_client(api_token=TOKEN)
+
+    assert client.post("/v1/spp", json={"alpha": -1}).status_code == 401
+
+
+# --- validation -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("alpha", -1, "0 < alpha <= 10"),
+        ("alpha", 11, "0 < alpha <= 10"),
+        ("width", 0, "0 < width <= 4"),
+        ("depth", 1, "2 <= depth <= 2402"),
+        ("se_gain", 10.5, "0 <= se_gain <= 10"),
+        ("stochdepth_rate", 1, "0 <= stochdepth_rate < 1"),
+        ("drop_rate", -0.1, "0 <= drop_rate < 1"),
+        ("num_classes", 1, "2 <= num_classes <= 100000"),
+        ("resolution", 2048, "8 <= resolution <= 1024"),
+        ("batch", 0, "1 <= batch <= 4096"),
+        ("seed", -1, "0 <= seed <= 2147483647"),
+    ],
+)
+def test_a_value_out_of_bounds_is_422_naming_the_field_and_its_range(
+    client: TestClient, store: redis.Redis, field: str, value: float, allowed: str
+):
+    detail = assert_refused(client.post("/v1/spp", json={**TINY, field: value}), allowed)
+
+    assert detail.startswith(f"{field}: ")
+    assert queued_ids(store) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "phrases"),
+    [
+        pytest.param({**TINY, "colour": "red"}, ("colour", "Extra inputs"), id="unknown-field"),
+        # Depth 51 has no block layout; the answer names the depths that have one.
+        pytest.param({**TINY, "depth": 51}, ("depth: 51", "50, 101"), id="depth-51"),
+        pytest.param({**TINY, "depth": "deep"}, ("depth", "integer", "'deep'"), id="depth-str"),
+        pytest.param({**TINY, "gradients": "maybe"}, ("gradients", "boolean"), id="bool"),
+        pytest.param({**TINY, "width": [1]}, ("width",), id="width-list"),
+        pytest.param({**TINY, "norm": "layernorm"}, ("norm", "'layernorm'"), id="norm"),
+        pytest.param(
+            {**TINY, "family": "nf_regnet", "norm": "bn"}, ("norm", "nf_regnet"), id="family-norm"
+        ),
+        pytest.param({**TINY, "device": "tpu"}, ("device", "'tpu'"), id="device"),
+        pytest.param({**TINY, "activation": "nope"}, ("activation", "nope"), id="activation"),
+        pytest.param({**TINY, "gamma": -1}, ("gamma", "(0, 100.0]"), id="gamma"),
+        pytest.param(
+            {**TINY, "layout": [1, 0]}, ("layout", "greater than or equal to 1"), id="layout"
+        ),
+        pytest.param({**TINY, "resolution": 16}, ("resolution", "at least 32"), id="too-small"),
+        pytest.param([TINY], ("dictionary",), id="not-an-object"),
+    ],
+)
+def test_an_invalid_config_is_422_naming_what_is_wrong(
+    client: TestClient, store: redis.Redis, body: Any, phrases: tuple[str, ...]
+):
+    assert_refused(client.post("/v1/spp", json=body), *phrases)
+    assert queued_ids(store) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"alpha": NaN}', '{"width": Infinity}', '{"gamma": NaN}', '{"alpha": -Infinity}'],
+)
+def test_non_finite_numbers_are_422_not_500(client: TestClient, store: redis.Redis, text: str):
+    field = text.split('"')[1]
+
+    response = client.post("/v1/spp", content=text, headers={"Content-Type": "application/json"})
+
+    assert_refused(response, field)
+    assert queued_ids(store) == []
+
+
+def test_a_body_that_is_not_json_is_422(client: TestClient):
+    response = client.post(
+        "/v1/spp", content="{depth: 14", headers={"Content-Type": "application/json"}
+    )
+
+    assert_refused(response, "JSON")
+
+
+# --- cost limits ----------------------------------------------------------------------------
+def test_a_job_over_max_flops_is_422_saying_by_how_much(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    client = make_client(max_flops=1e9)
+    over = estimate(SPPConfig(**SLOW)).flops / 1e9
+    assert over > 1
+
+    response = client.post("/v1/spp", json=SLOW)
+
+    assert_refused(response, "MAX_FLOPS", f"by {over:.1f}x")
+    assert queued_ids(store) == []
+
+
+def test_a_job_over_max_activation_bytes_is_422_saying_by_how_much(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    limit = 50_000
+    client = make_client(max_activation_bytes=limit)
+    over = estimate(SPPConfig(**TINY)).activation_bytes / limit
+
+    response = client.post("/v1/spp", json=TINY)
+
+    assert_refused(response, "MAX_ACTIVATION_BYTES", f"by {over:.1f}x")
+    assert queued_ids(store) == []
+
+
+def test_a_job_exactly_at_the_limit_is_accepted(make_client: Callable[..., TestClient]):
+    flops = estimate(SPPConfig(**TINY)).flops
+
+    assert make_client(max_flops=flops).post("/v1/spp", json=TINY).status_code == 202
+    assert make_client(max_flops=flops - 1).post("/v1/spp", json=TINY).status_code == 422
+
+
+# --- body size ------------------------------------------------------------------------------
+def padded(size: int) -> bytes:
+    """TINY as a JSON body of exactly `size` bytes (whitespace is valid JSON)."""
+    text = json.dumps(TINY).encode()
+    return text + b" " * (size - len(text))
+
+
+def test_a_body_over_max_body_bytes_is_413(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    client = make_client(max_body_bytes=1024)
+    headers = {"Content-Type": "application/json"}
+
+    response = client.post("/v1/spp", content=padded(1025), headers=headers)
+
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert "1024" in response.json()["detail"]
+    assert queued_ids(store) == []
+    assert client.post("/v1/spp", content=padded(1024), headers=headers).status_code == 202
+
+
+def test_a_chunked_body_over_max_body_bytes_is_413(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    client = make_client(max_body_bytes=1024)
+
+    def chunks() -> Iterator[bytes]:
+        body = padded(2000)
+        yield from (body[start : start + 256] for start in range(0, len(body), 256))
+
+    response = client.post(
+        "/v1/spp", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413, response.text
+    assert "1024" in response.json()["detail"]
+    assert queued_ids(store) == []
+
+
+# --- CORS -----------------------------------------------------------------------------------
+def preflight(client: TestClient, origin: str) -> Any:
+    return client.options(
+        "/v1/spp",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+
+
+def test_cors_allows_the_configured_origin_only(make_client: Callable[..., TestClient]):
+    client = make_client(cors_origins=[ORIGIN])
+
+    allowed = preflight(client, ORIGIN)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+
+    other = preflight(client, "http://elsewhere.example")
+    assert "access-control-allow-origin" not in other.headers
+
+    read = client.get("/v1/models", headers={"Origin": ORIGIN})
+    assert read.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_no_cors_headers_without_configured_origins(client: TestClient):
+    response = client.get("/v1/models", headers={"Origin": ORIGIN})
+
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
