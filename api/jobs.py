@@ -94,7 +94,10 @@ class JobService:
             if cached is not None:
                 return Submission(job_id, cached=cached)
             if job is not None:
-                job.delete()  # finished with an expired result, failed or canceled: run again
+                # Finished with an expired result, failed or canceled: run it again. A dead
+                # worker's execution entry can outlive its record, and RQ's delete walks them.
+                self.redis.delete(job.execution_registry.key)
+                job.delete()
             self.redis.delete(key_for("attempts", job_id))
             job = self.queue(SPP_QUEUE).enqueue(
                 TASKS[SPP_QUEUE],
@@ -112,7 +115,7 @@ class JobService:
     def fetch(self, job_id: str) -> Job | None:
         try:
             return Job.fetch(job_id, connection=self.redis, serializer=SERIALIZER)
-        except NoSuchJobError:
+        except (NoSuchJobError, ValueError):  # ValueError: not a valid RQ job id
             return None
 
     def get(self, job_id: str) -> Job:
@@ -216,5 +219,13 @@ def _error_message(job: Job, connection: redis.Redis) -> str:
             "the worker running this job stopped (killed, or out of memory); "
             f"it was tried {attempts} time{'s' if attempts != 1 else ''}"
         )
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "the job failed without a message"
+    return _exception_line(text) or "the job failed without a message"
+
+
+def _exception_line(traceback_text: str) -> str:
+    """'ValueError: ...' from a formatted traceback: the first line after the last frame."""
+    lines = traceback_text.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    headers = [line for line in after if line and not line.startswith(" ")]
+    return headers[0] if headers else (lines[-1] if lines else "")

@@ -142,6 +142,8 @@ class ModelConfig(BaseModel):
         given = {key for key, value in data.items() if value is not None}
         data = dict(data)
         family = data.get("family") or "resnetv2"
+        if not isinstance(family, str):
+            return data  # the field's own validation reports it
         for key, value in FAMILY_DEFAULTS.get(family, {}).items():
             if data.get(key) is None:
                 data[key] = value

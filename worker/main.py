@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 from rq import Queue, SimpleWorker
@@ -50,10 +51,31 @@ class SPPWorker(SimpleWorker):
         beat.start()
         try:
             super().execute_job(job, queue)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            # Redis went away mid-job and RQ could not record the outcome. Stay alive: once
+            # Redis is back, the reaper retries the job if Redis kept it.
+            log.warning("Redis unreachable during job %s (%s); waiting for it", job.id, error)
+            self._wait_for_redis()
         finally:
             done.set()
             beat.join()
             stop_requested.clear()
+
+    def _wait_for_redis(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.connection.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
+        if pipeline is None and not self.connection.exists(self.key):
+            # Redis came back empty: register again, so /readyz counts this worker.
+            self.register_birth()
+        super().heartbeat(timeout, pipeline)
 
     def _beat(self, job: Job, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_ttl / 3):

@@ -10,10 +10,11 @@ import json
 import time
 from typing import Any
 
+from pydantic import ValidationError
 from rq import get_current_job
 
 from api.contract import META_DEVICE, META_PROGRESS, key_for
-from nfcore.config import SPPConfig
+from nfcore.config import SPPConfig, describe_validation_error
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
 
@@ -29,7 +30,10 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
     if job is None:
         raise RuntimeError("run_spp_job must run inside an RQ job")
     settings = get_settings()
-    config = SPPConfig.model_validate(payload)
+    try:
+        config = SPPConfig.model_validate(payload)
+    except ValidationError as error:  # e.g. an API and a worker of different versions
+        raise ValueError(f"invalid config: {describe_validation_error(error)}") from None
     device = settings.worker_device if config.device == "auto" else config.device
     job.meta[META_DEVICE] = str(resolve_device(device))
     last_saved = 0.0

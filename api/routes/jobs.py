@@ -11,7 +11,7 @@ from api.schemas import ErrorBody, JobList, JobView
 from nfcore.result import SPPResult
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {404: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 @router.get("", response_model=JobList, responses=ERRORS, summary="Recent and running jobs")
