@@ -50,23 +50,21 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         items = [
             {**item, "loc": [p for p in item["loc"] if p not in ("body", "query", "path")]}
             for item in error.errors()
         ]
-        return JSONResponse(
-            {"detail": describe_error_items(items), "errors": _jsonable(items)}, status_code=422
-        )
+        detail = _hint(request, error.body) or describe_error_items(items)
+        return JSONResponse({"detail": detail, "errors": _jsonable(items)}, status_code=422)
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
-    async def redis_down(_request: Request, _error: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "the job store (Redis) is unreachable; try again in a moment"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    async def redis_down(_request: Request, error: Exception) -> JSONResponse:
+        detail = "the job store (Redis) is unreachable; try again in a moment"
+        if isinstance(error, redis.AuthenticationError):
+            detail = "the job store (Redis) refused the service's credentials; check REDIS_URL"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(LockError)
     async def busy(_request: Request, _error: Exception) -> JSONResponse:
@@ -75,6 +73,19 @@ def install(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+
+def _hint(request: Request, body: object) -> str | None:
+    """A sentence for two common mistakes, instead of a list of field errors."""
+    if request.method == "POST" and isinstance(body, dict) and isinstance(body.get("config"), dict):
+        return (
+            "this is a whole SPP result; send its `config` object as the body "
+            "(e.g. jq .config result.json | curl -d @- ...)"
+        )
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and not isinstance(body, dict) and "json" not in content_type:
+        return f"send the body as JSON with 'Content-Type: application/json' (got {content_type!r})"
+    return None
 
 
 def _jsonable(items: list[dict]) -> list[dict]:

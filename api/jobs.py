@@ -71,7 +71,7 @@ class JobService:
         for name, value, limit, setting, fmt in limits:
             if value > limit:
                 raise Invalid(
-                    f"this job is too large: its {name} ({fmt.format(value)}) exceed the "
+                    f"this job is too large: its {name} ({fmt.format(value)}) is over the "
                     f"limit {setting} = {fmt.format(limit)} by {value / limit:.1f}x; reduce the "
                     "width, depth, resolution or batch"
                 )

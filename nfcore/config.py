@@ -64,8 +64,9 @@ MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-6
 MAX_GAMMA = 100.0  # far above any activation gain (sigmoid needs about 4.8)
 
 
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+def _fmt(value: Any, limit: int = 60) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ModelConfig(BaseModel):
@@ -359,6 +360,10 @@ def describe_error_items(items: list[dict[str, Any]]) -> str:
     for item in items:
         loc = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
         message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            lines.append(f"the body is not valid JSON ({reason})" if reason else message)
+            continue
         if item["type"] in ("literal_error", "enum"):
             message = f"{message}, got {_fmt(item.get('input'))}"
         elif "input" in item and item["type"] not in ("value_error", "assertion_error", "missing"):
