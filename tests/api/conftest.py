@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
@@ -98,6 +99,14 @@ def make_client(redis_url: str) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain Redis client on the test's database, to look at what the service wrote."""
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

@@ -21,13 +21,6 @@ TOKEN = "s3cret"
 ORIGIN = "http://example.org"
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
-
-
 def queued_ids(store: redis.Redis) -> list[str]:
     return Queue(SPP_QUEUE, connection=store, serializer=SERIALIZER).get_job_ids()
 

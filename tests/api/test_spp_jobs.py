@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,13 +26,6 @@ from nfcore.result import CORE_KEYS
 from tests.api.conftest import SLOW, TINY, wait_for
 
 DONE = ("finished", "failed", "canceled")
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
 
 
 def job_id_of(config: dict[str, Any]) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 from fastapi.testclient import TestClient
 from rq import Queue
@@ -20,13 +19,6 @@ from tests.api.conftest import TINY
 
 GRID = {"alpha": [0.1, 0.2], "depth": [14, 26]}
 NO_JOBS = {"queued": 0, "running": 0, "finished": 0, "failed": 0, "canceled": 0}
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    yield connection
-    connection.close()
 
 
 def job_id_of(config: dict[str, Any]) -> str:
