@@ -16,7 +16,7 @@ OUT ?= out
 
 help:
 	@echo "make run     compute an example SPP (NF-ResNetV2-600) into $(OUT)/"
-	@echo "make test    lint, check formatting, run the test suite"
+	@echo "make test    lint, check formatting, run the test suite (installs chromium with apt when missing)"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make format  apply ruff fixes and formatting"
 
@@ -34,7 +34,15 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# Browser tests drive Debian's chromium; install it once when it is missing (root or sudo).
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "the browser tests need Debian's chromium package: apt-get install chromium"; exit 1; fi; \
+	$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 format: $(INSTALLED)

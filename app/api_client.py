@@ -1,0 +1,157 @@
+"""The dashboard's only way to the service: a small httpx client over the REST API.
+
+Every failure becomes one `ApiProblem` carrying a sentence a user can act on: the API's own
+`detail` for 4xx/5xx answers, or how to start the API when it cannot be reached. Read-only
+calls whose answers do not change (the catalog, a finished job's result, which is keyed by
+the hash of its config) are wrapped in `st.cache_data` at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import streamlit as st
+
+from app.settings import get_settings
+
+CATALOG_TTL_SECONDS = 300  # the catalog changes only when the API is redeployed
+RESULT_TTL_SECONDS = 3600  # a job id names one config and library version: results never change
+RESULT_CACHE_ENTRIES = 256  # a few MB at most: a 600-layer result is about 100 kB of JSON
+
+
+class ApiProblem(Exception):
+    """A request to the API failed; the message is a sentence to show the user."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What POST /v1/spp answered: a cached result (200) or a job to follow (202)."""
+
+    job_id: str
+    result: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.result is not None
+
+
+class ApiClient:
+    """Thin methods, one per endpoint; JSON in, dicts out."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = self._auth if method in ("POST", "DELETE") else {}
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except (httpx.ConnectError, httpx.TimeoutException) as error:
+            raise ApiProblem(
+                f"the API at {self.base_url} is not reachable ({type(error).__name__}): "
+                "start it with `python -m api`"
+            ) from None
+        except httpx.HTTPError as error:
+            raise ApiProblem(f"the request to {self.base_url}{path} failed: {error}") from None
+        if response.status_code >= 400:
+            raise ApiProblem(_detail(response), status=response.status_code)
+        return response
+
+    # --- runs ---------------------------------------------------------------------------------
+    def submit(self, config: dict[str, Any]) -> Submission:
+        """POST a config: the cached result at once, or the job that will compute it."""
+        response = self._request("POST", "/v1/spp", json=config)
+        job_id = response.headers.get("location", "").rstrip("/").rsplit("/", 1)[-1]
+        if response.status_code == 200:
+            return Submission(job_id=job_id, result=response.json())
+        job = response.json()
+        return Submission(job_id=job["id"], job=job)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/result").json()
+
+    def csv(self, job_id: str) -> str:
+        return self._request("GET", f"/v1/jobs/{job_id}/result", params={"format": "csv"}).text
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
+
+    # --- catalog and health -------------------------------------------------------------------
+    def presets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/presets").json()
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/models").json()
+
+    def activations(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/activations").json()
+
+    def ready(self) -> dict[str, Any]:
+        """Redis reachable and the workers per queue; ApiProblem (503) when Redis is down."""
+        return self._request("GET", "/readyz").json()
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's `detail` sentence, or the status line when the body is not the error JSON."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str) and detail:
+        return detail
+    return f"the API answered {response.status_code} {response.reason_phrase}"
+
+
+@st.cache_resource
+def get_client() -> ApiClient:
+    """One client (one connection pool) per dashboard process."""
+    settings = get_settings()
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    return ApiClient(settings.api_url, token=token, timeout=settings.api_timeout_seconds)
+
+
+@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
+def cached_models() -> list[dict[str, Any]]:
+    return get_client().models()
+
+
+@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
+def cached_activations() -> list[dict[str, Any]]:
+    return get_client().activations()
+
+
+@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
+def cached_presets() -> list[dict[str, Any]]:
+    return get_client().presets()
+
+
+@st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)
+def cached_result(job_id: str) -> dict[str, Any]:
+    """A finished job's result JSON; errors (not finished, expired) are not cached."""
+    return get_client().result(job_id)
+
+
+@st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)
+def cached_csv(job_id: str) -> str:
+    return get_client().csv(job_id)

@@ -1,0 +1,244 @@
+"""Sidebar widgets for one `SPPConfig`, kept in step with the URL query string.
+
+The validated config in `st.session_state["config"]` is the truth; the widgets are views of
+it. A widget's callback applies its one change with `nfcore.config.with_changes` (so e.g. a
+new norm also resets the conv, alpha and gamma derived from the old one), validates, and
+writes the resulting values back into every widget that shows a changed field. An invalid
+change is undone and explained. The query string is rewritten from the state on every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from pydantic import ValidationError
+
+from app import urlstate
+from nfcore.catalog import GAMMA_TABLE
+from nfcore.config import NORMS_BY_FAMILY, SPPConfig, describe_validation_error, with_changes
+from nfcore.registry import BUILTIN_ACTIVATIONS
+from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS
+
+FAMILIES = {"resnetv2": "ResNetV2 (pre-activation)", "resnetv1": "ResNetV1 (post-activation)",
+            "nf_regnet": "NF-RegNet"}  # fmt: skip
+NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
+CUSTOM = "custom"
+DEPTHS = (14, 26, 50, 101, 152, 200, 288, 600, CUSTOM)
+WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+RESOLUTIONS = (8, 16, 32, 64, 96, 128, 160, 224, 256, 384, 512)
+GAMMA_BY_ACTIVATION = {row["name"]: row["quadrature"] for row in GAMMA_TABLE}
+ERROR_KEY = "control_error"
+
+HELP = {
+    "family": "Pre-activation ResNetV2 (Figs. 1, 2, 6-10), post-activation ResNetV1 (Fig. 11), "
+    "or the NF-RegNets of Section 5 / Appendix D.2.",
+    "depth": "Residual blocks per stage follow He et al.; the paper's SPPs use 600 layers.",
+    "layout": "Blocks per stage, comma-separated (1 to 4 stages), e.g. 50,50,50,50.",
+    "variant": "NF-RegNet-B0 to B5 (Appendix D.2, Table 7).",
+    "norm": "BatchNorm, Normalizer-Free (Section 4: x_{l+1} = x_l + α f(x_l / β_l)), "
+    "no normalization, or FixUp (Fig. 10).",
+    "order": "Fig. 1: BN-ReLU-Conv adds a channel mean in every branch; ReLU-BN-Conv does not.",
+    "conv": "Scaled Weight Standardization (Section 4.2, eq. 2) or Gaussian He init (Fig. 2).",
+    "activation": "The nonlinearity g; Scaled WS scales it by γ = 1/√Var g(x) (Section 4.2).",
+    "alpha": "α: each NF block grows the variance by α² (Section 4); the paper uses 0.2.",
+    "gamma": "Auto: γ = 1/√Var g(x) for x ~ N(0,1). Fig. 8 shows He's √2 is too small for ReLU.",
+    "se_gain": "Squeeze-Excite output gain: 0 = no S+E, 1 = unmodified (attenuates, Fig. 9), "
+    "2 = corrected (Section 4.4).",
+    "skipinit": "A learnable residual gain initialized at 0 (De & Smith, 2020): branches start "
+    "silent.",
+    "maxpool": "3x3 max-pool in the stem; Fig. 7 removes it for a linear network.",
+    "width": "Channel multiplier; narrower runs faster with the same signal propagation trend.",
+    "resolution": "Input side in pixels; the paper uses 512.",
+    "batch": "Input batch size N; the statistics average over N, H and W.",
+    "seed": "Seeds the weights and the input batch.",
+    "input": "N(0,1) noise as in the paper's SPPs, or real images (scikit-learn digits).",
+    "gradients": "Also measure dLoss/dx on the backward pass (a second row of panels).",
+    "log": "Semilog y axis, for signals that explode (Fig. 6).",
+}
+
+
+# --- state ------------------------------------------------------------------------------------
+def init_state() -> None:
+    """Once per session: the config, preset, pins and log scale from the URL."""
+    if "config" in st.session_state:
+        return
+    query = st.query_params.to_dict()
+    try:
+        config = urlstate.decode_config(query)
+    except urlstate.BadQuery as problem:
+        st.session_state[ERROR_KEY] = f"{problem}; showing the defaults instead"
+        config = urlstate.default_config()
+    st.session_state["config"] = config
+    st.session_state["preset"] = query.get("preset") or None
+    st.session_state["pins"] = urlstate.decode_pins(query)
+    st.session_state["w_log"] = query.get("log") == "1"
+    _sync_widgets(config, None)
+
+
+def current_config() -> SPPConfig:
+    return st.session_state["config"]
+
+
+def set_config(config: SPPConfig, *, preset: str | None = None, log_y: bool | None = None) -> None:
+    """Show another config (from a preset button's callback): state and widgets."""
+    _sync_widgets(config, st.session_state.get("config"))
+    st.session_state["config"] = config
+    st.session_state["preset"] = preset
+    if log_y is not None:
+        st.session_state["w_log"] = log_y
+
+
+def sync_query() -> None:
+    """Rewrite the URL query string when the view changed, so the URL reproduces it."""
+    wanted = urlstate.encode_view(
+        current_config(),
+        preset=st.session_state.get("preset"),
+        pins=st.session_state.get("pins", []),
+        log_y=bool(st.session_state.get("w_log")),
+    )
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+
+# --- widgets <-> config -----------------------------------------------------------------------
+def _widget_values(config: SPPConfig) -> dict[str, Any]:
+    """The value each widget shows for this config; None: the widget does not apply."""
+    standard = RESNET_LAYOUTS.get(config.depth or 0) == tuple(config.layout or ())
+    gamma = config.gamma
+    return {
+        "family": config.family,
+        "depth": (config.depth if standard else CUSTOM) if config.family != "nf_regnet" else None,
+        "layout": ",".join(map(str, config.layout or ())),
+        "variant": config.variant,
+        "norm": config.norm,
+        "order": config.order,
+        "conv": config.conv,
+        "activation": config.activation,
+        "alpha": config.alpha,
+        "gamma_mode": None if gamma is None else ("auto" if gamma == "auto" else "manual"),
+        "gamma": None if gamma in (None, "auto") else float(gamma),
+        "se_gain": config.se_gain,
+        "skipinit": config.skipinit,
+        "maxpool": config.maxpool,
+        "width": config.width,
+        "resolution": config.resolution,
+        "batch": config.batch,
+        "seed": config.seed,
+        "input": config.input,
+        "gradients": config.gradients,
+    }
+
+
+def _sync_widgets(config: SPPConfig, previous: SPPConfig | None) -> None:
+    """Write the config into the widgets whose shown value changed (or that have no state)."""
+    old = _widget_values(previous) if previous is not None else {}
+    for name, value in _widget_values(config).items():
+        key = f"w_{name}"
+        if value is not None and (key not in st.session_state or old.get(name) != value):
+            st.session_state[key] = value
+
+
+def _change_for(name: str, value: Any, config: SPPConfig) -> dict[str, Any] | None:
+    """The config fields one widget's new value changes (None: no config change)."""
+    if name == "depth":
+        return None if value == CUSTOM else {"depth": int(value)}
+    if name == "layout":
+        return {"layout": [part.strip() for part in str(value).split(",") if part.strip()]}
+    if name == "gamma_mode":
+        gamma = st.session_state.get("w_gamma") or GAMMA_BY_ACTIVATION.get(config.activation, 1.0)
+        return {"gamma": "auto" if value == "auto" else round(float(gamma), 6)}
+    if name == "family" and value != "nf_regnet" and config.family != "nf_regnet":
+        return {"family": value, "depth": config.depth, "layout": config.layout}
+    if isinstance(value, float):
+        value = round(value, 6)  # slider steps are binary fractions: 0.30000000000000004
+    return {name: value}
+
+
+def _on_change(name: str) -> None:
+    config = current_config()
+    changes = _change_for(name, st.session_state[f"w_{name}"], config)
+    if changes is None:
+        return
+    try:
+        new = SPPConfig(**with_changes(config.model_dump(), changes))
+    except ValidationError as error:
+        st.session_state[ERROR_KEY] = describe_validation_error(error)
+        st.session_state[f"w_{name}"] = _widget_values(config)[name]  # undo the widget
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    set_config(new, preset=st.session_state.get("preset"))
+
+
+def _widget(kind: Any, label: str, name: str, **kwargs: Any) -> Any:
+    """One config widget: state under `w_<name>`, the shared callback, its paper help text."""
+    return kind(label, key=f"w_{name}", on_change=_on_change, args=(name,),
+                help=HELP.get(name), **kwargs)  # fmt: skip
+
+
+def _with(options: tuple, value: Any) -> tuple:
+    """Options that include the current value (a URL may ask for one not in the list)."""
+    return options if value in options else tuple(sorted((*options, value)))
+
+
+# --- the sidebar ------------------------------------------------------------------------------
+def sidebar_controls() -> None:
+    """Every control of the config, showing only those that apply to the chosen model."""
+    config = current_config()
+    with st.sidebar:
+        st.header("Model")
+        _widget(st.selectbox, "Family", "family", options=tuple(FAMILIES),
+                format_func=FAMILIES.__getitem__)  # fmt: skip
+        if config.family == "nf_regnet":
+            _widget(st.selectbox, "Variant", "variant", options=tuple(NF_REGNET_VARIANTS))
+        else:
+            _widget(st.selectbox, "Depth", "depth", options=DEPTHS,
+                    format_func=lambda d: "custom layout" if d == CUSTOM else str(d))  # fmt: skip
+            if st.session_state.get("w_depth") == CUSTOM:
+                _widget(st.text_input, "Blocks per stage", "layout")
+        _widget(st.selectbox, "Normalization", "norm", options=NORMS_BY_FAMILY[config.family],
+                format_func=NORMS.__getitem__)  # fmt: skip
+        if config.order is not None:
+            _widget(st.radio, "BN order", "order", options=("bn-relu-conv", "relu-bn-conv"),
+                    horizontal=True)  # fmt: skip
+        if config.norm != "fixup":
+            _widget(st.radio, "Convolution", "conv", options=("ws", "he"), horizontal=True,
+                    format_func={"ws": "Scaled WS", "he": "He init"}.__getitem__)  # fmt: skip
+        _widget(st.selectbox, "Activation", "activation",
+                options=_with(BUILTIN_ACTIVATIONS, config.activation))  # fmt: skip
+        _signal_controls(config)
+        st.header("Input and measurement")
+        _input_controls(config)
+        if message := st.session_state.get(ERROR_KEY):
+            st.error(message)
+
+
+def _signal_controls(config: SPPConfig) -> None:
+    if config.alpha is not None:
+        _widget(st.slider, "α (alpha)", "alpha", min_value=0.05,
+                max_value=max(1.0, config.alpha), step=0.05)  # fmt: skip
+    if config.gamma is not None:
+        auto = GAMMA_BY_ACTIVATION.get(str(config.activation))
+        _widget(st.radio, "γ (gamma)", "gamma_mode", options=("auto", "manual"), horizontal=True,
+                format_func=lambda m: f"auto ({auto:.4f})" if m == "auto" and auto else m)  # fmt: skip
+        if config.gamma != "auto":
+            _widget(st.number_input, "γ value", "gamma", min_value=0.01, max_value=100.0,
+                    step=0.01, format="%.4f")  # fmt: skip
+    _widget(st.slider, "S+E gain", "se_gain", min_value=0.0,
+            max_value=max(2.0, config.se_gain or 0.0), step=0.25)  # fmt: skip
+    if config.norm != "fixup":
+        _widget(st.checkbox, "SkipInit", "skipinit")
+    if config.maxpool is not None:
+        _widget(st.checkbox, "Stem max-pool", "maxpool")
+
+
+def _input_controls(config: SPPConfig) -> None:
+    _widget(st.select_slider, "Width multiplier", "width", options=_with(WIDTHS, config.width))
+    _widget(st.select_slider, "Resolution (px)", "resolution",
+            options=_with(RESOLUTIONS, config.resolution))  # fmt: skip
+    _widget(st.number_input, "Batch", "batch", min_value=1, max_value=4096, step=1)
+    _widget(st.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, step=1)
+    _widget(st.radio, "Input", "input", options=("gaussian", "digits"), horizontal=True,
+            format_func={"gaussian": "N(0,1) noise", "digits": "digits images"}.__getitem__)  # fmt: skip
+    _widget(st.toggle, "Gradients (backward pass)", "gradients")
+    st.toggle("Log-scale y axis", key="w_log", help=HELP["log"])

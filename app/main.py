@@ -1,0 +1,20 @@
+"""The dashboard's entry point: `streamlit run app/main.py` (API_URL says where the API is)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def main() -> None:
+    st.set_page_config(
+        page_title="Signal propagation explorer", layout="wide", page_icon=":material/ssid_chart:"
+    )
+    pages = [
+        st.Page("pages/explore.py", title="Explorer", icon=":material/ssid_chart:", default=True),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
+    ]
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":
+    main()

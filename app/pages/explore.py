@@ -1,0 +1,220 @@
+"""The explorer: controls -> config -> API -> Signal Propagation Plot, with presets and pins.
+
+Orchestration only: the widgets live in `app.controls`, the API calls in `app.api_client`
+and `app.runs`, the figures in `app.figures` (over `nfcore.plots`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import streamlit as st
+
+from app import controls, figures, runs
+from app.api_client import ApiProblem, cached_csv
+from app.settings import get_settings
+from nfcore.config import SPPConfig
+from nfcore.presets import PRESETS, Preset, get_preset
+
+PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
+
+
+def render() -> None:
+    """The whole page; an API failure is shown as its sentence, never as a traceback."""
+    controls.init_state()
+    controls.sidebar_controls()
+    active_preset()  # forget a preset the controls moved away from, before writing the URL
+    controls.sync_query()
+    st.title("Signal propagation explorer")
+    st.caption(
+        "Signal Propagation Plots (Brock, De & Smith 2021, Section 3): per residual block, the "
+        "squared channel mean, the channel variance and the residual branch's variance at "
+        "initialization, for a random input batch."
+    )
+    _preset_buttons()
+    try:
+        _body()
+    except ApiProblem as problem:
+        st.error(problem.message)
+
+
+def active_preset() -> Preset | None:
+    """The chosen paper figure, while the controls still show one of its runs."""
+    preset_id = st.session_state.get("preset")
+    if not preset_id:
+        return None
+    try:
+        preset = get_preset(preset_id)
+    except KeyError:
+        return None
+    config = controls.current_config()
+    if any(run.config == config for run in preset.runs):
+        return preset
+    st.session_state["preset"] = None  # the controls moved away from the figure
+    return None
+
+
+def _preset_buttons() -> None:
+    chosen = active_preset()
+    columns = st.columns(len(PRESETS))
+    for column, preset in zip(columns, PRESETS, strict=True):
+        column.button(
+            f"Fig. {preset.figure}",
+            key=f"preset_{preset.id}",
+            help=preset.title,
+            type="primary" if chosen is preset else "secondary",
+            on_click=_apply_preset,
+            args=(preset.id,),
+            width="stretch",
+        )
+
+
+def _apply_preset(preset_id: str) -> None:
+    preset = get_preset(preset_id)
+    controls.set_config(preset.runs[0].config, preset=preset.id, log_y=preset.log_y)
+    st.session_state.pop(controls.ERROR_KEY, None)
+
+
+def _body() -> None:
+    preset = active_preset()
+    config = controls.current_config()
+    wanted = [(r.label, r.config) for r in preset.runs] if preset else [(config.label, config)]
+    shown = [runs.track(label, run_config) for label, run_config in wanted]
+    current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
+    pinned = _pinned_runs({run.job_id for run in shown})
+    if preset is not None:
+        plot_column, text_column = st.columns([3, 1])
+        with text_column:
+            _preset_text(preset)
+    else:
+        plot_column = st.container()
+    with plot_column:
+        _status(shown, wanted)
+        _plot(shown + pinned, preset)
+    finished = current.result is not None
+    if finished:
+        _exports(current, shown + pinned)
+    _compare(current if finished else None)
+    if any(run.pending for run in shown):
+        time.sleep(get_settings().app_poll_seconds)
+        st.rerun()
+
+
+def _preset_text(preset: Preset) -> None:
+    st.subheader(f"Fig. {preset.figure}")
+    st.markdown(f"**{preset.title}**")
+    st.write(preset.caption)
+    st.info(f"**Paper:** {preset.paper_setting}\n\n**Here:** {preset.scaled_setting}")
+
+
+def _status(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> None:
+    """Progress bars with Cancel for running jobs; failures with Run again."""
+    for run, (_, config) in zip(shown, wanted, strict=True):
+        if run.pending:
+            done, total = run.progress
+            state = run.job["state"] if run.job else "queued"
+            bar, button = st.columns([5, 1])
+            bar.progress(done / total if total else 0.0, text=f"{run.label}: {state}, "
+                         f"{done}/{total} blocks")  # fmt: skip
+            if button.button("Cancel", key=f"cancel_{run.job_id}") and run.job_id:
+                runs.cancel(run.job_id)
+                st.rerun()
+        elif run.problem:
+            message, button = st.columns([5, 1])
+            message.warning(f"{run.label}: {run.problem}")
+            if button.button("Run again", key=f"again_{run.job_id}"):
+                runs.forget(config)
+                st.rerun()
+
+
+def _plot(all_runs: list[runs.Run], preset: Preset | None) -> None:
+    finished = [run for run in all_runs if run.result is not None]
+    if not finished:
+        st.info("The plot appears when the first run has finished.")
+        return
+    fig = figures.dashboard_figure(
+        [run.result for run in finished if run.result is not None],
+        _unique([run.label for run in finished]),
+        log_y=bool(st.session_state.get("w_log")),
+        dark=st.context.theme.type == "dark",
+        title=preset.title if preset else None,
+    )
+    st.session_state["figure"] = fig
+    st.plotly_chart(fig, theme=None, key="spp_chart")
+
+
+def _unique(labels: list[str]) -> list[str]:
+    """Legend labels, numbered where two runs would otherwise share a name."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
+
+
+def _exports(current: runs.Run, overlaid: list[runs.Run]) -> None:
+    """Downloads: the current run's JSON and CSV, and the figure as PNG and HTML."""
+    assert current.result is not None and current.job_id is not None
+    name = f"spp-{current.job_id[:12]}"
+    fig = st.session_state["figure"]
+    results = [run.result.to_json_dict() for run in overlaid if run.result is not None]
+    payload = results[0] if len(results) == 1 else results
+    columns = st.columns(4)
+    columns[0].download_button("JSON", json.dumps(payload, indent=1), f"{name}.json",
+                               "application/json", help="The result(s) of the plot, as the API "
+                               "returns them.", on_click="ignore", width="stretch")  # fmt: skip
+    columns[1].download_button("CSV", cached_csv(current.job_id), f"{name}.csv", "text/csv",
+                               help="One row per block of the current run.", on_click="ignore",
+                               width="stretch")  # fmt: skip
+    columns[2].download_button("PNG", lambda: figures.image_bytes(fig), f"{name}.png",
+                               "image/png", help="The figure, rendered at 2x.",
+                               on_click="ignore", width="stretch")  # fmt: skip
+    columns[3].download_button("HTML", lambda: figures.html_bytes(fig), f"{name}.html",
+                               "text/html", help="The interactive figure, opens offline.",
+                               on_click="ignore", width="stretch")  # fmt: skip
+
+
+def _pinned_runs(exclude: set[str | None]) -> list[runs.Run]:
+    """The pinned runs not already drawn; a pin whose result expired is reported and dropped."""
+    pinned = []
+    for job_id in list(st.session_state.get("pins", [])):
+        if job_id in exclude:
+            continue
+        run = runs.follow(f"pin {job_id[:8]}", job_id)
+        if run is None or run.result is None:
+            # Kept in the session so the notice outlives the reruns that poll running jobs.
+            st.session_state[PIN_NOTICE] = (
+                f"Pinned run {job_id[:12]} is no longer available; it was unpinned."
+            )
+            st.session_state["pins"].remove(job_id)
+            controls.sync_query()  # the URL must not keep offering the dropped pin
+            continue
+        label = f"pinned: {run.result.config.label}"
+        pinned.append(runs.Run(label, job_id, result=run.result))
+    return pinned
+
+
+def _compare(current: runs.Run | None) -> None:
+    """Pin the current run to overlay it on later ones; pins live in the URL (`pins=`)."""
+    pins: list[str] = st.session_state.setdefault("pins", [])
+    if notice := st.session_state.get(PIN_NOTICE):
+        st.warning(notice)
+    left, right, info = st.columns([1, 1, 3])
+    can_pin = current is not None and current.job_id not in pins
+    if left.button("Pin this run", icon=":material/push_pin:", disabled=not can_pin, width="stretch",
+                   help="Keep this run in the plot while you change the controls."):  # fmt: skip
+        assert current is not None and current.job_id is not None
+        pins.append(current.job_id)
+        st.session_state.pop(PIN_NOTICE, None)
+        st.rerun()
+    if right.button("Clear pins", disabled=not pins, width="stretch"):
+        pins.clear()
+        st.session_state.pop(PIN_NOTICE, None)
+        st.rerun()
+    info.caption(f"{len(pins)} pinned run(s); the URL carries them, so a shared link shows them.")
+
+
+if __name__ == "__main__":
+    render()

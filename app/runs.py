@@ -1,0 +1,83 @@
+"""Following runs through the API: submit once, then poll, per dashboard session.
+
+A config is POSTed once per session; its job id (the hash of the config) is remembered, and
+later reruns ask for that job's result or progress instead of posting again. Posting again
+would re-enqueue a failed or canceled job, which the user did not ask for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from app.api_client import ApiProblem, cached_result, get_client
+from nfcore.config import SPPConfig, canonical_json
+from nfcore.result import SPPResult
+
+ACTIVE_STATES = ("queued", "running")
+SUBMITTED_KEY = "submitted"  # canonical config JSON -> job id
+
+
+@dataclass(frozen=True)
+class Run:
+    """One curve to draw: its result when finished, else the job's view and any error."""
+
+    label: str
+    job_id: str | None
+    result: SPPResult | None = None
+    job: dict[str, Any] | None = None
+    problem: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.result is None and self.job is not None and self.job["state"] in ACTIVE_STATES
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        progress = (self.job or {}).get("progress") or {}
+        return int(progress.get("done", 0)), int(progress.get("total", 0))
+
+
+def track(label: str, config: SPPConfig) -> Run:
+    """The run of `config`: submitted on first sight, then followed by its job id."""
+    submitted: dict[str, str] = st.session_state.setdefault(SUBMITTED_KEY, {})
+    key = canonical_json(config)
+    if key in submitted:
+        run = follow(label, submitted[key])
+        if run is not None:
+            return run
+    submission = get_client().submit(config.model_dump(mode="json"))
+    submitted[key] = submission.job_id
+    if submission.result is not None:
+        return Run(label, submission.job_id, result=SPPResult.model_validate(submission.result))
+    return Run(label, submission.job_id, job=submission.job)
+
+
+def follow(label: str, job_id: str) -> Run | None:
+    """A known job's result or progress; None when the API has forgotten it (resubmit)."""
+    try:
+        return Run(label, job_id, result=SPPResult.model_validate(cached_result(job_id)))
+    except ApiProblem as problem:
+        if problem.status in (404, 410):
+            return None
+        if problem.status != 409:
+            raise
+    job = get_client().job(job_id)
+    if job["state"] in ACTIVE_STATES:
+        return Run(label, job_id, job=job)
+    if job["state"] == "finished":  # finished between the two requests
+        return Run(label, job_id, result=SPPResult.model_validate(cached_result(job_id)))
+    reason = job.get("error") or f"the job was {job['state']}"
+    return Run(label, job_id, job=job, problem=reason)
+
+
+def forget(config: SPPConfig) -> None:
+    """Submit this config again on the next run (after a failure or a cancel)."""
+    st.session_state.setdefault(SUBMITTED_KEY, {}).pop(canonical_json(config), None)
+
+
+def cancel(job_id: str) -> None:
+    """Cancel a queued job or stop a running one (it stops after its current block)."""
+    get_client().cancel(job_id)

@@ -1,0 +1,369 @@
+"""The explorer page in Streamlit's AppTest, against a real API (uvicorn) and a real worker.
+
+What a user relies on: the controls they set are the config the API computes (its job id is
+the hash of that config), the plot shows the API's numbers, a paper preset sets every run of
+its figure, a link reproduces the view (pins included), and a failure is a sentence, never a
+traceback. Runs are tiny (depth 14, 32 px) except the preset's, which keeps the paper's depth.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import nfcore
+from api.local import free_port
+from app import urlstate
+from app.settings import get_settings
+from nfcore.config import SPPConfig, config_hash
+from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS
+from nfcore.presets import get_preset
+from tests.app.conftest import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_MAIN = ROOT / "app" / "main.py"
+RUN_TIMEOUT = 30  # seconds for one script run, which reruns itself until its jobs finish
+CHART_DEADLINE = 60  # seconds until the chart must be on the page
+PANEL_KEYS = [key for key, _ in FORWARD_PANELS + GRADIENT_PANELS]  # in subplot (axis) order
+TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
+
+
+def clear_app_caches() -> None:
+    """Settings and the API client are made once per process: forget them between tests."""
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("APP_POLL_SECONDS", "0.1")
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    clear_app_caches()
+    yield
+    clear_app_caches()
+
+
+@pytest.fixture
+def api_url(api_server: str, worker: object, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The whole stack: Redis, a worker and the API, which the dashboard is pointed at."""
+    monkeypatch.setenv("API_URL", api_server)
+    return api_server
+
+
+# --- driving the page -------------------------------------------------------------------------
+def open_explorer(query: Mapping[str, str] | None = None) -> AppTest:
+    """The dashboard as `streamlit run app/main.py` serves it, opened at `/?<query>`."""
+    at = AppTest.from_file(str(APP_MAIN), default_timeout=RUN_TIMEOUT)
+    at.query_params.update(query or {})
+    return run(at)
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [error.message for error in at.exception]
+    return at
+
+
+def wait_for_chart(at: AppTest) -> dict[str, Any]:
+    """The Plotly figure once the page shows one, rerunning the page until then."""
+    deadline = time.monotonic() + CHART_DEADLINE
+    while (spec := chart(at)) is None:
+        assert not at.error, [error.value for error in at.error]
+        assert time.monotonic() < deadline, "no chart within the deadline"
+        time.sleep(0.2)
+        run(at)
+    return spec
+
+
+def chart(at: AppTest) -> dict[str, Any] | None:
+    charts = at.get("plotly_chart")
+    assert len(charts) <= 1
+    return json.loads(charts[0].proto.spec) if charts else None
+
+
+def values(array: Any) -> list[Any]:
+    """A trace's x or y: Plotly 6 writes numpy arrays as base64 typed arrays, lists as lists."""
+    if isinstance(array, dict):
+        data = np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+        return data.tolist()
+    return list(array)
+
+
+def legend(spec: dict[str, Any]) -> list[str]:
+    """The runs named in the legend, in drawing order (one curve per run shows the legend)."""
+    return [trace["name"] for trace in spec["data"] if trace.get("showlegend") is True]
+
+
+def panel_traces(spec: dict[str, Any], name: str) -> dict[str, list[dict[str, Any]]]:
+    """Per panel key, the traces of the run drawn under `name` (curve, stage-end dots, ...)."""
+    group = next(t["legendgroup"] for t in spec["data"] if t["name"] == name)
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for trace in spec["data"]:
+        if trace["legendgroup"] == group:
+            axis = int(trace.get("xaxis", "x").removeprefix("x") or 1)
+            panels.setdefault(PANEL_KEYS[axis - 1], []).append(trace)
+    return panels
+
+
+def sidebar_values(at: AppTest, *names: str) -> dict[str, Any]:
+    return {name: at.session_state[f"w_{name}"] for name in names}
+
+
+# --- the API's side ---------------------------------------------------------------------------
+def job_id(config: SPPConfig) -> str:
+    return config_hash(config, nfcore.__version__)
+
+
+def finished_job(api_url: str, config: SPPConfig) -> dict[str, Any]:
+    """The API's job for `config` (listed in GET /v1/jobs, finished) and its result's config."""
+    listed = {job["id"]: job for job in httpx.get(f"{api_url}/v1/jobs").json()["jobs"]}
+    assert job_id(config) in listed, f"the API never got {config.label}"
+    job = listed[job_id(config)]
+    assert job["state"] == "finished", job
+    return job
+
+
+def result(api_url: str, config: SPPConfig) -> dict[str, Any]:
+    response = httpx.get(f"{api_url}/v1/jobs/{job_id(config)}/result")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def compute(api_url: str, config: SPPConfig) -> str:
+    """Run `config` through the API alone (no dashboard); its job id once finished."""
+    response = httpx.post(f"{api_url}/v1/spp", json=config.model_dump(mode="json"))
+    assert response.status_code in (200, 202), response.text
+    deadline = time.monotonic() + CHART_DEADLINE
+    while httpx.get(f"{api_url}/v1/jobs/{job_id(config)}").json()["state"] != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return job_id(config)
+
+
+# --- (a) controls -> request ------------------------------------------------------------------
+def test_controls_are_the_config_the_api_computes(api_url: str) -> None:
+    at = open_explorer(urlstate.encode_config(SPPConfig(**{**TINY, "norm": "bn"})))
+    at.selectbox(key="w_norm").set_value("nf")
+    run(at)
+    assert at.session_state["w_alpha"] == 0.2  # a new norm brings its own alpha, conv and gamma
+    assert at.session_state["w_conv"] == "ws"
+    at.slider(key="w_alpha").set_value(0.5)
+    run(at)
+    at.selectbox(key="w_activation").set_value("silu")
+    run(at)
+    at.select_slider(key="w_width").set_value(0.0625)
+    run(at)
+    at.checkbox(key="w_maxpool").uncheck()  # first: 16 px needs a stride-16 (pool-free) net
+    run(at)
+    at.select_slider(key="w_resolution").set_value(16)
+    run(at)
+    at.number_input(key="w_batch").set_value(3)
+    run(at)
+    at.slider(key="w_se_gain").set_value(0.5)
+    run(at)
+    at.checkbox(key="w_skipinit").check()
+    run(at)
+
+    expected = SPPConfig(depth=14, norm="nf", alpha=0.5, activation="silu", width=0.0625,
+                         maxpool=False, resolution=16, batch=3, se_gain=0.5, skipinit=True)  # fmt: skip
+    assert not at.error, [error.value for error in at.error]
+    assert at.session_state["config"] == expected
+    assert urlstate.decode_config(at.query_params) == expected  # the URL reproduces it
+    assert legend(wait_for_chart(at)) == [expected.label]
+    job = finished_job(api_url, expected)  # the id is the hash of exactly this config
+    assert job["label"] == expected.label
+    assert SPPConfig.model_validate(result(api_url, expected)["config"]) == expected
+
+
+# --- (b) the plot shows the API's numbers -----------------------------------------------------
+def test_plot_shows_the_results_blocks(api_url: str) -> None:
+    config = SPPConfig(**TINY, gradients=True)
+    spec = wait_for_chart(open_explorer(urlstate.encode_config(config)))
+    blocks = result(api_url, config)["blocks"]
+    stage_ends = [block["index"] for block in blocks[1:] if block["transition"]]
+    stage_ends = [index - 1 for index in stage_ends] + [blocks[-1]["index"]]
+
+    panels = panel_traces(spec, config.label)
+    assert list(panels) == PANEL_KEYS  # three forward panels and the gradient row
+    for key, traces in panels.items():
+        curve, dots, *expected = traces
+        assert curve["name"] == config.label
+        assert values(curve["x"]) == [block["index"] for block in blocks]
+        assert values(curve["y"]) == [block[key] for block in blocks], key
+        assert values(dots["x"]) == stage_ends
+        assert values(dots["y"]) == [blocks[index][key] for index in stage_ends], key
+        if key == "avg_channel_var":  # an NF net also draws its analytic beta^2
+            assert values(expected[0]["y"]) == [block["expected_var"] for block in blocks]
+        else:
+            assert expected == []
+    assert all(value > 0 for value in values(panels["grad_avg_channel_var"][0]["y"]))
+
+
+# --- (c) presets ------------------------------------------------------------------------------
+def test_preset_button_shows_every_run_of_the_figure(api_url: str) -> None:
+    preset = get_preset("fig2")
+    at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
+    at.button(key="preset_fig2").click()
+    run(at)
+
+    first = preset.runs[0].config  # BN, ReLU-BN-Conv at the paper's depth
+    assert at.session_state["config"] == first
+    assert sidebar_values(at, "depth", "norm", "order", "width", "resolution", "batch") == {
+        "depth": 600, "norm": "bn", "order": "relu-bn-conv", "width": 0.25, "resolution": 128,
+        "batch": 8,
+    }  # fmt: skip
+    assert at.query_params["preset"] == "fig2"
+    assert urlstate.decode_config(at.query_params) == first
+    assert at.button(key="preset_fig2").proto.type == "primary"
+
+    spec = wait_for_chart(at)
+    assert legend(spec) == [run.label for run in preset.runs]
+    assert spec["layout"]["title"]["text"] == preset.title
+    assert any(preset.caption in text.value for text in at.markdown)
+    assert f"Fig. {preset.figure}" in [header.value for header in at.subheader]
+    for preset_run in preset.runs:
+        finished_job(api_url, preset_run.config)
+
+    # Moving a control away from the figure's runs leaves the preset: one run again.
+    at.number_input(key="w_batch").set_value(2)
+    run(at)
+    assert "preset" not in at.query_params
+    assert legend(wait_for_chart(at)) == [first.label]
+    assert not any(preset.caption in text.value for text in at.markdown)
+
+
+# --- (d) failures are sentences ---------------------------------------------------------------
+def test_unreachable_api_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("API_URL", closed)
+    at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
+    assert [error.value for error in at.error] == [
+        f"the API at {closed} is not reachable (ConnectError): start it with `python -m api`"
+    ]
+    assert chart(at) is None
+    assert at.selectbox(key="w_norm").value == "nf"  # the controls stay usable
+
+
+def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
+    at = open_explorer({"depth": "14", "resolution": "8"})
+    assert [error.value for error in at.sidebar.error] == [
+        "the link's configuration is invalid: resolution: 8 is too small: this network "
+        "downsamples by 32, so the resolution must be at least 32; showing the defaults instead"
+    ]
+    assert at.session_state["config"] == urlstate.default_config()
+    assert at.query_params == {}  # the URL now says what is shown
+    wait_for_chart(at)
+
+    # A widget change that makes the config invalid is undone and explained.
+    at.select_slider(key="w_resolution").set_value(16)
+    run(at)
+    assert [error.value for error in at.sidebar.error] == [
+        "resolution: 16 is too small: this network downsamples by 32, so the resolution must "
+        "be at least 32"
+    ]
+    assert at.select_slider(key="w_resolution").value == 64
+    assert at.session_state["config"] == urlstate.default_config()
+
+
+@pytest.fixture
+def small_api(
+    redis_url: str, tmp_path: Path, server_logs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """`python -m api` that refuses any job over a million FLOPs (no worker: none is queued)."""
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "API_PORT": str(port), "MAX_FLOPS": "1e6"}
+    server = ServerProcess("api-small", [sys.executable, "-m", "api"], env, tmp_path)
+    server_logs.append(server.log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(f"{url}/readyz", timeout=30)
+        monkeypatch.setenv("API_URL", url)
+        yield url
+    finally:
+        server.stop()
+
+
+def test_over_limit_config_shows_the_apis_sentence(small_api: str) -> None:
+    at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
+    [error] = at.error
+    assert error.value.startswith("this job is too large: its FLOPs (")
+    assert "over the limit MAX_FLOPS = 1e+06" in error.value
+    assert "reduce the width, depth, resolution or batch" in error.value
+    assert chart(at) is None
+
+
+# --- (e) the URL reproduces the view ----------------------------------------------------------
+def test_link_sets_every_control_and_the_request(api_url: str) -> None:
+    config = SPPConfig(norm="nf", layout=(1, 2, 1), activation="gelu", alpha=0.3, gamma=1.5,
+                       se_gain=0.25, skipinit=True, width=0.125, resolution=32, batch=2, seed=3,
+                       input="digits", gradients=True)  # fmt: skip
+    query = urlstate.encode_config(config)
+    at = open_explorer(query)
+    assert sidebar_values(
+        at, "family", "depth", "layout", "norm", "conv", "activation", "alpha", "gamma_mode",
+        "gamma", "se_gain", "skipinit", "maxpool", "width", "resolution", "batch", "seed",
+        "input", "gradients",
+    ) == {
+        "family": "resnetv2", "depth": "custom", "layout": "1,2,1", "norm": "nf", "conv": "ws",
+        "activation": "gelu", "alpha": 0.3, "gamma_mode": "manual", "gamma": 1.5,
+        "se_gain": 0.25, "skipinit": True, "maxpool": True, "width": 0.125, "resolution": 32,
+        "batch": 2, "seed": 3, "input": "digits", "gradients": True,
+    }  # fmt: skip
+    assert at.text_input(key="w_layout").value == "1,2,1"  # shown for a custom layout
+    assert at.number_input(key="w_gamma").value == 1.5  # shown for a manual gamma
+    assert at.session_state["config"] == config
+    assert at.query_params == query  # the page keeps the link as it was
+    assert legend(wait_for_chart(at)) == [config.label]
+    finished_job(api_url, config)
+
+
+def test_pins_in_the_link_are_overlaid(api_url: str) -> None:
+    pinned = SPPConfig(**TINY, alpha=0.6)
+    pin = compute(api_url, pinned)
+    config = SPPConfig(**TINY)
+    at = open_explorer(urlstate.encode_view(config, preset=None, pins=[pin], log_y=False))
+
+    spec = wait_for_chart(at)
+    assert legend(spec) == [config.label, f"pinned: {pinned.label}"]
+    pinned_curve = panel_traces(spec, f"pinned: {pinned.label}")["avg_channel_var"][0]
+    blocks = result(api_url, pinned)["blocks"]
+    assert values(pinned_curve["y"]) == [block["avg_channel_var"] for block in blocks]
+    assert at.query_params["pins"] == pin
+
+    # Pinning the current run keeps it in the plot while the controls move on.
+    [pin_button] = [button for button in at.button if button.label == "Pin this run"]
+    pin_button.click()
+    run(at)
+    assert urlstate.decode_pins(at.query_params) == [pin, job_id(config)]
+    at.number_input(key="w_seed").set_value(1)
+    run(at)
+    moved = SPPConfig(**TINY, seed=1)
+    assert legend(wait_for_chart(at)) == [
+        moved.label, f"pinned: {pinned.label}", f"pinned: {config.label}",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("current_cached", [True, False])
+def test_expired_pin_is_reported_and_leaves_the_url(api_url: str, current_cached: bool) -> None:
+    gone = "0" * 32  # a job the API does not know (its result expired)
+    config = SPPConfig(**TINY)
+    if current_cached:
+        compute(api_url, config)  # the page then draws in one run, without polling
+    at = open_explorer(urlstate.encode_view(config, preset=None, pins=[gone], log_y=False))
+    assert legend(wait_for_chart(at)) == [config.label]
+    assert [warning.value for warning in at.warning] == [
+        f"Pinned run {gone[:12]} is no longer available; it was unpinned."
+    ]
+    assert "pins" not in at.query_params

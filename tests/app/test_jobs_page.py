@@ -1,0 +1,101 @@
+"""The jobs page in Streamlit's AppTest: the API's recent jobs, or why it cannot list them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import nfcore
+from api.local import free_port
+from app import urlstate
+from app.settings import get_settings
+from nfcore.config import SPPConfig, config_hash
+
+APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+RUN_TIMEOUT = 30  # seconds for one script run
+JOB_DEADLINE = 60  # seconds for a tiny job, the worker's first import of torch included
+TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
+
+
+def clear_app_caches() -> None:
+    """Settings and the API client are made once per process: forget them between tests."""
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    clear_app_caches()
+    yield
+    clear_app_caches()
+
+
+def open_jobs_page() -> AppTest:
+    """The dashboard (`app/main.py`), switched to its Jobs page as its sidebar link does."""
+    at = AppTest.from_file(str(APP_MAIN), default_timeout=RUN_TIMEOUT)
+    at.switch_page("pages/jobs.py")
+    at.run()
+    assert not at.exception, [error.message for error in at.exception]
+    assert at.title[0].value == "Jobs"
+    return at
+
+
+def submit_and_wait(api_url: str, configs: list[SPPConfig]) -> None:
+    for config in configs:
+        response = httpx.post(f"{api_url}/v1/spp", json=config.model_dump(mode="json"))
+        assert response.status_code == 202, response.text
+    deadline = time.monotonic() + JOB_DEADLINE
+    for config in configs:
+        url = f"{api_url}/v1/jobs/{config_hash(config, nfcore.__version__)}"
+        while httpx.get(url).json()["state"] != "finished":
+            assert time.monotonic() < deadline, f"{config.label} did not finish"
+            time.sleep(0.1)
+
+
+def test_jobs_page_lists_recent_jobs(
+    api_server: str, worker: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_URL", api_server)
+    at = open_jobs_page()
+    assert [info.value for info in at.info] == ["No jobs yet: open the explorer to run one."]
+
+    configs = [SPPConfig(**TINY), SPPConfig(**TINY, alpha=0.5, activation="silu")]
+    submit_and_wait(api_server, configs)
+    [refresh] = [button for button in at.button if button.label == "Refresh"]
+    refresh.click().run()
+    assert not at.exception and not at.error
+
+    table = at.dataframe[0].value
+    assert len(table) == 2
+    rows = {row["id"]: row for row in table.to_dict("records")}
+    for config in configs:
+        job_id = config_hash(config, nfcore.__version__)
+        row = rows[job_id[:12]]
+        assert row["label"] == config.label
+        assert row["state"] == "finished"
+        assert row["progress"] == 1.0
+        assert row["error"] is None
+        assert row["api"] == f"{api_server}/v1/jobs/{job_id}"
+        # "open" is the explorer at this job's config.
+        link = urlsplit(row["open"])
+        assert link.path == "/"
+        assert urlstate.decode_config(dict(parse_qsl(link.query))) == config
+
+
+def test_jobs_page_says_when_the_api_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("API_URL", closed)
+    at = open_jobs_page()
+    assert [error.value for error in at.error] == [
+        f"the API at {closed} is not reachable (ConnectError): start it with `python -m api`"
+    ]
+    assert not at.dataframe

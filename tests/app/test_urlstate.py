@@ -1,0 +1,110 @@
+"""The explorer's URL: a config written as a query string is read back as exactly that config.
+
+A shared link must reproduce the view, so the round trip is checked on the config's canonical
+JSON and its job id (the cache key), through a real query string (`urlencode` and back), for
+the dashboard's defaults, every run of every paper preset and a few hand-made configs.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+
+import nfcore
+from app import urlstate
+from nfcore.config import SPPConfig, canonical_json, config_hash
+from nfcore.presets import PRESETS
+
+PRESET_RUNS = [
+    pytest.param(run.config, id=f"{preset.id}-{number}")
+    for preset in PRESETS
+    for number, run in enumerate(preset.runs)
+]
+CUSTOM_CONFIGS = [
+    pytest.param(SPPConfig(family="nf_regnet", variant="B2", width=0.5), id="nf-regnet-b2"),
+    pytest.param(SPPConfig(norm="nf", layout=(2, 3, 1), width=0.125, resolution=32), id="layout"),
+    pytest.param(SPPConfig(norm="nf", gamma=1.7139, alpha=0.35, activation="gelu"), id="gamma"),
+    pytest.param(SPPConfig(norm="bn", order="relu-bn-conv", gradients=True), id="gradients"),
+    pytest.param(SPPConfig(norm="none", input="digits", seed=7, maxpool=False), id="digits"),
+    pytest.param(SPPConfig(family="resnetv1", norm="bn", depth=14, batch=1), id="resnetv1"),
+    pytest.param(SPPConfig(norm="fixup", se_gain=1.0, width=1.5, resolution=512), id="fixup"),
+]
+
+
+def through_url(query: dict[str, str]) -> dict[str, str]:
+    """What the browser gives back: the query string encoded into a URL and parsed again."""
+    return dict(parse_qsl(urlencode(query), keep_blank_values=True))
+
+
+def assert_round_trip(config: SPPConfig) -> dict[str, str]:
+    query = urlstate.encode_config(config)
+    decoded = urlstate.decode_config(through_url(query))
+    assert decoded == config
+    assert canonical_json(decoded) == canonical_json(config)
+    assert config_hash(decoded, nfcore.__version__) == config_hash(config, nfcore.__version__)
+    return query
+
+
+def test_defaults_are_an_empty_query_string() -> None:
+    """The first page a user opens has a clean URL, and a clean URL shows the defaults."""
+    assert urlstate.encode_config(urlstate.default_config()) == {}
+    assert urlstate.decode_config({}) == urlstate.default_config()
+    assert_round_trip(urlstate.default_config())
+
+
+@pytest.mark.parametrize("config", PRESET_RUNS)
+def test_every_preset_run_round_trips(config: SPPConfig) -> None:
+    query = assert_round_trip(config)
+    assert query["depth"] == "600"  # the paper's depth by name, not its 4-stage layout
+    assert "layout" not in query
+
+
+@pytest.mark.parametrize("config", CUSTOM_CONFIGS)
+def test_custom_configs_round_trip(config: SPPConfig) -> None:
+    assert_round_trip(config)
+
+
+def test_query_string_holds_only_what_differs_from_the_defaults() -> None:
+    config = SPPConfig(**{**urlstate.APP_DEFAULTS, "alpha": 0.5, "activation": "silu"})
+    assert urlstate.encode_config(config) == {"alpha": "0.5", "activation": "silu"}
+
+
+def test_view_keys_round_trip() -> None:
+    """Preset, pins and the log scale travel next to the config fields."""
+    config = PRESETS[1].runs[0].config
+    pins = ["a" * 32, "b" * 32]
+    query = through_url(urlstate.encode_view(config, preset="fig2", pins=pins, log_y=True))
+    assert query["preset"] == "fig2"
+    assert query["log"] == "1"
+    assert urlstate.decode_pins(query) == pins
+    assert urlstate.decode_config(query) == config
+    assert urlstate.decode_pins({}) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ({"depth": "51"}, "depth: 51 has no block layout"),
+        ({"alpha": "abc"}, "alpha: Input should be a valid number"),
+        ({"resolution": "8"}, "resolution: 8 is too small"),
+        ({"norm": "nope"}, "norm: Input should be 'bn', 'nf', 'none' or 'fixup', got 'nope'"),
+        ({"layout": "1,x"}, "layout: Input should be a valid integer"),
+        ({"gamma": "-1"}, "gamma: must be 'auto' or a number"),
+        ({"family": "nf_regnet", "norm": "bn"}, "norm: 'bn' is not available for nf_regnet"),
+    ],
+)
+def test_bad_query_is_a_readable_error(query: dict[str, str], says: str) -> None:
+    with pytest.raises(urlstate.BadQuery) as caught:
+        urlstate.decode_config(query)
+    message = str(caught.value)
+    assert message.startswith("the link's configuration is invalid: ")
+    assert says in message
+    assert "Traceback" not in message and "pydantic" not in message
+
+
+def test_unknown_keys_are_ignored() -> None:
+    """Keys that are not config fields (view keys, Streamlit's `embed`, a tracker's) are left
+    alone rather than refused, so such a link still opens."""
+    query = {"alpha": "0.4", "embed": "true", "utm_source": "mail", "preset": "fig1"}
+    assert urlstate.decode_config(query) == SPPConfig(**{**urlstate.APP_DEFAULTS, "alpha": 0.4})
