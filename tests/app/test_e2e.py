@@ -106,17 +106,17 @@ def test_alpha_slider_redraws_expected_variance(
     slider.focus()
     for _ in range(ARROW_PRESSES):
         slider.press("ArrowRight")
+
+    # Every arrow press is a rerun of its own, the old chart stays on screen meanwhile, and the
+    # thumb's value can lag the last key press: wait until the chart shows the alpha the
+    # slider settled on, reading both afresh each time.
+    def settled(chart: Chart | None) -> bool:
+        alpha = slider_value(slider)
+        return chart is not None and alpha != alpha_before and chart.shows_alpha(alpha)
+
+    after = poll(page, lambda: read_chart(page), settled, RERUN_TIMEOUT)
     alpha_after = slider_value(slider)
     assert alpha_after > alpha_before, f"the alpha slider did not move from {alpha_before}"
-
-    # Every arrow press is a rerun of its own, and the old chart stays on screen meanwhile:
-    # wait for the chart of the last one.
-    after = poll(
-        page,
-        lambda: read_chart(page),
-        lambda c: c is not None and c.shows_alpha(alpha_after),
-        RERUN_TIMEOUT,
-    )
     # Var(x) grows by alpha^2 per block (Section 4): a larger alpha ends higher.
     assert after.expected_var[-1] > before.expected_var[-1], (
         f"alpha {alpha_before} -> {alpha_after}: the final expected variance went from "
