@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AppSettings(BaseSettings):
     """Where the API is and how the dashboard talks to it (API_URL, API_TOKEN, APP_POLL_SECONDS)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=".env")
 
     api_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the SPP API (`python -m api`)."
