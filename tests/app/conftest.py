@@ -16,9 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import streamlit as st
 from playwright.sync_api import Page, sync_playwright
 
 from api.local import free_port
+from app.settings import get_settings
 from tests.api.conftest import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,3 +184,10 @@ def browser_page() -> Iterator[Page]:
             yield page
         finally:
             browser.close()
+
+
+def clear_app_caches() -> None:
+    """Settings and the API client are made once per process: forget them between tests."""
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()

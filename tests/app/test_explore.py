@@ -19,17 +19,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import nfcore
 from api.local import free_port
 from app import urlstate
-from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
 from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS
 from nfcore.presets import get_preset
-from tests.app.conftest import ServerProcess
+from tests.app.conftest import ServerProcess, clear_app_caches
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MAIN = ROOT / "app" / "main.py"
@@ -37,13 +35,6 @@ RUN_TIMEOUT = 30  # seconds for one script run, which reruns itself until its jo
 CHART_DEADLINE = 60  # seconds until the chart must be on the page
 PANEL_KEYS = [key for key, _ in FORWARD_PANELS + GRADIENT_PANELS]  # in subplot (axis) order
 TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
-
-
-def clear_app_caches() -> None:
-    """Settings and the API client are made once per process: forget them between tests."""
-    get_settings.cache_clear()
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture(autouse=True)

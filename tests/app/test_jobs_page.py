@@ -9,26 +9,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import nfcore
 from api.local import free_port
 from app import urlstate
-from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
+from tests.app.conftest import clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run
 JOB_DEADLINE = 60  # seconds for a tiny job, the worker's first import of torch included
 TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
-
-
-def clear_app_caches() -> None:
-    """Settings and the API client are made once per process: forget them between tests."""
-    get_settings.cache_clear()
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 @pytest.fixture(autouse=True)
