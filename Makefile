@@ -12,12 +12,13 @@ PIP_ARGS ?=
 OUT ?= out
 
 .DEFAULT_GOAL := help
-.PHONY: help run example test lint format
+.PHONY: help run example bench test lint format
 
 help:
 	@echo "make run     the whole stack here: Redis, API, worker(s), dashboard at http://127.0.0.1:8501 (Ctrl-C stops it)"
 	@echo "make example compute an example SPP (NF-ResNetV2-600) with the CLI into $(OUT)/"
 	@echo "make test    lint, check formatting, run the test suite (installs chromium with apt when missing)"
+	@echo "make bench   all benchmarks, one table of figures and targets (docs/benchmarks.md)"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make format  apply ruff fixes and formatting"
 
@@ -33,6 +34,9 @@ example: $(INSTALLED)
 	$(BIN)/nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --resolution 128 --batch 8 \
 		--out $(OUT)/spp.json --csv $(OUT)/spp.csv --plot $(OUT)/spp.html --plot $(OUT)/spp.png
 	@echo "SPP written to $(OUT)/spp.json, $(OUT)/spp.csv, $(OUT)/spp.html and $(OUT)/spp.png"
+
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -77,6 +77,7 @@ class Stack:
         self.api_port = free_port()
         self.token = secrets.token_hex(16)  # also overrides any API_TOKEN from a .env file
         self.processes: dict[str, subprocess.Popen] = {}
+        self.worker_device = "cpu"
 
     @property
     def redis_url(self) -> str:
@@ -100,7 +101,9 @@ class Stack:
                               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", str(self.workdir)])  # fmt: skip
         common = {"REDIS_URL": self.redis_url, "API_TOKEN": self.token}
-        self._spawn("worker", [sys.executable, "-m", "worker"], WORKER_DEVICE="cpu", **common)
+        self._spawn(
+            "worker", [sys.executable, "-m", "worker"], WORKER_DEVICE=self.worker_device, **common
+        )
         self._spawn(
             "api", [sys.executable, "-m", "api"],
             API_HOST="127.0.0.1", API_PORT=str(self.api_port), **common,
@@ -354,6 +357,67 @@ def print_ratios(rows: list[dict]) -> None:
             f"  {row['name']:<34} x{row['concurrency']:<3} p50 {row['p50_ms'] / base['p50_ms']:.2f}x"
             f", req/s {row['rps'] / base['rps']:.2f}x"
         )
+
+
+# --- target 6 of `python -m benchmarks` -------------------------------------------------------
+P99_LIMIT_MS = 20.0  # cache-hit GET of a result under 64 clients, with zero errors
+
+
+def service_figures(duration: float, device: str, concurrency: int = 64) -> list:
+    """Target 6: cache-hit GET /v1/jobs/{id}/result under load, and submission to result."""
+    from benchmarks._report import Figure
+
+    workdir = Path(tempfile.mkdtemp(prefix="nfsp-bench-api-"))
+    stack = Stack(workdir)
+    stack.worker_device = device
+    try:
+        stack.start()
+        headers = {"Authorization": f"Bearer {stack.token}"}
+        with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as client:
+            submit_and_wait(client, HIT_CONFIG)  # warms the worker; the cache hit below
+            uncached = submit_and_wait(client, {**HIT_CONFIG, "seed": 4242})
+            start = time.perf_counter()
+            hit = client.post("/v1/spp", json=HIT_CONFIG)
+            cached = time.perf_counter() - start
+            if hit.status_code != 200 or hit.headers.get("x-cache") != "hit":
+                raise RuntimeError(f"expected a cache hit, got {hit.status_code} {hit.headers}")
+            job_id = uncached["job_id"]
+        plan = {
+            "url": stack.api_url, "token": stack.token, "duration": duration,
+            "concurrency": [concurrency],
+            "scenarios": [{"name": "GET result", "method": "GET",
+                           "path": f"/v1/jobs/{job_id}/result"},
+                          {"name": "GET /healthz (floor)", "method": "GET", "path": "/healthz"}],
+        }  # fmt: skip
+        row, floor = run_load(stack, plan, lambda _row: None)
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    met = row["p99_ms"] < P99_LIMIT_MS and row["errors"] == 0
+    load = f"{concurrency} clients, {duration:g} s"
+    return [
+        Figure(
+            "6", f"cache-hit GET result p99 ({load})", f"{row['p99_ms']:.1f} ms",
+            f"< {P99_LIMIT_MS:g} ms, 0 errors", met,
+            f"p50 {row['p50_ms']:.1f} ms, {row['rps']:.0f} req/s, {row['errors']} errors "
+            f"of {row['requests']}",
+        ),
+        Figure(  # Little's law: N closed-loop clients at p99 < L need about N / L req/s
+            "6", "GET /healthz p99, same load (framework floor)", f"{floor['p99_ms']:.1f} ms",
+            "-", None,
+            f"p50 {floor['p50_ms']:.1f} ms, {floor['rps']:.0f} req/s; p99 < {P99_LIMIT_MS:g} ms "
+            f"needs >~ {concurrency / (P99_LIMIT_MS / 1e3):.0f} req/s",
+        ),
+        Figure(
+            "6", "submission to result, cached NF-ResNetV2-50 64px", f"{1e3 * cached:.1f} ms",
+            "-", None, "POST answered 200 with the result (x-cache: hit)",
+        ),
+        Figure(
+            "6", "submission to result, uncached NF-ResNetV2-50 64px",
+            f"{1e3 * uncached['to_result']:.0f} ms", "-", None,
+            f"worker {1e3 * uncached['run']:.0f} ms, queue {1e3 * uncached['wait']:.0f} ms",
+        ),
+    ]  # fmt: skip
 
 
 # --- main --------------------------------------------------------------------------------------

@@ -57,3 +57,56 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- target 3 of `python -m benchmarks`: a whole network, folded ------------------------------
+FOLD_LIMIT = 1.05  # eval-mode NF-ResNet-50 / the same network with plain convs, at most
+
+
+def fold_scaled_ws(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose ScaledWSConv2d layers are plain nn.Conv2d with W_hat baked in."""
+    import copy
+
+    folded = copy.deepcopy(model)
+    for parent in folded.modules():
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, ScaledWSConv2d):
+                continue
+            conv = nn.Conv2d(
+                child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                child.padding, child.dilation, child.groups, bias=child.bias is not None,
+            )  # fmt: skip
+            with torch.no_grad():
+                conv.weight.copy_(child.standardized_weight())
+                if child.bias is not None:
+                    conv.bias.copy_(child.bias)
+            setattr(parent, name, conv.to(child.weight.device))
+    return folded.eval()
+
+
+def whole_network(quick: bool, device: str) -> list:
+    """Target 3: eval-mode NF-ResNet-50 (cached W_hat) against its folded plain-conv copy."""
+    return [_whole_network(width, quick, device) for width in ((0.25,) if quick else (0.25, 0.5))]
+
+
+def _whole_network(width: float, quick: bool, device: str) -> object:
+    from benchmarks._report import Figure, time_side_by_side
+    from nfcore.config import ModelConfig
+    from nfcore.models import build_model
+
+    model = build_model(ModelConfig(depth=50, norm="nf", width=width), seed=0).to(device).eval()
+    folded = fold_scaled_ws(model)
+    x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    with torch.no_grad():
+        gap = (model(x) - folded(x)).abs().max().item()
+        times = time_side_by_side(
+            {"ws": lambda: model(x), "folded": lambda: folded(x)},
+            5 if quick else 15, warmup=2, sync=sync,
+        )  # fmt: skip
+    ratio = times["ws"] / times["folded"]
+    return Figure(
+        "3", f"eval fwd Scaled WS / folded conv, NF-ResNet-50 w{width} 64px N8",
+        f"{ratio:.3f}", f"<= {FOLD_LIMIT}", ratio <= FOLD_LIMIT,
+        f"{1e3 * times['ws']:.1f} / {1e3 * times['folded']:.1f} ms, max abs diff {gap:.1e}",
+    )  # fmt: skip

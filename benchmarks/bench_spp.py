@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 CASES = {
     "NF-ResNetV2-600 w0.25 128px N8": {
@@ -43,6 +44,8 @@ CASES = {
         "batch": 16,
     },
 }
+ROOT = Path(__file__).resolve().parents[1]
+
 QUICK = {
     "NF-ResNetV2-50 w0.25 64px N8": {
         "depth": 50,
@@ -129,8 +132,9 @@ def run_child(config: dict, mode: str, repeats: int) -> dict:
     # every large tensor on its own and unmaps it on free.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
-    )
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+        cwd=ROOT,
+    )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
