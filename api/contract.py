@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Final
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import Field
@@ -95,6 +96,14 @@ class ServiceSettings(BaseSettings):
 
     def job_timeout(self, queue: str) -> int:
         return self.train_job_timeout if queue == TRAIN_QUEUE else self.spp_job_timeout
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and the console."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def connect(settings: ServiceSettings, *, blocking: bool = False) -> redis.Redis:

@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import redis
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
+
+from api.contract import redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL: an idle service exits well within it
@@ -104,14 +105,6 @@ class Child:
 
 def say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
-
-
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***, for the console."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -300,8 +293,10 @@ def choose_redis(settings: LocalSettings) -> tuple[str, list[Child]]:
     """REDIS_URL when set (it must answer), else a redis-server to start here."""
     if settings.redis_url is not None:
         if not redis_answers(settings.redis_url):
-            raise StackError(f"the Redis at REDIS_URL={masked(settings.redis_url)} does not answer")
-        say(f"using the Redis at REDIS_URL={masked(settings.redis_url)}")
+            raise StackError(
+                f"the Redis at REDIS_URL={redact_url(settings.redis_url)} does not answer"
+            )
+        say(f"using the Redis at REDIS_URL={redact_url(settings.redis_url)}")
         return settings.redis_url, []
     check_port(settings.redis_port, "REDIS_PORT (or REDIS_URL to use a running Redis)")
     url = f"redis://127.0.0.1:{settings.redis_port}/0"

@@ -18,7 +18,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from api.contract import SERIALIZER, connect
+from api.contract import SERIALIZER, connect, redact_url
 from api.reaper import reap_abandoned
 from worker.settings import WorkerSettings, get_settings
 from worker.stopping import stop_requested
@@ -112,14 +112,6 @@ def main() -> None:
         ",".join(settings.worker_queues),
         resolve_device(settings.worker_device),
         settings.worker_device,
-        redact(settings.redis_url),
+        redact_url(settings.redis_url),
     )
     worker.work(with_scheduler=False)
-
-
-def redact(url: str) -> str:
-    """The Redis URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
