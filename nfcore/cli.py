@@ -2,6 +2,7 @@
 
     nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --out spp.json --plot spp.png
     nfcore plot bn.json nf.json --out compare.png
+    nfcore train --depth 26 --norm nf --width 0.25 --dataset digits --steps 300 --out run.json
     nfcore gamma silu
     nfcore models
 
@@ -24,12 +25,14 @@ from pydantic import ValidationError
 from nfcore import __version__
 from nfcore.config import (
     Conv,
+    Dataset,
     Device,
     Family,
     InputKind,
     Norm,
     Order,
     SPPConfig,
+    TrainConfig,
     Variant,
     describe_validation_error,
     with_changes,
@@ -59,9 +62,7 @@ def _int_list(text: str) -> list[int]:
         ) from None
 
 
-def _add_spp(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("spp", help="compute a Signal Propagation Plot", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def _add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     model = p.add_argument_group("model")
     model.add_argument("--family", choices=get_args(Family), help="default resnetv2")
     model.add_argument(
@@ -89,6 +90,13 @@ def _add_spp(sub: argparse._SubParsersAction) -> None:
         "--maxpool", action=argparse.BooleanOptionalAction, help="stem max-pool (default on)"
     )
     model.add_argument("--width", type=float, help="channel-width multiplier (default 1)")
+    return model
+
+
+def _add_spp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spp", help="compute a Signal Propagation Plot", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    model = _add_model_args(p)
     model.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
     run = p.add_argument_group("input and measurement")
     run.add_argument("--resolution", type=int, help="input height and width (default 128)")
@@ -114,6 +122,58 @@ def _add_spp(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="a short training run, with SPPs before and after",
+        description="Train a model with the paper's recipe scaled down (SGD + Nesterov, warm-up "
+        "and cosine decay, label smoothing, weight decay on weights only), with the SPP measured "
+        "before and after. Exit status 0 also when the run collapsed (the summary says so).",
+    )
+    model = _add_model_args(p)
+    model.add_argument("--stochdepth-rate", type=float, help="stochastic depth rate (default 0)")
+    model.add_argument("--drop-rate", type=float, help="dropout before the classifier (default 0)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=get_args(Dataset), help="default digits")
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        default=os.environ.get("CIFAR10_DIR") or None,
+        help="CIFAR-10 python-version folder (default: $CIFAR10_DIR)",
+    )
+    data.add_argument("--resolution", type=int, help="image side in pixels (default 32)")
+    recipe = p.add_argument_group("recipe")
+    recipe.add_argument("--batch", type=int, help="batch size (default 32)")
+    recipe.add_argument("--steps", type=int, help="optimizer steps (default 300)")
+    recipe.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
+    recipe.add_argument("--warmup-steps", type=int, help="linear warm-up (default 5%% of steps)")
+    recipe.add_argument("--momentum", type=float, help="Nesterov momentum (default 0.9)")
+    recipe.add_argument("--weight-decay", type=float, help="on weights only (default 5e-5)")
+    recipe.add_argument("--label-smoothing", type=float, help="default 0.1")
+    recipe.add_argument("--ema-decay", type=float, help="EMA of the weights, e.g. 0.999")
+    recipe.add_argument("--clip-grad-norm", type=float, help="clip the gradient norm")
+    recipe.add_argument("--eval-every", type=int, help="held-out evaluation period (default 50)")
+    recipe.add_argument("--eval-examples", type=int, help="held-out examples (default 1000)")
+    recipe.add_argument("--spp-every", type=int, help="also an SPP every this many steps")
+    recipe.add_argument("--spp-batch", type=int, help="Gaussian batch of the SPPs (default 8)")
+    recipe.add_argument(
+        "--collapse-factor", type=float, help="collapse above this x ln(classes) (default 10)"
+    )
+    recipe.add_argument("--seed", type=int, help="seeds weights, data order, dropout")
+    recipe.add_argument("--device", choices=get_args(Device), help="default auto")
+    recipe.add_argument(
+        "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
+    out.add_argument("--csv", type=Path, help="per-step CSV")
+    out.add_argument("--plot", type=Path, action="append", default=[],
+                     help="training curves: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
+    out.add_argument("--spp-plot", type=Path, action="append", default=[],
+                     help="the SPPs before and after training, overlaid (repeatable)")  # fmt: skip
+    out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nfcore", description="Signal propagation in normalized and Normalizer-Free ResNets."
@@ -121,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nfcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_spp(sub)
+    _add_train(sub)
     gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
     gamma.add_argument("name", nargs="?", help="activation name (default: all)")
     gamma.add_argument("--json", action="store_true", help="print JSON")
@@ -138,15 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> SPPConfig:
+def config_from_args(
+    args: argparse.Namespace, kind: type[SPPConfig] | type[TrainConfig] = SPPConfig
+) -> Any:
     """The config the flags describe, on top of --config when given."""
     values: dict[str, Any] = {}
     if args.config is not None:
         values = _read_config_file(args.config)
-    # Every config field with a flag of the same name; the training-only ones have none.
-    flags = {k: v for k in SPPConfig.model_fields if (v := getattr(args, k, None)) is not None}
+        if kind is TrainConfig:  # an SPP config's measurement fields do not apply to training
+            values = {k: v for k, v in values.items() if k in TrainConfig.model_fields}
+            values.pop("num_classes", None)  # the data set decides
+    # Every config field with a flag of the same name (`spp` has no training-only flags).
+    flags = {k: v for k in kind.model_fields if (v := getattr(args, k, None)) is not None}
     try:
-        return SPPConfig(**with_changes(values, flags))
+        return kind(**with_changes(values, flags))
     except ValidationError as error:
         raise UsageError(_as_flags(describe_validation_error(error))) from None
 
@@ -174,7 +240,7 @@ def _as_flags(message: str) -> str:
     parts = []
     for part in message.split("; "):
         field, sep, rest = part.partition(": ")
-        if sep and field.replace("_", "").replace(".", "").isalnum() and " " not in field:
+        if sep and field.split(".")[0] in TrainConfig.model_fields | SPPConfig.model_fields:
             field = "--" + field.split(".")[0].replace("_", "-")
         parts.append(f"{field}{sep}{rest}")
     return "; ".join(parts)
@@ -295,6 +361,94 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_printer(quiet: bool, total: int):
+    """Step progress on a terminal; held-out evaluations and a collapse always (unless quiet)."""
+    tty = sys.stderr.isatty()
+
+    def show(event: dict[str, Any]) -> None:
+        if quiet:
+            return
+        kind, step = event["kind"], event["step"]
+        if kind == "step" and tty:
+            loss = "nan" if event["loss"] is None else f"{event['loss']:.4f}"
+            sys.stderr.write(f"\r  step {step}/{total}  loss {loss}  lr {event['lr']:.4g}")
+        elif kind == "eval":
+            ema = (
+                f", EMA {event['ema_accuracy']:.2%}"
+                if event.get("ema_accuracy") is not None
+                else ""
+            )
+            sys.stderr.write(
+                f"{chr(10) if tty else ''}  step {step}: held-out accuracy "
+                f"{event['accuracy']:.2%}{ema}\n"
+            )
+        elif kind == "collapse":
+            sys.stderr.write(f"\n  collapsed at step {step}: {event['reason']}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args, TrainConfig)
+    _check_outputs(args)
+    _check_plot_paths("--spp-plot", args.spp_plot)
+    from nfcore.data import DataUnavailableError  # torch loads once the input is good
+    from nfcore.spp import DeviceUnavailableError
+    from nfcore.train import train
+
+    try:
+        result = train(config, _train_printer(args.quiet, config.steps), data_dir=args.data_dir)
+    except DeviceUnavailableError as error:
+        raise UsageError(f"--device: {error}") from None
+    except DataUnavailableError as error:
+        raise UsageError(f"--data-dir: {error}") from None
+    text = json.dumps(result.to_json_dict(), indent=2)
+    if args.out is None:
+        print(text)
+    else:
+        _write_text(args.out, text + "\n")
+    if args.csv is not None:
+        _write_text(args.csv, result.to_csv())
+    from nfcore.plots import write_figure
+
+    if args.plot:
+        from nfcore.train_plots import training_figure
+
+        curves = training_figure([(config.label, result.to_json_dict())])
+        for path in args.plot:
+            write_figure(curves, path)
+    if args.spp_plot:
+        from nfcore.plots import spp_figure
+
+        snapshots = [result.spp[0], result.spp[-1]]
+        figure = spp_figure(
+            [s.result for s in snapshots],
+            labels=[f"step {s.step}" for s in snapshots],
+            title=f"{config.label}: before and after training",
+        )
+        for path in args.spp_plot:
+            write_figure(figure, path)
+    if not args.quiet:
+        _train_summary(result, [p for p in (args.out, args.csv, *args.plot, *args.spp_plot) if p])
+    return 0
+
+
+def _train_summary(result: Any, written: Sequence[Path]) -> None:
+    meta, final = result.meta, result.final_eval
+    lines = [
+        f"{meta.model}: {len(result.steps)} steps on {result.config.dataset}, "
+        f"{meta.parameter_count:,} parameters, {meta.device}, {meta.seconds:.1f} s "
+        f"({meta.steps_per_second or 0:.1f} steps/s)"
+    ]
+    if result.collapse is not None:
+        lines.append(f"COLLAPSED at step {result.collapse.step}: {result.collapse.reason}")
+    if final is not None:
+        lines.append(f"held-out accuracy {final.accuracy:.2%} after {final.step} steps")
+    lines += [f"wrote {path}" for path in written]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
 def cmd_gamma(args: argparse.Namespace) -> int:
     from nfcore.activations import gamma_table
 
@@ -331,7 +485,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"spp": cmd_spp, "plot": cmd_plot, "gamma": cmd_gamma, "models": cmd_models}
+COMMANDS = {
+    "spp": cmd_spp,
+    "train": cmd_train,
+    "plot": cmd_plot,
+    "gamma": cmd_gamma,
+    "models": cmd_models,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ Conv = Literal["ws", "he"]
 Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
+Dataset = Literal["digits", "cifar10", "gaussian"]
 
 NORMS_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "resnetv2": ("bn", "nf", "none", "fixup"),
@@ -292,6 +293,130 @@ class SPPConfig(ModelConfig):
         return self
 
 
+# Classes of each training data set (all three have ten).
+DATASET_CLASSES: dict[str, int] = {"digits": 10, "cifar10": 10, "gaussian": 10}
+
+MAX_TRAIN_STEPS = 1_000_000  # the API enforces its own, smaller budget (MAX_TRAIN_STEPS)
+
+
+class TrainConfig(ModelConfig):
+    """A short training run: the model, the data, and the paper's recipe scaled down.
+
+    SGD with Nesterov momentum, linear warm-up then cosine decay to zero, label smoothing,
+    weight decay on weights only (gains and biases are skipped, Appendix B.1), an optional
+    EMA of the weights with the paper's warm-up (decay_i = min(ema_decay, (1+i)/(10+i))),
+    stochastic depth and dropout (the model fields), optional gradient-norm clipping.
+    """
+
+    dataset: Dataset = Field(
+        "digits",
+        description="digits (scikit-learn, 32x32), cifar10 (a local folder), or gaussian "
+        "(noise with random labels, for speed).",
+    )
+    resolution: int = Field(32, ge=8, le=1024, description="Image height and width in pixels.")
+    batch: int = Field(32, ge=1, le=4096, description="Training batch size.")
+    steps: int = Field(300, ge=1, le=MAX_TRAIN_STEPS, description="Optimizer steps to take.")
+    lr: float = Field(0.1, gt=0, le=100, description="Peak learning rate (after warm-up).")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warm-up from 0 to lr; default 5% of the steps."
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="Nesterov momentum.")
+    weight_decay: float = Field(
+        5e-5, ge=0, le=1, description="L2 weight decay on weights (not on gains or biases)."
+    )
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the loss.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="EMA of the weights (the paper: 0.99999), evaluated beside the raw "
+        "weights; null = no EMA.",
+    )
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the global gradient norm to this value; null = no clip."
+    )
+    eval_every: int = Field(
+        50, ge=1, description="Evaluate on the held-out split every this many steps (and last)."
+    )
+    eval_examples: int = Field(
+        1000, ge=1, le=100_000, description="Held-out examples evaluated (the first ones)."
+    )
+    spp_every: int | None = Field(
+        None, ge=1, description="Also measure the SPP every this many steps (always at start/end)."
+    )
+    spp_batch: int = Field(8, ge=2, le=256, description="Gaussian batch size of those SPPs.")
+    collapse_factor: float = Field(
+        10.0,
+        gt=1,
+        description="Collapse when the loss exceeds this many times ln(classes), a uniform "
+        "guess's loss (or is NaN/Inf).",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds weights, data order and dropout.")
+    device: Device = Field("auto", description="auto = cuda when available, else cpu.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_classes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dataset", "digits") in DATASET_CLASSES:
+            classes = DATASET_CLASSES[data.get("dataset", "digits")]
+            given = data.get("num_classes")
+            if given is not None and given != classes:
+                raise ValueError(
+                    f"num_classes: {data.get('dataset', 'digits')} has {classes} classes, "
+                    f"got {given}; leave it out"
+                )
+            data = {**data, "num_classes": classes}
+        return data
+
+    @model_validator(mode="after")
+    def _check_training(self) -> TrainConfig:
+        if self.resolution < self.total_stride:
+            raise ValueError(
+                f"resolution: {self.resolution} is too small: this network downsamples by "
+                f"{self.total_stride}, so the resolution must be at least {self.total_stride}"
+            )
+        if self.norm == "bn" and self.batch < 2:
+            raise ValueError(
+                "batch: BatchNorm cannot train at batch size 1 (its statistics would be those of "
+                "a single example, and at test time they no longer match); use a batch of at "
+                "least 2, or a normalizer-free model (norm 'nf'), which trains at any batch size"
+            )
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = min(self.steps - 1, max(0, round(0.05 * self.steps)))
+        if warmup >= self.steps:
+            raise ValueError(
+                f"warmup_steps: {warmup} must be less than steps ({self.steps})"
+            )
+        self._set(warmup_steps=warmup)
+        return self
+
+    def spp_config(self) -> SPPConfig:
+        """The SPP measured during this run: the same model, a Gaussian batch at the training
+        resolution (before and after training alike, so the two are comparable)."""
+        fields = {name: getattr(self, name) for name in ModelConfig.model_fields}
+        return SPPConfig(
+            **fields,
+            resolution=self.resolution,
+            batch=self.spp_batch,
+            input="gaussian",
+            seed=self.seed,
+            device=self.device,
+        )
+
+    @property
+    def eval_steps(self) -> list[int]:
+        """The steps after which the held-out split is evaluated (always the last)."""
+        return sorted({*range(self.eval_every, self.steps + 1, self.eval_every), self.steps})
+
+    @property
+    def spp_steps(self) -> list[int]:
+        """The steps at which the SPP is measured: 0 (at initialization), the last, and every
+        `spp_every` steps."""
+        every = range(self.spp_every, self.steps, self.spp_every) if self.spp_every else ()
+        return sorted({0, *every, self.steps})
+
+
 # Fields a canonical config filled in from another field's value: changing that field
 # invalidates them.
 DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -335,7 +460,7 @@ def config_hash(config: BaseModel, version: str) -> str:
 
 def allowed_range(field: str) -> str | None:
     """The numeric bounds of a config field as text, e.g. '0 < alpha <= 10'."""
-    info = SPPConfig.model_fields.get(field)
+    info = SPPConfig.model_fields.get(field) or TrainConfig.model_fields.get(field)
     if info is None:
         return None
     low = high = ""

@@ -1,0 +1,217 @@
+"""Ready-made sets of short training runs for the dashboard's Train page (torch-free).
+
+A preset is a data table: the settings every run shares (data set, steps, recipe) and one
+row per run (the model, and optionally its own batch size and learning rate). The page shows
+the rows in its runs table and the settings in its controls; `run_config` turns a row and the
+settings into the `TrainConfig` that is submitted. Every preset validates (tests check it).
+
+Sizes are chosen for a CPU worker: ResNet-26 at width 0.25 on the scikit-learn digits at
+32 px for 200 steps, rather than the paper's ResNet-50 on ImageNet for many epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from nfcore.config import TrainConfig
+
+# Columns of the runs table: the model per run, and per-run overrides of batch and lr.
+RUN_COLUMNS: Final[tuple[str, ...]] = (
+    "label",
+    "norm",
+    "depth",
+    "width",
+    "activation",
+    "skipinit",
+    "batch",
+    "lr",
+)
+OVERRIDES: Final[tuple[str, ...]] = ("batch", "lr")  # blank in a row: the shared setting
+# The shared settings the page has controls for, in TrainConfig's terms.
+SETTING_FIELDS: Final[tuple[str, ...]] = (
+    "dataset",
+    "resolution",
+    "batch",
+    "steps",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "label_smoothing",
+    "ema_decay",
+    "clip_grad_norm",
+    "eval_every",
+    "eval_examples",
+    "stochdepth_rate",
+    "drop_rate",
+    "seed",
+)
+# TrainConfig's defaults, with fewer steps (a CPU finishes 200 in about a minute) and more
+# frequent evaluation (a curve of eight points rather than four).
+DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        **{name: TrainConfig.model_fields[name].default for name in SETTING_FIELDS},
+        "steps": 200,
+        "eval_every": 25,
+    }
+)
+NORM_PREFIX: Final[dict[str, str]] = {
+    "bn": "BN",
+    "nf": "NF",
+    "none": "Unnormalized",
+    "fixup": "FixUp",
+}
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """Runs to compare, the settings they share, and what the user should see."""
+
+    id: str
+    button: str
+    title: str
+    caption: str
+    settings: Mapping[str, Any]
+    runs: tuple[Mapping[str, Any], ...]
+    help: str = field(default="")
+
+    def all_settings(self) -> dict[str, Any]:
+        """Every shared setting: the preset's own over the page's defaults."""
+        return {**DEFAULT_SETTINGS, **self.settings}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The runs table: every column present, blank (None) where the preset leaves it."""
+        return [{column: run.get(column) for column in RUN_COLUMNS} for run in self.runs]
+
+    def configs(self) -> list[TrainConfig]:
+        settings = self.all_settings()
+        return [run_config(settings, row) for row in self.rows()]
+
+
+def run_config(settings: Mapping[str, Any], row: Mapping[str, Any]) -> TrainConfig:
+    """The config of one table row: the shared settings, the row's model and its overrides.
+
+    Blank cells (None) fall back to the shared setting or the config's default; pydantic's
+    ValidationError says what is wrong otherwise (`describe_validation_error` words it).
+    """
+    fields = {name: value for name, value in settings.items() if value is not None}
+    for column in RUN_COLUMNS:
+        value = row.get(column)
+        if column != "label" and value is not None:
+            fields[column] = value
+    return TrainConfig(**fields)
+
+
+def short_name(config: TrainConfig) -> str:
+    """'NF-ResNet-26', 'BN-ResNet-50': the model as the paper's tables name it."""
+    if config.family == "nf_regnet":
+        return f"NF-RegNet-{config.variant}"
+    return f"{NORM_PREFIX.get(str(config.norm), str(config.norm))}-ResNet-{config.depth}"
+
+
+def auto_labels(configs: Sequence[TrainConfig]) -> list[str]:
+    """A legend label per run: the model's short name, plus what tells it from the others.
+
+    Batch, learning rate, width and activation are named when they differ between the runs,
+    SkipInit when it differs between runs of the same model, so the runs read e.g.
+    'BN-ResNet-26, batch 4' and 'NF-ResNet-26, batch 4' rather than repeating every setting.
+    """
+    parts: dict[str, Callable[[TrainConfig], str]] = {
+        "batch": lambda c: f"batch {c.batch}",
+        "lr": lambda c: f"lr {c.lr:g}",
+        "width": lambda c: f"width {c.width:g}",
+        "activation": lambda c: str(c.activation),
+    }
+    varying = [name for name in parts if len({getattr(c, name) for c in configs}) > 1]
+    skipinit_by_name: dict[str, set[bool]] = {}
+    for config in configs:
+        skipinit_by_name.setdefault(short_name(config), set()).add(bool(config.skipinit))
+    labels = []
+    for config in configs:
+        extra = [parts[name](config) for name in varying]
+        name = short_name(config)
+        if len(skipinit_by_name[name]) > 1:
+            extra.append("SkipInit" if config.skipinit else "no SkipInit")
+        labels.append(", ".join([name, *extra]))
+    return labels
+
+
+BN_VS_NF = TrainPreset(
+    id="bn-vs-nf",
+    button="BN vs NF",
+    title="BN-ResNet vs NF-ResNet",
+    caption=(
+        "A BatchNorm ResNet-26 and a Normalizer-Free ResNet-26 (Scaled WS, α = 0.2, SkipInit) "
+        "trained with the same recipe. Both should learn the digits; the paper's point is that "
+        "the NF-ResNet gets there without any batch statistics."
+    ),
+    settings={},
+    runs=(
+        {"norm": "bn", "depth": 26, "width": 0.25, "activation": "relu", "skipinit": False},
+        {"norm": "nf", "depth": 26, "width": 0.25, "activation": "relu", "skipinit": True},
+    ),
+    help="The default runs: BN-ResNet-26 and NF-ResNet-26 at batch 32.",
+)
+
+# Table 2 of the paper: ResNet-50 on ImageNet at batch sizes 4 and 8, learning rates 0.01 and
+# 0.025. Here ResNet-26 at width 0.25 on the digits, with a batch-64 pair for reference whose
+# learning rate is 0.025 scaled linearly from batch 8 (0.025 * 64 / 8 = 0.2).
+_TABLE2_BATCHES: Final[tuple[tuple[int, float], ...]] = ((64, 0.2), (8, 0.025), (4, 0.01))
+TABLE2 = TrainPreset(
+    id="table2",
+    button="Table 2: small batches",
+    title="Table 2: training at small batch sizes",
+    caption=(
+        "BatchNorm estimates its statistics from the batch, so at batch 4 or 8 they are noisy "
+        "and differ from the ones used at test time; an NF-ResNet has no such dependence. "
+        "What you should see: at batch 64 the BN- and NF-ResNet reach a similar held-out "
+        "accuracy, while at batches 8 and 4 the BN-ResNet falls behind the NF-ResNet of the "
+        "same batch size (the paper's Table 2, ResNet-50 on ImageNet). Every run takes the "
+        "same 200 steps, so a smaller batch sees fewer examples: compare BN with NF at the "
+        "same batch size, not across batch sizes."
+    ),
+    settings={"steps": 200, "eval_every": 25, "batch": 64, "lr": 0.2},
+    runs=tuple(
+        {
+            "norm": norm,
+            "depth": 26,
+            "width": 0.25,
+            "activation": "relu",
+            "skipinit": norm == "nf",
+            "batch": batch,
+            "lr": lr,
+        }
+        for batch, lr in _TABLE2_BATCHES
+        for norm in ("bn", "nf")
+    ),
+    help="BN- and NF-ResNet-26 at batch 64, 8 and 4 (lr 0.2, 0.025, 0.01), 200 steps each.",
+)
+
+QUICK = TrainPreset(
+    id="quick",
+    button="Quick check",
+    title="Quick check",
+    caption=(
+        "Two tiny networks (ResNet-14 at width 0.125, 32 px) for 20 steps: a few seconds, to "
+        "check that training works end to end. Too short to learn much."
+    ),
+    settings={"resolution": 32, "batch": 8, "steps": 20, "eval_every": 10, "eval_examples": 100},
+    runs=(
+        {"norm": "bn", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": False},
+        {"norm": "nf", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": True},
+    ),
+    help="BN- and NF-ResNet-14, tiny, 20 steps: a smoke test of the whole stack.",
+)
+
+TRAIN_PRESETS: Final[tuple[TrainPreset, ...]] = (BN_VS_NF, TABLE2, QUICK)
+DEFAULT_PRESET: Final[TrainPreset] = BN_VS_NF
+
+
+def get_train_preset(preset_id: str) -> TrainPreset:
+    for preset in TRAIN_PRESETS:
+        if preset.id == preset_id:
+            return preset
+    known = ", ".join(preset.id for preset in TRAIN_PRESETS)
+    raise KeyError(f"no training preset {preset_id!r}; known: {known}")
