@@ -165,7 +165,7 @@ def _finite(value: float) -> float | None:
 
 
 # --- the run --------------------------------------------------------------------------------
-class _Run:
+class Trainer:
     def __init__(
         self,
         config: TrainConfig,
@@ -290,7 +290,7 @@ def train(
     devices = [resolved.index or 0] if resolved.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
-        run = _Run(config, on_event, resolved, data)
+        run = Trainer(config, on_event, resolved, data)
         run.run()
     train_seconds = sum(record.seconds for record in run.steps)
     meta = TrainMeta(

@@ -204,13 +204,13 @@ def test_gradient_clipping_bounds_the_first_update(monkeypatch):
     )  # fmt: skip
     before = build_model(config, seed=config.seed)
     trained = {}
-    original = train_module._Run.run
+    original = train_module.Trainer.run
 
     def run_and_keep(self):
         original(self)
         trained["model"] = self.model
 
-    monkeypatch.setattr(train_module._Run, "run", run_and_keep)
+    monkeypatch.setattr(train_module.Trainer, "run", run_and_keep)
     result = train(config)
     pairs = zip(trained["model"].parameters(), before.parameters(), strict=True)
     delta = math.sqrt(sum(float(((a - b).detach() ** 2).sum()) for a, b in pairs))
