@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.bench_train [--quick] [--device cpu|cuda]
 
-One training step = forward in train mode, cross-entropy on random labels, backward, SGD with
-Nesterov momentum 0.9. The NF and BN twins of each size alternate step by step, so load drifts
+One training step = `nfcore.train.Trainer.step`, what a training job runs: forward in train
+mode, label-smoothed cross-entropy on random labels, backward, gradient norm, SGD with Nesterov
+momentum 0.9 and weight decay on weights only. The NF and BN twins of each size alternate step by step, so load drifts
 hit both; the figure is the ratio of their median steps per second.
 """
 
@@ -20,23 +21,24 @@ QUICK_SIZES = [(16, 64)]
 
 
 def _trainer(fields: dict, batch: int, resolution: int, device: str) -> Callable[[], None]:
-    """One SGD step of a fresh model on a fixed random batch."""
+    """One optimizer step of `nfcore.train` (the recipe a training job runs: Nesterov SGD,
+    label smoothing, weight decay on weights only) on Gaussian images with random labels."""
     import torch
-    import torch.nn.functional as F
 
-    from nfcore.config import ModelConfig
-    from nfcore.models import build_model
+    from nfcore.config import TrainConfig
+    from nfcore.data import load_dataset
+    from nfcore.train import Trainer
 
-    model = build_model(ModelConfig(**fields), seed=0).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, resolution, resolution, generator=generator).to(device)
-    labels = torch.randint(model.fc.out_features, (batch,), generator=generator).to(device)
+    config = TrainConfig(
+        **fields, dataset="gaussian", batch=batch, resolution=resolution, steps=10**6
+    )
+    data = load_dataset("gaussian", resolution, seed=0)
+    trainer = Trainer(config, None, torch.device(device), data)
+    indices = torch.arange(batch)
+    count = iter(range(1, 10**6))
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), labels).backward()
-        optimizer.step()
+        trainer.step(next(count), indices)
 
     return step
 

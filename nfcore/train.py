@@ -166,6 +166,9 @@ def _finite(value: float) -> float | None:
 
 # --- the run --------------------------------------------------------------------------------
 class Trainer:
+    """One run's model, optimizer, EMA and records; `step` is one optimizer step (the unit the
+    benchmarks time), `run` the whole schedule."""
+
     def __init__(
         self,
         config: TrainConfig,
