@@ -240,7 +240,8 @@ def _as_flags(message: str) -> str:
     parts = []
     for part in message.split("; "):
         field, sep, rest = part.partition(": ")
-        if sep and field.split(".")[0] in TrainConfig.model_fields | SPPConfig.model_fields:
+        # A field name ('bogus' from an unknown key too), not the 'allowed: ...' of a bound.
+        if sep and field.replace("_", "").replace(".", "").isalnum() and field != "allowed":
             field = "--" + field.split(".")[0].replace("_", "-")
         parts.append(f"{field}{sep}{rest}")
     return "; ".join(parts)

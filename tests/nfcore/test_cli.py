@@ -514,7 +514,7 @@ def test_several_problems_are_still_one_line(capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.parametrize(
     ("argv", "names"),
-    [([], "command"), (["train"], "train"), (["spp", "extra"], "extra")],
+    [([], "command"), (["fit"], "fit"), (["spp", "extra"], "extra")],
     ids=["no-command", "unknown-command", "stray-argument"],
 )
 def test_bad_command_line_is_one_line(

@@ -219,6 +219,28 @@ def test_statistics_match_the_appendix_f_numpy_definitions() -> None:
     assert float(stats["avg_pixel_norm"]) == pytest.approx(np.mean(np.linalg.norm(nhwc, axis=-1)))
 
 
+@pytest.mark.parametrize("offset", [0.0, 10.0, 1000.0])
+def test_cpu_statistics_stay_exact_when_the_mean_dominates(offset: float) -> None:
+    # The CPU path reduces float32 in two passes; a mean 1000x the spread must not cancel.
+    y = torch.randn(8, 16, 32, 32, generator=torch.Generator().manual_seed(0)) + offset
+    nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    stats = channel_stats(y)
+    assert float(stats["avg_channel_var"]) == pytest.approx(
+        np.var(nhwc, axis=(0, 1, 2)).mean(), rel=1e-6
+    )
+    assert float(stats["avg_sq_channel_mean"]) == pytest.approx(
+        np.mean(np.mean(nhwc, axis=(0, 1, 2)) ** 2), rel=1e-6
+    )
+
+
+def test_variance_beyond_float32_range_is_computed_in_float64() -> None:
+    y = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 1e25
+    nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    stats = channel_stats(y)
+    assert math.isfinite(float(stats["avg_channel_var"]))
+    assert float(stats["avg_channel_var"]) == pytest.approx(np.var(nhwc, axis=(0, 1, 2)).mean())
+
+
 def test_residual_variance_is_measured_before_alpha_and_skipinit() -> None:
     result = spp(norm="nf", conv="ws", alpha=0.2, skipinit=True)
     # SkipInit zeroes the branch's contribution, but f(x) itself is still variance preserving.
