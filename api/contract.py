@@ -20,14 +20,23 @@ from rq.serializers import JSONSerializer
 SERIALIZER: Final = JSONSerializer
 
 SPP_QUEUE: Final = "spp"
-TRAIN_QUEUE: Final = "train"  # reserved for short training runs
+TRAIN_QUEUE: Final = "train"  # short training runs
 QUEUES: Final[tuple[str, ...]] = (SPP_QUEUE, TRAIN_QUEUE)
 # Enqueued by dotted path, so the API process never imports the worker (or torch).
-TASKS: Final[dict[str, str]] = {SPP_QUEUE: "worker.tasks.run_spp_job"}
+TASKS: Final[dict[str, str]] = {
+    SPP_QUEUE: "worker.tasks.run_spp_job",
+    TRAIN_QUEUE: "worker.tasks.run_train_job",
+}
 
-# Keys of job meta written by the worker and read by the API.
-META_PROGRESS: Final = "progress"  # {"done": int, "total": int}
+# Keys of job meta written by the API or the worker and read by the API.
+META_KIND: Final = "kind"  # the queue name: "spp" or "train"
+META_PROGRESS: Final = "progress"  # {"done": int, "total": int}: blocks, or training steps
 META_DEVICE: Final = "device"
+
+# Key kind of a training run's events (`key_for(EVENTS_KEY, job_id)`): a Redis list of JSON
+# objects (`nfcore.train_result`), emptied when the job is queued or starts, appended by the
+# worker while it runs, read by the API from any index on; it expires with the result.
+EVENTS_KEY: Final = "events"
 
 
 class JobState(StrEnum):

@@ -1,13 +1,18 @@
 """Submitting, reading and canceling jobs: the API's use of RQ and the result cache.
 
-A job's id is the hash of its canonical config and the nfcore version, so asking twice for
-the same thing finds the same job or the same cached result. Submissions of one id are
-serialized by a short Redis lock, so many identical requests at once cost one computation.
+Two kinds of job share one path: an SPP (`SPPConfig`, queue "spp") and a short training run
+(`TrainConfig`, queue "train"). A job's id is the hash of its canonical config and the nfcore
+version, so asking twice for the same thing finds the same job or the same cached result.
+Submissions of one id are serialized by a short Redis lock, so many identical requests at
+once cost one computation. A training job also streams events into a Redis list, which
+`events` reads page by page.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,22 +24,32 @@ from rq.job import Job
 
 import nfcore
 from api.contract import (
+    EVENTS_KEY,
     META_DEVICE,
+    META_KIND,
     META_PROGRESS,
     SERIALIZER,
     SPP_QUEUE,
     TASKS,
+    TRAIN_QUEUE,
     JobState,
     job_state,
     key_for,
 )
 from api.errors import Conflict, Gone, Invalid, NotFound
 from api.settings import ApiSettings
-from nfcore.config import SPPConfig, config_hash
-from nfcore.cost import estimate
+from nfcore.config import SPPConfig, TrainConfig, config_hash
+from nfcore.cost import Cost, estimate
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
+# A training step computes the input gradients (what `estimate` counts with gradients) and
+# the weight gradients too: about one more forward pass, so 3 forward passes in all.
+TRAIN_STEP_FACTOR = 1.5
+EVAL_BATCH = 256  # held-out examples per forward pass of an evaluation (nfcore.train's)
+MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
+
+JobConfig = SPPConfig | TrainConfig
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,15 @@ class JobService:
         return Queue(name, connection=self.redis, serializer=SERIALIZER)
 
     # --- submit -------------------------------------------------------------------------------
-    def check_cost(self, config: SPPConfig) -> None:
+    def check_cost(self, config: JobConfig) -> None:
         """Refuse, before enqueueing, a job over the configured limits, saying by how much."""
-        cost = estimate(config)
+        if isinstance(config, TrainConfig):
+            self._check_training(config)
+            return
+        self._check_limits(estimate(config), "this job is too large: its", "batch")
+
+    def _check_limits(self, cost: Cost, subject: str, batch: str) -> None:
+        """MAX_FLOPS and MAX_ACTIVATION_BYTES, for one SPP or one training step."""
         limits = (
             ("FLOPs", cost.flops, self.settings.max_flops, "MAX_FLOPS", "{:.3g}"),
             (
@@ -71,12 +92,46 @@ class JobService:
         for name, value, limit, setting, fmt in limits:
             if value > limit:
                 raise Invalid(
-                    f"this job is too large: its {name} ({fmt.format(value)}) is over the "
+                    f"{subject} {name} ({fmt.format(value)}) is over the "
                     f"limit {setting} = {fmt.format(limit)} by {value / limit:.1f}x; reduce the "
-                    "width, depth, resolution or batch"
+                    f"width, depth, resolution or {batch}"
                 )
 
-    def submit_spp(self, config: SPPConfig) -> Submission:
+    def _check_training(self, config: TrainConfig) -> None:
+        """Steps under MAX_TRAIN_STEPS; each step (and each SPP taken during the run) under the
+        SPP limits; all steps, evaluations and SPPs together under MAX_TRAIN_FLOPS."""
+        limit = self.settings.max_train_steps
+        if config.steps > limit:
+            raise Invalid(
+                f"steps: {config.steps} is over the limit MAX_TRAIN_STEPS = {limit}; "
+                f"ask for at most {limit} steps"
+            )
+        costs = train_costs(config)
+        self._check_limits(
+            costs.step,
+            "this training job is too large: one step's (forward and backward)",
+            "batch",
+        )
+        self._check_limits(costs.spp, "this training job is too large: its SPP's", "spp_batch")
+        self._check_limits(
+            costs.eval,
+            f"this training job is too large: an evaluation batch's ({EVAL_BATCH} examples)",
+            "eval_examples",
+        )
+        total, budget = costs.total, self.settings.max_train_flops
+        if total > budget:
+            others = total - config.steps * costs.step.flops
+            affordable = max(0, math.floor((budget - others) / costs.step.flops))
+            raise Invalid(
+                f"this training job is too large: its FLOPs over {config.steps} steps, "
+                f"evaluations and SPPs ({total:.3g}) are over the limit MAX_TRAIN_FLOPS = "
+                f"{budget:.3g} by {total / budget:.1f}x; reduce the steps (at most about "
+                f"{affordable} at this size), or the width, depth, resolution or batch"
+            )
+
+    def submit(self, config: JobConfig) -> Submission:
+        """Find the cached result or the active job of `config`, or queue a new job."""
+        kind = TRAIN_QUEUE if isinstance(config, TrainConfig) else SPP_QUEUE
         job_id = config_hash(config, nfcore.__version__)
         cached = self.redis.get(key_for("result", job_id))
         if cached is not None:
@@ -98,18 +153,22 @@ class JobService:
                 # worker's execution entry can outlive its record, and RQ's delete walks them.
                 self.redis.delete(job.execution_registry.key)
                 job.delete()
-            self.redis.delete(key_for("attempts", job_id))
-            job = self.queue(SPP_QUEUE).enqueue(
-                TASKS[SPP_QUEUE],
+            # A run again starts with no events: those of the last run would read as its own.
+            self.redis.delete(key_for("attempts", job_id), key_for(EVENTS_KEY, job_id))
+            job = self.queue(kind).enqueue(
+                TASKS[kind],
                 config.model_dump(mode="json"),
                 job_id=job_id,
-                job_timeout=self.settings.job_timeout(SPP_QUEUE),
+                job_timeout=self.settings.job_timeout(kind),
                 result_ttl=self.settings.result_ttl,
                 failure_ttl=self.settings.result_ttl,
                 description=config.label,
-                meta={"kind": SPP_QUEUE, META_PROGRESS: {"done": 0, "total": _total(config)}},
+                meta={META_KIND: kind, META_PROGRESS: {"done": 0, "total": _total(config)}},
             )
         return Submission(job_id, job=job)
+
+    def submit_spp(self, config: SPPConfig) -> Submission:
+        return self.submit(config)
 
     # --- read ---------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
@@ -127,6 +186,10 @@ class JobService:
     def state(self, job: Job) -> JobState:
         return job_state(job.get_status(refresh=False))
 
+    def kind(self, job: Job) -> str:
+        """The job's kind: "spp" or "train" (its queue)."""
+        return str(job.meta.get(META_KIND, job.origin))
+
     def result(self, job_id: str) -> bytes:
         """The cached result JSON, or a 404/409/410 saying why there is none."""
         cached = self.redis.get(key_for("result", job_id))
@@ -136,10 +199,42 @@ class JobService:
         state = self.state(job)
         if state in ACTIVE:
             done, total = _progress(job)
-            raise Conflict(f"job {job_id} is {state} ({done}/{total} blocks); no result yet")
+            unit = "steps" if self.kind(job) == TRAIN_QUEUE else "blocks"
+            raise Conflict(f"job {job_id} is {state} ({done}/{total} {unit}); no result yet")
         if state == JobState.finished:
             raise Gone("the result has expired from the cache; submit the config again")
         raise Conflict(f"job {job_id} is {state}; it has no result")
+
+    def result_kind(self, job_id: str, result: bytes) -> str:
+        """The kind of job that made `result`: from the job, or, once the job record has
+        expired, from the JSON's shape (a training result has steps and evals)."""
+        job = self.fetch(job_id)
+        if job is not None:
+            return self.kind(job)
+        try:
+            shape = json.loads(result)
+        except ValueError:
+            return SPP_QUEUE
+        is_train = isinstance(shape, dict) and "steps" in shape and "evals" in shape
+        return TRAIN_QUEUE if is_train else SPP_QUEUE
+
+    def events(self, job_id: str, since: int, limit: int = MAX_EVENTS_PAGE) -> dict[str, Any]:
+        """A training job's events from index `since` on (at most `limit`), its state and
+        progress (the `EventsPage` schema). `next` is the `since` of the following read.
+
+        The state is read before the events: once it is final, the events read are all
+        there will be (the worker writes its last ones before the job ends).
+        """
+        job = self.get(job_id)
+        state = self.state(job)
+        done, total = _progress(job)
+        raw = self.redis.lrange(key_for(EVENTS_KEY, job_id), since, since + limit - 1)
+        return {
+            "events": [json.loads(item) for item in raw],
+            "next": since + len(raw),
+            "state": state,
+            "progress": {"done": done, "total": total},
+        }
 
     def recent(self, limit: int) -> list[Job]:
         """The most recently enqueued jobs on every queue, newest first."""
@@ -166,7 +261,7 @@ class JobService:
         if state == JobState.queued:
             job.cancel()
         elif state == JobState.running:
-            # The worker runs jobs cooperatively: it stops at the next block.
+            # The worker runs jobs cooperatively: it stops at the next block or training step.
             send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
         else:
             raise Conflict(f"job {job_id} is already {state}; there is nothing to cancel")
@@ -180,7 +275,7 @@ class JobService:
         started, ended = job.started_at, job.ended_at
         return {
             "id": job.id,
-            "kind": job.meta.get("kind", job.origin),
+            "kind": self.kind(job),
             "label": job.description,
             "state": state,
             "progress": {"done": done, "total": total},
@@ -195,9 +290,38 @@ class JobService:
         }
 
 
-def _total(config: SPPConfig) -> int:
-    """Progress steps of an SPP: every block forward, and again backward with gradients."""
+def _total(config: JobConfig) -> int:
+    """Progress steps of an SPP (every block forward, and again backward with gradients), or
+    of a training run (its optimizer steps)."""
+    if isinstance(config, TrainConfig):
+        return config.steps
     return config.num_blocks * (2 if config.gradients else 1)
+
+
+@dataclass(frozen=True)
+class TrainCost:
+    """What a training run costs: one step (forward and backward on the batch), one of its
+    SPPs and one evaluation batch (forward), and the FLOPs of all steps, evaluations and SPPs.
+    """
+
+    step: Cost
+    spp: Cost
+    eval: Cost
+    total: int
+
+
+def train_costs(config: TrainConfig) -> TrainCost:
+    """The `TrainCost` of `config`; evaluations are counted on `eval_examples` (a data set
+    may hold fewer)."""
+    spp = config.spp_config()
+    step = estimate(spp.model_copy(update={"batch": config.batch, "gradients": True}))
+    step = replace(step, flops=round(step.flops * TRAIN_STEP_FACTOR))
+    snapshot = estimate(spp)
+    evaluation = estimate(config, min(EVAL_BATCH, config.eval_examples), config.resolution)
+    per_example = estimate(config, batch=1, resolution=config.resolution).flops
+    evaluations = len(config.eval_steps) * config.eval_examples * per_example
+    total = config.steps * step.flops + evaluations + len(config.spp_steps) * snapshot.flops
+    return TrainCost(step, snapshot, evaluation, total)
 
 
 def _progress(job: Job) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import nfcore
 from api import errors
 from api.contract import connect
 from api.reaper import reap_abandoned
-from api.routes import catalog, health, jobs, spp, sweeps
+from api.routes import catalog, health, jobs, spp, sweeps, train
 from api.settings import ApiSettings, get_settings
 
 log = logging.getLogger("api")
@@ -94,14 +94,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version=nfcore.__version__,
         description=(
             "Signal Propagation Plots of normalized and Normalizer-Free ResNets "
-            "(Brock, De & Smith, 2021) as cached, deduplicated jobs."
+            "(Brock, De & Smith, 2021), and short training runs, as cached, deduplicated jobs."
         ),
         lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.redis = connect(settings)
     errors.install(app)
-    for router in (spp.router, sweeps.router, jobs.router, catalog.router, health.router):
+    routers = (spp.router, train.router, sweeps.router, jobs.router, catalog.router, health.router)
+    for router in routers:
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

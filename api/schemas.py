@@ -1,4 +1,5 @@
-"""Response and request bodies of the API (the config itself is `nfcore.config.SPPConfig`)."""
+"""Response and request bodies of the API (the configs themselves are `nfcore.config.SPPConfig`
+and `nfcore.config.TrainConfig`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.contract import JobState
-from nfcore.config import SPPConfig
+from nfcore.config import SPPConfig, TrainConfig
 
 
 class Progress(BaseModel):
-    done: int = Field(description="Blocks measured so far (forward, then backward).")
+    done: int = Field(
+        description="Blocks measured so far (forward, then backward), or training steps taken."
+    )
     total: int
 
 
@@ -33,6 +36,20 @@ class JobView(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobView]
+
+
+class EventsPage(BaseModel):
+    """A training job's events from `since` on, with its state and progress when read."""
+
+    events: list[dict[str, Any]] = Field(
+        description="Events in order, each with 'kind' (step, eval, spp or collapse) and "
+        "'step' (see nfcore.train_result); empty for an SPP job."
+    )
+    next: int = Field(description="The `since` of the next read: events seen so far.")
+    state: JobState = Field(
+        description="Read before the events: once final, no events come after these."
+    )
+    progress: Progress
 
 
 class ErrorBody(BaseModel):
@@ -93,4 +110,4 @@ class Readiness(BaseModel):
     workers: dict[str, int] = Field(description="Workers listening on each queue.")
 
 
-__all__ = ["SPPConfig"]
+__all__ = ["SPPConfig", "TrainConfig"]

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 
 from api.contract import ServiceSettings
+from nfcore.config import MAX_TRAIN_STEPS
 
 
 class ApiSettings(ServiceSettings):
@@ -23,6 +24,20 @@ class ApiSettings(ServiceSettings):
     max_flops: float = Field(5e12, gt=0, description="Largest accepted job, in forward FLOPs.")
     max_activation_bytes: float = Field(
         4 * 2**30, gt=0, description="Largest accepted estimated peak activation memory, bytes."
+    )
+    max_train_steps: int = Field(
+        5000, ge=1, le=MAX_TRAIN_STEPS, description="Most optimizer steps a training job may take."
+    )
+    # Each step must also pass MAX_FLOPS and MAX_ACTIVATION_BYTES. 6e13 is about 10 minutes of
+    # CPU: a training step of BN-ResNet-50 at 32 px, batch 32 (1.6e10 FLOPs, forward and both
+    # gradients) runs at about 1e11 FLOP/s on 2 laptop cores, as SPPs do (MAX_FLOPS' 5e12 take
+    # about 40 s). It allows e.g. 3500 such steps, or MAX_TRAIN_STEPS of NF-ResNet-26 at width
+    # 0.25 (4e12).
+    max_train_flops: float = Field(
+        6e13,
+        gt=0,
+        description="Largest accepted training job, in FLOPs of all its steps, evaluations and "
+        "SPPs (6e13 is about 10 minutes on a 2-core laptop CPU).",
     )
     max_sweep_points: int = Field(64, ge=1, le=10_000, description="Largest sweep grid.")
     maintenance_interval: float = Field(

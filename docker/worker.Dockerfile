@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The RQ worker (`python -m worker`) that runs SPP jobs with torch, on a GPU when it has one.
+# The RQ worker (`python -m worker`) that runs SPP and training jobs with torch, on a GPU when
+# it has one.
 # TORCH_INDEX_URL picks the torch build: the CUDA 12.8 wheels by default (any recent NVIDIA
 # driver; the CUDA runtime ships inside the wheels, so the slim base needs no CUDA image), or
 # https://download.pytorch.org/whl/cpu for the CPU-only variant (docker-compose.cpu.yml).

@@ -7,8 +7,9 @@ and biases (Appendix B.1); optionally an EMA of the weights with the warm-up of 
 
 Every step streams a `step` event; every `eval_every` steps the held-out split is evaluated
 (raw and EMA weights); the SPP is measured at initialization, at the end and every
-`spp_every` steps by the same engine as SPP jobs (`nfcore.spp.run_spp`). A loss that is NaN,
-infinite, or above `collapse_factor` x ln(classes) stops the run as `collapsed`.
+`spp_every` steps by the same engine as SPP jobs (`nfcore.spp.run_spp`). A loss that is NaN or
+infinite, or stays above `collapse_factor` x ln(classes) for COLLAPSE_PATIENCE steps, stops the
+run as `collapsed` at the step where that began.
 
 Reproducible: the seed fixes the weights, the data order, dropout and stochastic depth (the
 global RNG is forked, so a caller's random state is left as it was).
@@ -112,8 +113,11 @@ class WeightAverage:
         return decay
 
 
+COLLAPSE_PATIENCE = 3  # steps in a row above the limit before a finite loss counts as collapse
+
+
 def collapse_reason(loss: float, config: TrainConfig) -> str | None:
-    """Why a loss means the run has collapsed, or None when it has not."""
+    """Why a loss is alarming (not finite, or past the limit), or None when it is not."""
     if not math.isfinite(loss):
         return f"the training loss is {loss} (not finite)"
     limit = config.collapse_factor * math.log(config.num_classes)
@@ -192,6 +196,7 @@ class Trainer:
             nesterov=config.momentum > 0,
         )
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
+        self.exploding: list[tuple[int, str, float]] = []  # (step, reason, loss) of a spike
         self.sync = (
             (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
         )
@@ -231,6 +236,17 @@ class Trainer:
         loss_value = float(loss.detach())
         accuracy = float((logits.argmax(dim=1) == y).float().mean())
         reason = collapse_reason(loss_value, config)
+        # A NaN/Inf loss ends the run at once; a finite spike past the limit must last
+        # COLLAPSE_PATIENCE steps (early BN nets at a high learning rate spike and recover).
+        if reason is None:
+            self.exploding = []
+        elif math.isfinite(loss_value):
+            self.exploding.append((step, reason, loss_value))
+            reason = None
+            if len(self.exploding) == COLLAPSE_PATIENCE:
+                reason = f"{self.exploding[0][1]} and stayed above it for {COLLAPSE_PATIENCE} steps"
+        elif self.exploding:
+            reason = f"{reason}, after a spike past the limit from step {self.exploding[0][0]}"
         grad_norm: float | None = None
         if reason is None:
             loss.backward()
@@ -254,8 +270,9 @@ class Trainer:
         self.steps.append(record)
         self.emit("step", **record.model_dump())
         if reason is not None:
-            self.collapse = Collapse(step=step, reason=reason, loss=_finite(loss_value))
-            self.emit("collapse", step, reason=reason, loss=_finite(loss_value))
+            first, _, first_loss = self.exploding[0] if self.exploding else (step, "", loss_value)
+            self.collapse = Collapse(step=first, reason=reason, loss=_finite(first_loss))
+            self.emit("collapse", first, reason=reason, loss=_finite(first_loss))
             return False
         return True
 

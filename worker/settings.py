@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from api.contract import SPP_QUEUE, ServiceSettings
+from api.contract import SPP_QUEUE, TRAIN_QUEUE, ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):
@@ -15,7 +15,13 @@ class WorkerSettings(ServiceSettings):
         "auto", description="Device for configs that say 'auto': cuda when available, else cpu."
     )
     worker_queues: list[str] = Field(
-        [SPP_QUEUE], description='Queues this worker serves, e.g. ["spp","train"] (JSON list).'
+        [SPP_QUEUE, TRAIN_QUEUE],
+        description='Queues this worker serves, e.g. ["spp"] for SPPs only (JSON list).',
+    )
+    cifar10_dir: str | None = Field(
+        None,
+        description="Folder of CIFAR-10's python version (cifar-10-batches-py, or its parent) "
+        "for training jobs on dataset cifar10; unset = those jobs fail saying so.",
     )
     worker_name: str | None = Field(None, description="Name in RQ's worker list (default: random).")
 

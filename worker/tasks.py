@@ -1,25 +1,31 @@
 """The job functions RQ runs, by dotted path (`api.contract.TASKS`): payload in, small dict out.
 
 A thin adapter: it re-validates the config, runs nfcore, streams progress into the job's
-meta, and stores the result JSON in the cache under `key_for("result", job_id)`.
+meta, and stores the result JSON in the cache under `key_for("result", job_id)`. A training
+job also appends its events (`nfcore.train_result`) to the list `key_for(EVENTS_KEY, job_id)`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 from rq import get_current_job
+from rq.job import Job
 
-from api.contract import META_DEVICE, META_PROGRESS, key_for
-from nfcore.config import SPPConfig, describe_validation_error
+from api.contract import EVENTS_KEY, META_DEVICE, META_PROGRESS, key_for
+from nfcore.config import SPPConfig, TrainConfig, describe_validation_error
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
 
 # Progress goes to Redis at most this often (seconds), plus always at the last block.
 PROGRESS_INTERVAL = 0.2
+# Training events go to Redis at most this often (seconds): a step can take a millisecond.
+EVENTS_INTERVAL = 0.1
 
 
 def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
@@ -48,18 +54,114 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
             last_saved = now
 
     result = run_spp(config, progress=progress, device=device)
-    connection = job.connection
-    with connection.pipeline() as pipe:
-        pipe.set(
-            key_for("result", job.id), json.dumps(result.to_json_dict()), ex=settings.result_ttl
-        )
-        # Counts real computations, so tests and operators can see the cache working.
-        pipe.incr(key_for("computations", job.id))
-        pipe.expire(key_for("computations", job.id), settings.result_ttl)
-        pipe.execute()
+    _store_result(job, result.to_json_dict(), settings.result_ttl)
     return {
         "result_key": key_for("result", job.id),
         "blocks": len(result.blocks),
         "seconds": result.meta.seconds,
         "device": result.meta.device,
     }
+
+
+def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one short training and cache its result, streaming its events while it runs."""
+    from nfcore.spp import resolve_device  # torch loads here, in the worker only
+    from nfcore.train import train
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_train_job must run inside an RQ job")
+    settings = get_settings()
+    try:
+        config = TrainConfig.model_validate(payload)
+    except ValidationError as error:  # e.g. an API and a worker of different versions
+        raise ValueError(f"invalid config: {describe_validation_error(error)}") from None
+    device = settings.worker_device if config.device == "auto" else config.device
+    job.meta[META_DEVICE] = str(resolve_device(device))
+    stream = EventStream(job, settings.result_ttl)
+    stream.clear()  # a retried job starts over: the events of its earlier attempt are void
+    # A step before an evaluation or an SPP (slow) is written at once, not after them.
+    slow_next = set(config.eval_steps) | set(config.spp_steps)
+
+    def on_event(event: dict[str, Any]) -> None:
+        raise_if_stopped()
+        step = int(event["step"])
+        if event["kind"] == "step":
+            job.meta[META_PROGRESS] = {"done": step, "total": config.steps}
+        stream.add(event, now=event["kind"] != "step" or step in slow_next)
+
+    try:
+        result = train(config, on_event, device=device, data_dir=settings.cifar10_dir)
+    finally:
+        stream.flush()  # what a canceled or failed run did, too
+    _store_result(job, result.to_json_dict(), settings.result_ttl)
+    return {
+        "result_key": key_for("result", job.id),
+        "status": result.status,
+        "steps": len(result.steps),
+        "seconds": result.meta.seconds,
+        "device": result.meta.device,
+    }
+
+
+class EventStream:
+    """A training job's events, appended to its Redis list in batches.
+
+    One round trip (RPUSH, EXPIRE and the job's progress meta) at most every
+    `EVENTS_INTERVAL` seconds; an event added with `now` goes at once with those before it.
+    """
+
+    def __init__(self, job: Job, ttl: int) -> None:
+        self.job = job
+        self.key = key_for(EVENTS_KEY, job.id)
+        self.ttl = ttl
+        self.pending: list[str] = []
+        self.last_flush = 0.0
+
+    def clear(self) -> None:
+        self.job.connection.delete(self.key)
+
+    def add(self, event: dict[str, Any], *, now: bool = False) -> None:
+        self.pending.append(_json(event))
+        if now or time.monotonic() - self.last_flush >= EVENTS_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        connection: redis.Redis = self.job.connection
+        with connection.pipeline(transaction=False) as pipe:
+            pipe.rpush(self.key, *self.pending)
+            pipe.expire(self.key, self.ttl)
+            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
+            pipe.execute()
+        self.pending.clear()
+        self.last_flush = time.monotonic()
+
+
+def _json(value: Any) -> str:
+    """Strict JSON (what browsers parse): a non-finite number, were one left, becomes null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _store_result(job: Job, result: dict[str, Any], ttl: int) -> None:
+    """The result JSON in the cache, and one more computation counted for the job."""
+    with job.connection.pipeline() as pipe:
+        pipe.set(key_for("result", job.id), _json(result), ex=ttl)
+        # Counts real computations, so tests and operators can see the cache working.
+        pipe.incr(key_for("computations", job.id))
+        pipe.expire(key_for("computations", job.id), ttl)
+        pipe.execute()

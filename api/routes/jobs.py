@@ -1,4 +1,4 @@
-"""/v1/jobs: state, progress, results, listing and canceling of jobs."""
+"""/v1/jobs: state, progress, results, training events, listing and canceling of jobs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from api.contract import TRAIN_QUEUE
 from api.deps import Jobs, require_token
-from api.schemas import ErrorBody, JobList, JobView
+from api.jobs import MAX_EVENTS_PAGE
+from api.schemas import ErrorBody, EventsPage, JobList, JobView
 from nfcore.result import SPPResult
+from nfcore.train_result import TrainResult
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
@@ -27,7 +30,10 @@ def get_job(job_id: str, jobs: Jobs) -> JobView:
 @router.get(
     "/{job_id}/result",
     responses={
-        200: {"description": "The SPP result (JSON), or CSV with `?format=csv`."},
+        200: {
+            "description": "The SPP or training result (JSON), or CSV with `?format=csv` (a row "
+            "per block, or per training step)."
+        },
         409: {"model": ErrorBody, "description": "The job has not finished."},
         410: {"model": ErrorBody, "description": "The result expired from the cache."},
         **ERRORS,
@@ -37,13 +43,36 @@ def get_job(job_id: str, jobs: Jobs) -> JobView:
 def get_result(job_id: str, jobs: Jobs, format: Literal["json", "csv"] = Query("json")) -> Response:
     data = jobs.result(job_id)
     if format == "csv":
-        csv = SPPResult.model_validate_json(data).to_csv()
+        kind = jobs.result_kind(job_id, data)
+        if kind == TRAIN_QUEUE:
+            csv = TrainResult.model_validate_json(data).to_csv()
+        else:
+            csv = SPPResult.model_validate_json(data).to_csv()
         return Response(
             csv,
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="spp-{job_id[:12]}.csv"'},
+            headers={"Content-Disposition": f'attachment; filename="{kind}-{job_id[:12]}.csv"'},
         )
     return Response(data, media_type="application/json")
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=EventsPage,
+    responses=ERRORS,
+    summary="A training job's events, from an index on",
+)
+def get_events(
+    job_id: str,
+    jobs: Jobs,
+    since: int = Query(
+        0, ge=0, le=2**31, description="Index of the first event wanted (the last page's `next`)."
+    ),
+    limit: int = Query(MAX_EVENTS_PAGE, ge=1, le=MAX_EVENTS_PAGE, description="Most events."),
+) -> EventsPage:
+    """Poll with `since` = the last page's `next` to get only new events; the page's state
+    is read first, so a final state on a page shorter than `limit` means no more events."""
+    return EventsPage(**jobs.events(job_id, since, limit))
 
 
 @router.delete(
@@ -54,5 +83,6 @@ def get_result(job_id: str, jobs: Jobs, format: Literal["json", "csv"] = Query("
     summary="Cancel a queued job or stop a running one",
 )
 def cancel_job(job_id: str, jobs: Jobs) -> JobView:
-    """A queued job is canceled at once; a running one stops after its current block."""
+    """A queued job is canceled at once; a running one stops after its current block (or
+    training step)."""
     return JobView(**jobs.view(jobs.cancel(job_id)))

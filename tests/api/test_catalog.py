@@ -97,7 +97,7 @@ def test_readyz_counts_a_started_worker(client: TestClient, start_worker: Callab
     while workers["spp"] != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
         workers = client.get("/readyz").json()["workers"]
-    assert workers == {"spp": 1, "train": 0}
+    assert workers == {"spp": 1, "train": 1}
 
 
 def test_without_redis_readyz_and_writes_are_503_but_healthz_is_200():

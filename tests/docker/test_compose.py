@@ -202,7 +202,7 @@ def test_env_example_as_dotenv_gives_each_service_settings_it_accepts(
     assert settings["api"].redis_url == settings["worker"].redis_url == "redis://redis:6379/0"
     assert (settings["api"].api_host, settings["api"].api_port) == ("0.0.0.0", 8000)
     assert settings["app"].api_url == "http://api:8000"
-    assert settings["worker"].worker_queues == [SPP_QUEUE]
+    assert settings["worker"].worker_queues == [SPP_QUEUE, TRAIN_QUEUE]
 
 
 def test_env_example_documents_every_setting_with_its_default() -> None:

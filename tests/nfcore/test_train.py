@@ -43,10 +43,10 @@ def test_huge_learning_rate_collapses_and_says_where():
     collapse = result.collapse
     assert collapse is not None and collapse.step < 50
     assert "exploded" in collapse.reason or "not finite" in collapse.reason
-    assert len(result.steps) == collapse.step  # the run stopped at the collapse
+    assert collapse.step <= len(result.steps) < collapse.step + 3  # it stopped there
     assert events[-2]["kind"] == "collapse" and events[-2]["step"] == collapse.step
     # The SPP of the collapsed network is measured (where the signal broke).
-    assert [s.step for s in result.spp] == [0, collapse.step]
+    assert [s.step for s in result.spp] == [0, len(result.steps)]
 
 
 def test_collapse_reason_thresholds():
@@ -230,3 +230,27 @@ def test_num_classes_comes_from_the_data_set():
     assert TrainConfig(**FAST).num_classes == 10
     with pytest.raises(ValidationError, match="num_classes: digits has 10 classes"):
         TrainConfig(**FAST, num_classes=1000)
+
+
+def _spikes_at(steps: set[int]):
+    """A collapse_reason that calls the loss of the given (1-based) steps exploding."""
+    calls = iter(range(1, 10**6))
+
+    def reason(loss, config):
+        return "the training loss exploded (test)" if next(calls) in steps else None
+
+    return reason
+
+
+def test_a_short_finite_spike_is_not_a_collapse(monkeypatch):
+    monkeypatch.setattr(train_module, "collapse_reason", _spikes_at({2, 3}))
+    result = train(TrainConfig(**FAST, norm="nf", steps=6))
+    assert result.status == "finished" and len(result.steps) == 6
+
+
+def test_a_spike_that_lasts_collapses_at_its_first_step(monkeypatch):
+    monkeypatch.setattr(train_module, "collapse_reason", _spikes_at({2, 3, 4}))
+    result = train(TrainConfig(**FAST, norm="nf", steps=10))
+    assert result.status == "collapsed"
+    assert result.collapse.step == 2 and len(result.steps) == 4
+    assert "stayed above it for 3 steps" in result.collapse.reason

@@ -1,0 +1,50 @@
+"""POST /v1/train: one short training run, answered from the cache or queued."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.deps import Jobs, require_token
+from api.schemas import ErrorBody, JobView
+from nfcore.config import TrainConfig
+
+router = APIRouter(prefix="/v1", tags=["train"])
+
+RESPONSES = {
+    200: {"description": "The result was cached: the TrainResult JSON (nfcore.train_result)."},
+    401: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid config, or over a resource limit (MAX_TRAIN_STEPS, "
+        "MAX_TRAIN_FLOPS, MAX_FLOPS or MAX_ACTIVATION_BYTES per step).",
+    },
+    503: {"model": ErrorBody, "description": "Redis is unreachable."},
+}
+
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses=RESPONSES,
+    dependencies=[Depends(require_token)],
+    summary="Run a short training",
+)
+def submit_train(config: TrainConfig, jobs: Jobs, response: Response) -> JobView | Response:
+    """The body is a `TrainConfig`: the model, the data set and the recipe.
+
+    200 with the result when it is cached; otherwise 202 with the (new or already queued)
+    job, whose id is the hash of the canonical config and the nfcore version. Follow it with
+    GET /v1/jobs/{id}/events?since=N while it runs.
+    """
+    jobs.check_cost(config)
+    submission = jobs.submit(config)
+    headers = {"Location": f"/v1/jobs/{submission.job_id}"}
+    if submission.cached is not None:
+        return Response(
+            submission.cached, media_type="application/json", headers=headers | {"X-Cache": "hit"}
+        )
+    assert submission.job is not None
+    response.headers.update(headers | {"X-Cache": "miss"})
+    return JobView(**jobs.view(submission.job))
