@@ -79,7 +79,8 @@ def _hint(request: Request, body: object) -> str | None:
     """A sentence for two common mistakes, instead of a list of field errors."""
     if request.method == "POST" and isinstance(body, dict) and isinstance(body.get("config"), dict):
         return (
-            "this is a whole SPP result; send its `config` object as the body "
+            "this is a whole result (of an SPP or a training run); send its `config` object as "
+            "the body "
             "(e.g. jq .config result.json | curl -d @- ...)"
         )
     content_type = request.headers.get("content-type", "")

@@ -59,7 +59,10 @@ def _row(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def explorer_link(job: dict[str, Any]) -> str:
-    """The explorer showing this job's config (finished jobs), else the job's API URL."""
+    """The Train page following a training job; the explorer showing a finished SPP job's
+    config; else the job's API URL."""
+    if job.get("kind") == "train":
+        return "/train?" + urlencode({"jobs": job["id"]})
     if job["state"] == "finished":
         try:
             config = SPPConfig.model_validate(cached_result(job["id"])["config"])

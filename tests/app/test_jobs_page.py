@@ -91,3 +91,11 @@ def test_jobs_page_says_when_the_api_is_down(monkeypatch: pytest.MonkeyPatch) ->
         f"the API at {closed} is not reachable (ConnectError): start it with `python -m api`"
     ]
     assert not at.dataframe
+
+
+def test_a_training_job_links_to_the_train_page_following_it() -> None:
+    from app.pages.jobs import explorer_link
+
+    job = {"id": "abc123", "kind": "train", "state": "finished", "url": "/v1/jobs/abc123"}
+    assert explorer_link(job) == "/train?jobs=abc123"
+    assert explorer_link({**job, "state": "running"}) == "/train?jobs=abc123"
