@@ -32,7 +32,7 @@ class ApiProblem(Exception):
 
 @dataclass(frozen=True)
 class Submission:
-    """What POST /v1/spp answered: a cached result (200) or a job to follow (202)."""
+    """What POST /v1/spp or /v1/train answered: a cached result (200) or a job to follow (202)."""
 
     job_id: str
     result: dict[str, Any] | None = None
@@ -75,12 +75,24 @@ class ApiClient:
     # --- runs ---------------------------------------------------------------------------------
     def submit(self, config: dict[str, Any]) -> Submission:
         """POST a config: the cached result at once, or the job that will compute it."""
-        response = self._request("POST", "/v1/spp", json=config)
-        job_id = response.headers.get("location", "").rstrip("/").rsplit("/", 1)[-1]
+        return self._submission(self._request("POST", "/v1/spp", json=config))
+
+    @staticmethod
+    def _submission(response: httpx.Response) -> Submission:
+        """200: the cached result (its job named by the Location header); 202: the job."""
         if response.status_code == 200:
+            job_id = response.headers.get("location", "").rstrip("/").rsplit("/", 1)[-1]
             return Submission(job_id=job_id, result=response.json())
         job = response.json()
         return Submission(job_id=job["id"], job=job)
+
+    def submit_train(self, config: dict[str, Any]) -> Submission:
+        """POST a training config: its cached TrainResult at once, or the job that trains it."""
+        return self._submission(self._request("POST", "/v1/train", json=config))
+
+    def events(self, job_id: str, since: int = 0) -> dict[str, Any]:
+        """A training job's events from index `since` on, with `next`, `state` and `progress`."""
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params={"since": since}).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()

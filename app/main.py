@@ -11,6 +11,9 @@ def main() -> None:
     )
     pages = [
         st.Page("pages/explore.py", title="Explorer", icon=":material/ssid_chart:", default=True),
+        st.Page(
+            "pages/train.py", title="Train", icon=":material/model_training:", url_path="train"
+        ),
         st.Page("pages/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
     ]
     st.navigation(pages).run()

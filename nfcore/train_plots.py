@@ -21,7 +21,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nfcore.plots import RUN_COLORS, spp_figure
+from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS, RUN_COLORS, spp_figure
 from nfcore.result import SPPResult
 
 PANEL_TITLES: tuple[str, str, str] = ("Training loss", "Held-out accuracy", "Learning rate")
@@ -217,7 +217,21 @@ def _snapshot_figure(
         return None
     results = [_spp_result(s["result"]) for _, s in snapshots]
     labels = [f"{label} (step {s.get('step', 0)})" for label, s in snapshots]
-    return spp_figure(results, log_y=log_y, labels=labels, title=title)
+    fig = spp_figure(results, log_y=log_y, labels=labels, title=title)
+    # Two of these stand side by side: panel titles on two lines, so they do not overlap.
+    panel_titles = {text for _, text in FORWARD_PANELS + GRADIENT_PANELS}
+    fig.for_each_annotation(
+        lambda note: note.update(text=_two_lines(note.text)) if note.text in panel_titles else None
+    )
+    fig.update_layout(margin={"t": 130})
+    return fig
+
+
+def _two_lines(text: str) -> str:
+    """'Average Channel Squared Mean' -> 'Average Channel<br>Squared Mean'."""
+    words = text.split()
+    half = (len(words) + 1) // 2
+    return " ".join(words[:half]) + "<br>" + " ".join(words[half:])
 
 
 def _spp_result(result: Any) -> SPPResult:

@@ -28,7 +28,7 @@ import pytest
 import redis
 from rq import Worker
 
-from api.contract import SERIALIZER, SPP_QUEUE
+from api.contract import SERIALIZER, SPP_QUEUE, TRAIN_QUEUE
 from api.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,71 @@
+"""The Train page end to end, in headless Chromium: Redis, a worker, the API and Streamlit.
+
+A user opens /train with the tiny "Quick check" preset, presses Start, and watches both runs
+(BN- and NF-ResNet-14, 20 steps) train: the curves appear, and each run ends "finished" with
+its held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from nfcore.train_plots import PANEL_TITLES
+from nfcore.train_presets import QUICK, auto_labels
+
+ERROR = '[data-testid="stException"]'
+ALERT = '[data-testid="stAlert"]'  # st.error / st.warning / st.info / st.success boxes
+TRAIN_TIMEOUT = 60  # seconds: the worker imports torch, then trains two tiny nets
+# The legend names of the training-curves figure (the one whose panels include the loss).
+READ_LEGEND = """(title) => {
+    for (const graph of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
+        const notes = (graph.layout && graph.layout.annotations) || [];
+        if (!notes.some(a => a.text === title)) continue;
+        return (graph._fullData || graph.data)
+            .filter(t => t.showlegend !== false && t.x && t.x.length > 0)
+            .map(t => String(t.name));
+    }
+    return [];
+}"""
+
+
+def fail_on_app_error(page: Page) -> None:
+    error = page.locator(ERROR)
+    if error.count():
+        pytest.fail(f"the dashboard shows an exception:\n{error.first.inner_text()}")
+
+
+@pytest.mark.slow
+def test_quick_runs_train_with_live_curves(
+    browser_page: Page, streamlit_server: str, output_path: Callable[[str], list[Path]]
+) -> None:
+    page = browser_page
+    labels = auto_labels(QUICK.configs())
+    page.goto(f"{streamlit_server}/train?preset=quick", wait_until="domcontentloaded")
+    page.get_by_role("button", name="Start").click()
+
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    legend: list[str] = []
+    finished: list[str] = []
+    while time.monotonic() < deadline:
+        fail_on_app_error(page)
+        legend = page.evaluate(READ_LEGEND, PANEL_TITLES[0])
+        alerts = page.locator(ALERT).all_inner_texts()
+        finished = [text for text in alerts if ": finished, held-out accuracy" in text]
+        if len(finished) == len(labels) and legend == labels:
+            break
+        page.wait_for_timeout(250)
+    else:
+        alerts = "\n".join(page.locator(ALERT).all_inner_texts()) or "none"
+        pytest.fail(f"runs not finished within {TRAIN_TIMEOUT} s; legend {legend}; "
+                    f"the page's messages: {alerts}")  # fmt: skip
+    assert [text.split(": finished")[0].strip() for text in finished] == labels
+    assert "jobs=" in page.url  # a reload follows the same runs
+
+    for path in output_path("train.png"):
+        page.screenshot(path=path, full_page=True)
+        print(f"train page screenshot: {path}")
