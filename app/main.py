@@ -10,11 +10,11 @@ def main() -> None:
         page_title="Signal propagation explorer", layout="wide", page_icon=":material/ssid_chart:"
     )
     pages = [
-        st.Page("pages/explore.py", title="Explorer", icon=":material/ssid_chart:", default=True),
+        st.Page("views/explore.py", title="Explorer", icon=":material/ssid_chart:", default=True),
         st.Page(
-            "pages/train.py", title="Train", icon=":material/model_training:", url_path="train"
+            "views/train.py", title="Train", icon=":material/model_training:", url_path="train"
         ),
-        st.Page("pages/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
+        st.Page("views/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
     ]
     st.navigation(pages).run()
 

@@ -5,7 +5,7 @@ The families differ only in the parts injected here (see `nfcore.models`):
 - pre-activation ResNetV2 (Fig. 4): `pre` is BN-ReLU, ReLU-BN, or g(.) for NF and
   unnormalized nets; transition blocks convolve `pre(x) / beta` on the skip path;
 - post-activation ResNetV1 (Fig. 5): no `pre`, the skip path is conv-BN, `post` is ReLU;
-- NF-RegNet (Appendix D.2): `pre` is g(.), the skip path is avg-pool then conv.
+- NF-RegNet (Appendix D.2): `pre` is g(.) (BN then g in its BN twin), the skip path is avg-pool then conv.
 
 For Normalizer-Free blocks beta_l = sqrt(Var(x_l)) of the expected signal variance (Section 4);
 for the others beta = alpha = 1.

@@ -1,7 +1,7 @@
 """The run configuration: one contract shared by the CLI, the API, the worker and the dashboard.
 
 Torch-free on purpose (the API validates requests with it without loading torch). A config
-is frozen and canonical: family defaults are filled in, and fields that do not apply to the
+is frozen and canonical: family (and norm) defaults are filled in, and fields that do not apply to the
 chosen model are set to null, so two requests for the same experiment produce the same JSON
 and therefore the same cache key (`config_hash`).
 """
@@ -31,7 +31,8 @@ Dataset = Literal["digits", "cifar10", "gaussian"]
 NORMS_BY_FAMILY: dict[str, tuple[str, ...]] = {
     "resnetv2": ("bn", "nf", "none", "fixup"),
     "resnetv1": ("bn", "none"),
-    "nf_regnet": ("nf",),
+    # "bn": NF-RegNet's batch-normalized twin, the baseline of its speed comparison (Table 5).
+    "nf_regnet": ("nf", "bn"),
 }
 
 # Values a user may leave out; they depend on the family (the paper's choices for each).
@@ -50,7 +51,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "se_gain": 0.0,
         "skipinit": False,
     },
-    # Appendix D.2: SiLU, S+E corrected by 2, SkipInit gain, alpha 0.2.
+    # Appendix D.2: SiLU, S+E corrected by 2, SkipInit gain, alpha 0.2. Its BN twin changes
+    # two of these, see NORM_DEFAULTS.
     "nf_regnet": {
         "variant": "B0",
         "norm": "nf",
@@ -59,6 +61,24 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "skipinit": True,
     },
 }
+
+# Defaults that also depend on the norm: they override FAMILY_DEFAULTS for one (family, norm).
+NORM_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    # NF-RegNet's batch-normalized twin keeps the S+E layers but not the NF-specific fixes: the
+    # factor 2 undoes the S+E attenuation that an unnormalized net would carry forward
+    # (Section 4.4), and here the BN after the S+E renormalizes it anyway (plain S+E, gain 1);
+    # the paper's BN baselines use no SkipInit. Both can still be set explicitly.
+    ("nf_regnet", "bn"): {"se_gain": 1.0, "skipinit": False},
+}
+
+
+def family_defaults(family: str, norm: str | None = None) -> dict[str, Any]:
+    """The values filled in for fields left out: the family's, then its norm's (`norm` None:
+    the family's default norm)."""
+    defaults = dict(FAMILY_DEFAULTS.get(family, {}))
+    defaults.update(NORM_DEFAULTS.get((family, norm or defaults.get("norm", "")), {}))
+    return defaults
+
 
 MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-600)
 
@@ -71,7 +91,15 @@ def _fmt(value: Any, limit: int = 60) -> str:
 
 
 class ModelConfig(BaseModel):
-    """Which network to build: family, depth, normalization, conv and activation choices."""
+    """Which network to build: family, depth, normalization, conv and activation choices.
+
+    Fields left out take the family's defaults (FAMILY_DEFAULTS), and where a norm needs other
+    ones, that norm's (NORM_DEFAULTS). `family="nf_regnet", norm="bn"` is NF-RegNet's
+    batch-normalized twin: the same network with pre-activation BN (BN then g) before every
+    activation, He-initialized plain convs, no alpha/beta scaling, and by default plain S+E
+    (se_gain 1) and no SkipInit, since the S+E factor 2 and SkipInit are NF-specific fixes
+    (the paper's BN baselines use neither); set se_gain/skipinit to override.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -146,7 +174,8 @@ class ModelConfig(BaseModel):
         family = data.get("family") or "resnetv2"
         if not isinstance(family, str):
             return data  # the field's own validation reports it
-        for key, value in FAMILY_DEFAULTS.get(family, {}).items():
+        norm = data.get("norm")
+        for key, value in family_defaults(family, norm if isinstance(norm, str) else None).items():
             if data.get(key) is None:
                 data[key] = value
         if family != "nf_regnet" and data.get("layout") is not None and "depth" not in given:
@@ -242,13 +271,12 @@ class ModelConfig(BaseModel):
 
     @property
     def label(self) -> str:
-        """A short human name, e.g. 'NF-ResNetV2-600 (ws, relu, alpha=0.2)'."""
+        """A short human name, e.g. 'NF-ResNetV2-600 (ws, relu, alpha=0.2)' or, for NF-RegNet's
+        batch-normalized twin, 'BN-RegNet-B0 (he, silu, SE x1)'."""
+        prefix = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}[str(self.norm)]
         if self.family == "nf_regnet":
-            name = f"NF-RegNet-{self.variant}"
+            name = f"{prefix}-RegNet-{self.variant}"
         else:
-            prefix = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}[
-                str(self.norm)
-            ]
             name = (
                 f"{prefix}-{'ResNetV2' if self.family == 'resnetv2' else 'ResNetV1'}-{self.depth}"
             )
@@ -357,13 +385,13 @@ class TrainConfig(ModelConfig):
     @model_validator(mode="before")
     @classmethod
     def _dataset_classes(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("dataset", "digits") in DATASET_CLASSES:
-            classes = DATASET_CLASSES[data.get("dataset", "digits")]
+        dataset = data.get("dataset", "digits") if isinstance(data, dict) else None
+        if isinstance(dataset, str) and dataset in DATASET_CLASSES:
+            classes = DATASET_CLASSES[dataset]
             given = data.get("num_classes")
             if given is not None and given != classes:
                 raise ValueError(
-                    f"num_classes: {data.get('dataset', 'digits')} has {classes} classes, "
-                    f"got {given}; leave it out"
+                    f"num_classes: {dataset} has {classes} classes, got {given}; leave it out"
                 )
             data = {**data, "num_classes": classes}
         return data
@@ -385,9 +413,7 @@ class TrainConfig(ModelConfig):
         if warmup is None:
             warmup = min(self.steps - 1, max(0, round(0.05 * self.steps)))
         if warmup >= self.steps:
-            raise ValueError(
-                f"warmup_steps: {warmup} must be less than steps ({self.steps})"
-            )
+            raise ValueError(f"warmup_steps: {warmup} must be less than steps ({self.steps})")
         self._set(warmup_steps=warmup)
         return self
 
@@ -418,7 +444,7 @@ class TrainConfig(ModelConfig):
 
 
 # Fields a canonical config filled in from another field's value: changing that field
-# invalidates them.
+# invalidates them. (The NORM_DEFAULTS fields are handled apart in `with_changes`.)
 DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
     "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
                "gamma", "se_gain", "skipinit", "maxpool"),
@@ -436,6 +462,10 @@ def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
     Changing e.g. the norm drops what the base derived from the old norm (its conv, order,
     alpha, gamma) unless `changes` sets those too, so a saved config can be varied field by
     field (the CLI's --config with flags, the API's sweeps).
+
+    A field whose default depends on the norm (NORM_DEFAULTS: NF-RegNet's S+E gain and
+    SkipInit) is dropped on a change of norm only while it holds the old norm's default, so
+    NF-RegNet <-> its BN twin swaps those defaults but keeps a value the user chose.
     """
     values = dict(base)
     for field, derived in DERIVED_FIELDS.items():
@@ -443,6 +473,18 @@ def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
             for key in derived:
                 if key not in changes:
                     values.pop(key, None)
+    family = base.get("family") or "resnetv2"
+    old_norm, new_norm = base.get("norm"), changes.get("norm")
+    if (
+        "norm" in changes
+        and old_norm != new_norm
+        and changes.get("family", family) == family
+        and all(isinstance(v, str | None) for v in (family, old_norm, new_norm))
+    ):
+        old, new = family_defaults(family, old_norm), family_defaults(family, new_norm)
+        for key in sorted({k for (f, _), d in NORM_DEFAULTS.items() if f == family for k in d}):
+            if key not in changes and key in values and values[key] == old.get(key) != new.get(key):
+                values.pop(key)
     values.update(changes)
     return values
 

@@ -142,7 +142,8 @@ def _block(config: ModelConfig, x: _Path, pre: _Path, branch: _Path, short: _Pat
 
 
 def _norm_act(path: _Path, norm: str | None) -> _Path:
-    """Between two ResNetV2 convs: BN and g in either order, FixUp's bias, g, bias, or g."""
+    """Between two ResNetV2 (or NF-RegNet) convs: BN and g in either order, FixUp's bias, g,
+    bias, or g (`models._Parts.norm_act`)."""
     if norm == "bn":
         return path.map(2 * path.channels).map()
     return path.map(1, saves=False).map().map(1, saves=False) if norm == "fixup" else path.map()
@@ -181,14 +182,16 @@ def _resnet_v1_block(config: ModelConfig, x: _Path, cout: int, stride: int, _: i
 
 
 def _nf_regnet_block(config: ModelConfig, x: _Path, cout: int, stride: int, index: int) -> _Unit:
-    """Inverted bottleneck, grouped 3x3 conv, S+E (`models._nf_regnet_block`)."""
+    """Inverted bottleneck, grouped 3x3 conv, S+E (`models._nf_regnet_block`); the BN twin
+    has BN before every g."""
     # Following EfficientNets, the very first block does not expand (Appendix C).
     expansion = variants.NF_REGNET_EXPANSION if index > 0 else 1.0
     groups = max(1, int(x.channels * expansion) // variants.NF_REGNET_GROUP_SIZE)
     width = variants.NF_REGNET_GROUP_SIZE * groups
-    pre = x.fork().map().map(saves=False)  # g, / beta
-    branch = pre.fork().conv(width, 1).map().conv(width, 3, stride, groups)
-    branch.squeeze_excite(variants.NF_REGNET_SE_RATIO, config.se_gain).map().conv(cout, 1)
+    pre = _norm_act(x.fork(), config.norm).map(saves=False)  # (BN,) g, / beta
+    branch = _norm_act(pre.fork().conv(width, 1), config.norm).conv(width, 3, stride, groups)
+    branch.squeeze_excite(variants.NF_REGNET_SE_RATIO, config.se_gain)
+    _norm_act(branch, config.norm).conv(cout, 1)
     short = None
     if stride > 1 or x.channels != cout:
         short = pre.fork().pool(avg_pool_out(x.size)) if stride > 1 else pre.fork()
@@ -230,11 +233,11 @@ def _units(config: ModelConfig, resolution: int) -> list[_Unit]:
             x = _Path(cout, conv_out(x.size, 3, stride), x.ws)
             index += 1
     head = x.fork()
-    if regnet:  # a 1x1 conv to int(1280 * c_last // 440) channels, then g
+    if regnet:  # a 1x1 conv to int(1280 * c_last // 440) channels, then (BN and) g
         final = (
             variants.NF_REGNET_FINAL_WIDTH * head.channels // variants.NF_REGNET_FINAL_WIDTH_BASE
         )
-        head.conv(final, 1).map()
+        _norm_act(head.conv(final, 1), config.norm)
     elif config.family == "resnetv2":
         _norm_act(head, "bn" if config.norm == "bn" else None)
     features, classes = head.channels, config.num_classes  # global average pool, classifier

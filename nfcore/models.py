@@ -131,6 +131,14 @@ class _Parts:
             return nn.Sequential(ScalarBias(), self.act(), ScalarBias())
         return self.act()
 
+    def norm_act_layers(self, channels: int) -> list[nn.Module]:
+        """`norm_act` as layers to splice into a Sequential: [g] for NF, [BN, g] for BN.
+
+        Spliced rather than nested, a layer's input dies as soon as the layer has run (a nested
+        BN-g would keep the conv output alive beside BN's and g's outputs)."""
+        layers = self.norm_act(channels)
+        return list(layers) if isinstance(layers, nn.Sequential) else [layers]
+
     def squeeze_excite(self, channels: int, ratio: float, act_gain: float = 1.0) -> list[nn.Module]:
         se_gain = self.config.se_gain or 0.0
         if se_gain == 0.0:
@@ -188,7 +196,12 @@ def _resnet_v1_block(p: _Parts, cin: int, cout: int, stride: int, num_blocks: in
 
 
 def _nf_regnet_block(p: _Parts, cin: int, cout: int, stride: int, expansion: float) -> dict:
-    """NF-RegNet inverted bottleneck with grouped 3x3 conv and S+E (Appendix D.2 `NFBlock`)."""
+    """NF-RegNet inverted bottleneck with grouped 3x3 conv and S+E (Appendix D.2 `NFBlock`).
+
+    Its BN twin (norm "bn") is the pre-activation form of the same block, as in the BN
+    ResNetV2: every g becomes BN then g (`_Parts.norm_act`, which is g alone for NF, so the NF
+    network is unchanged).
+    """
     width = int(cin * expansion)
     groups = max(1, width // NF_REGNET_GROUP_SIZE)
     width = NF_REGNET_GROUP_SIZE * groups  # round to whole groups, as the listing does
@@ -196,10 +209,10 @@ def _nf_regnet_block(p: _Parts, cin: int, cout: int, stride: int, expansion: flo
     se_act_gain = p.gamma if p.config.conv == "ws" else 1.0
     branch = nn.Sequential(
         p.conv(cin, width, 1),
-        p.act(),
+        *p.norm_act_layers(width),
         p.conv(width, width, 3, stride, groups),
         *p.squeeze_excite(width, NF_REGNET_SE_RATIO, se_act_gain),
-        p.act(),
+        *p.norm_act_layers(width),
         p.conv(width, cout, 1),
     )
     shortcut = None
@@ -211,7 +224,8 @@ def _nf_regnet_block(p: _Parts, cin: int, cout: int, stride: int, expansion: flo
             else nn.Identity()
         )
         shortcut = nn.Sequential(pool, p.conv(cin, cout, 1))
-    return {"pre": p.act(), "branch": branch, "shortcut": shortcut}
+    # NF: g(x), which the block divides by beta; BN: BN then g, as BN-ResNetV2's `pre`.
+    return {"pre": p.norm_act(cin), "branch": branch, "shortcut": shortcut}
 
 
 def _blocks(
@@ -274,7 +288,8 @@ def _build_resnet(p: _Parts) -> Network:
 
 
 def _build_nf_regnet(p: _Parts) -> Network:
-    """NF-RegNet as the Appendix D.2 listing builds it, with the listing's slips fixed.
+    """NF-RegNet as the Appendix D.2 listing builds it, with the listing's slips fixed (or, for
+    norm "bn", its batch-normalized twin: see `_nf_regnet_block`; the head's g is BN then g).
 
     The fixes: the final conv is given its output width (`which_conv(in_channels, ch, ...)`);
     dropout uses the resolved rate; the shortcut pools only in strided blocks, with
@@ -296,7 +311,11 @@ def _build_nf_regnet(p: _Parts) -> Network:
     # Final 1x1 expansion conv to 1280 * w channels, following EfficientNets (Appendix C): w
     # scales with the variant's compound width, as the listing's int(1280 * in_channels // 440).
     final_width = int(NF_REGNET_FINAL_WIDTH * stage_widths[-1] // NF_REGNET_FINAL_WIDTH_BASE)
-    head = nn.Sequential(p.conv(stage_widths[-1], final_width, 1, after_activation=False), p.act())
+    # The conv reads the last block's sum (no g before it); the BN twin normalizes its output.
+    head = nn.Sequential(
+        p.conv(stage_widths[-1], final_width, 1, after_activation=False),
+        *p.norm_act_layers(final_width),
+    )
     return Network(stem, blocks, head, final_width, config.num_classes, config.drop_rate)
 
 

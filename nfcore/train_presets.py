@@ -107,7 +107,7 @@ def run_config(settings: Mapping[str, Any], row: Mapping[str, Any]) -> TrainConf
 def short_name(config: TrainConfig) -> str:
     """'NF-ResNet-26', 'BN-ResNet-50': the model as the paper's tables name it."""
     if config.family == "nf_regnet":
-        return f"NF-RegNet-{config.variant}"
+        return f"{'BN' if config.norm == 'bn' else 'NF'}-RegNet-{config.variant}"
     return f"{NORM_PREFIX.get(str(config.norm), str(config.norm))}-ResNet-{config.depth}"
 
 

@@ -366,9 +366,10 @@ def test_a_collapsed_training_finishes_as_a_job_with_a_collapsed_result(
     step = result["collapse"]["step"]
     assert 1 <= step < EXPLODING["steps"]
     assert "exploded" in result["collapse"]["reason"] or "finite" in result["collapse"]["reason"]
-    assert len(result["steps"]) == step
-    assert [snapshot["step"] for snapshot in result["spp"]] == [0, step]
-    assert view["progress"] == {"done": step, "total": EXPLODING["steps"]}
+    taken = len(result["steps"])  # a finite spike is confirmed over up to 3 steps
+    assert step <= taken < step + 3
+    assert [snapshot["step"] for snapshot in result["spp"]] == [0, taken]
+    assert view["progress"] == {"done": taken, "total": EXPLODING["steps"]}
 
     page = events_page(client, job_id)
     collapse = [event for event in page["events"] if event["kind"] == "collapse"]

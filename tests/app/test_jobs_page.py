@@ -34,7 +34,7 @@ def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def open_jobs_page() -> AppTest:
     """The dashboard (`app/main.py`), switched to its Jobs page as its sidebar link does."""
     at = AppTest.from_file(str(APP_MAIN), default_timeout=RUN_TIMEOUT)
-    at.switch_page("pages/jobs.py")
+    at.switch_page("views/jobs.py")
     at.run()
     assert not at.exception, [error.message for error in at.exception]
     assert at.title[0].value == "Jobs"
@@ -94,7 +94,7 @@ def test_jobs_page_says_when_the_api_is_down(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_training_job_links_to_the_train_page_following_it() -> None:
-    from app.pages.jobs import explorer_link
+    from app.views.jobs import explorer_link
 
     job = {"id": "abc123", "kind": "train", "state": "finished", "url": "/v1/jobs/abc123"}
     assert explorer_link(job) == "/train?jobs=abc123"

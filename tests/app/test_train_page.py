@@ -50,7 +50,7 @@ def open_train_page(query: Mapping[str, str] | None = None) -> AppTest:
     """The dashboard (`app/main.py`) on its Train page, opened at `/train?<query>`."""
     at = AppTest.from_file(str(APP_MAIN), default_timeout=RUN_TIMEOUT)
     at.query_params.update(query or {})
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     run(at)
     assert at.title[0].value == "Train"
     return at

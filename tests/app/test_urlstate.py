@@ -91,7 +91,7 @@ def test_view_keys_round_trip() -> None:
         ({"norm": "nope"}, "norm: Input should be 'bn', 'nf', 'none' or 'fixup', got 'nope'"),
         ({"layout": "1,x"}, "layout: Input should be a valid integer"),
         ({"gamma": "-1"}, "gamma: must be 'auto' or a number"),
-        ({"family": "nf_regnet", "norm": "bn"}, "norm: 'bn' is not available for nf_regnet"),
+        ({"family": "nf_regnet", "norm": "fixup"}, "norm: 'fixup' is not available for nf_regnet"),
     ],
 )
 def test_bad_query_is_a_readable_error(query: dict[str, str], says: str) -> None:

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nfcore.config import ModelConfig, SPPConfig, config_hash, describe_validation_error
+from nfcore.config import (
+    ModelConfig,
+    SPPConfig,
+    config_hash,
+    describe_validation_error,
+    with_changes,
+)
 from nfcore.variants import PAPER_RESNET_DEPTHS, RESNET_LAYOUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +73,49 @@ def test_nf_regnet_defaults_follow_appendix_d2() -> None:
     assert config.maxpool is None
 
 
+def test_bn_regnet_is_the_same_network_without_the_nf_defaults() -> None:
+    config = SPPConfig(family="nf_regnet", norm="bn")
+    nf = SPPConfig(family="nf_regnet")
+    assert (config.variant, config.layout, config.activation) == (nf.variant, nf.layout, "silu")
+    # Plain He-initialized convs and no alpha/beta, like the BN ResNets ...
+    assert (config.conv, config.alpha, config.gamma, config.order) == ("he", None, None, None)
+    # ... and neither of the NF-specific fixes: plain S+E (BN follows it), no SkipInit.
+    assert (config.se_gain, config.skipinit) == (1.0, False)
+    assert config.label == "BN-RegNet-B0 (he, silu, SE x1)"
+    assert nf.label == "NF-RegNet-B0 (ws, silu, alpha=0.2, SE x2, SkipInit)"
+
+
+def test_bn_regnet_keeps_se_gain_and_skipinit_when_given() -> None:
+    config = SPPConfig(family="nf_regnet", norm="bn", se_gain=2.0, skipinit=True, variant="B2")
+    assert (config.se_gain, config.skipinit) == (2.0, True)
+    assert config.label == "BN-RegNet-B2 (he, silu, SE x2, SkipInit)"
+    assert SPPConfig(family="nf_regnet", norm="bn", se_gain=0.0).se_gain == 0.0
+
+
+def test_switching_nf_regnet_and_its_bn_twin_swaps_the_norms_defaults() -> None:
+    nf = SPPConfig(family="nf_regnet", width=0.5)
+    bn = SPPConfig(family="nf_regnet", width=0.5, norm="bn")
+    # The explorer and the CLI vary a saved canonical config one field at a time.
+    assert SPPConfig(**with_changes(nf.model_dump(), {"norm": "bn"})) == bn
+    assert SPPConfig(**with_changes(bn.model_dump(), {"norm": "nf"})) == nf
+    assert config_hash(SPPConfig(**with_changes(nf.model_dump(), {"norm": "bn"})), VERSION) == (
+        config_hash(bn, VERSION)
+    )
+    # A value the user chose (not the old norm's default) is kept, as is one set with the norm.
+    chosen = SPPConfig(family="nf_regnet", se_gain=0.5, skipinit=False)
+    switched = SPPConfig(**with_changes(chosen.model_dump(), {"norm": "bn"}))
+    assert (switched.se_gain, switched.skipinit) == (0.5, False)
+    both = SPPConfig(**with_changes(nf.model_dump(), {"norm": "bn", "skipinit": True}))
+    assert (both.se_gain, both.skipinit) == (1.0, True)
+
+
+def test_switching_a_resnets_norm_keeps_its_se_gain_and_skipinit() -> None:
+    # ResNet defaults do not depend on the norm: nothing to swap.
+    nf = SPPConfig(norm="nf", se_gain=2.0, skipinit=True)
+    bn = SPPConfig(**with_changes(nf.model_dump(), {"norm": "bn"}))
+    assert (bn.norm, bn.conv, bn.alpha, bn.se_gain, bn.skipinit) == ("bn", "he", None, 2.0, True)
+
+
 # --- canonical form ---------------------------------------------------------------------------
 
 
@@ -82,6 +131,8 @@ def test_nf_regnet_defaults_follow_appendix_d2() -> None:
         ({"norm": "bn", "gamma": "auto"}, "gamma"),
         ({"family": "nf_regnet", "maxpool": True}, "maxpool"),
         ({"family": "nf_regnet", "depth": 101}, "depth"),
+        ({"family": "nf_regnet", "norm": "bn", "alpha": 0.5}, "alpha"),
+        ({"family": "nf_regnet", "norm": "bn", "order": "relu-bn-conv"}, "order"),
         ({"depth": 50, "variant": "B3"}, "variant"),
     ],
 )
@@ -197,6 +248,7 @@ def test_every_field_changes_the_hash() -> None:
         {"norm": "nf", "depth": 600, "alpha": 0.5, "gamma": 1.5},
         {"family": "resnetv1", "norm": "none", "activation": "linear"},
         {"family": "nf_regnet", "variant": "B5", "width": 0.25},
+        {"family": "nf_regnet", "norm": "bn", "variant": "B1", "se_gain": 2.0},
         {"layout": (2, 3, 4, 1), "norm": "fixup", "maxpool": False, "resolution": 16},
         {"order": "relu-bn-conv", "input": "digits", "gradients": True, "seed": 7},
     ],
@@ -299,7 +351,7 @@ def test_fixup_with_scaled_ws_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("family", "norm", "allowed"),
-    [("nf_regnet", "bn", "choose nf"), ("resnetv1", "nf", "choose bn, none")],
+    [("nf_regnet", "fixup", "choose nf, bn"), ("resnetv1", "nf", "choose bn, none")],
 )
 def test_norm_not_available_for_family_lists_the_choices(
     family: str, norm: str, allowed: str

@@ -43,6 +43,18 @@ PARAMETER_CONFIGS: list[dict[str, Any]] = [
     {"family": "nf_regnet", "variant": "B0", "se_gain": 0.0, "conv": "he", "width": 0.125},
     # 440 * 0.75 * 0.3 truncates to 98 or 99 depending on the order of the products.
     {"family": "nf_regnet", "variant": "B3", "width": 0.3},
+    # NF-RegNet's BN twin: BN before every activation, plain convs; and with the NF options.
+    {"family": "nf_regnet", "variant": "B0", "norm": "bn"},
+    {"family": "nf_regnet", "variant": "B3", "norm": "bn", "width": 0.3},
+    {
+        "family": "nf_regnet",
+        "variant": "B1",
+        "norm": "bn",
+        "conv": "ws",
+        "se_gain": 2.0,
+        "skipinit": True,
+        "width": 0.5,
+    },
     *({"depth": depth, "norm": "nf", "width": 0.25} for depth in PAPER_RESNET_DEPTHS),
 ]
 
@@ -53,6 +65,8 @@ FLOP_CASES: list[tuple[dict[str, Any], int]] = [
     ({"depth": 50, "width": 0.25, "norm": "bn"}, 64),
     ({"depth": 26, "width": 0.25, "family": "resnetv1", "norm": "bn"}, 45),  # odd sizes
     ({"family": "nf_regnet", "variant": "B0", "width": 0.5}, 64),
+    ({"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"}, 64),
+    ({"family": "nf_regnet", "variant": "B1", "width": 0.25, "norm": "bn"}, 45),  # odd sizes
 ]
 
 # Mid-size networks whose activation memory is measured, at batch 4 and 64 px.
@@ -60,6 +74,7 @@ MEMORY_CASES: list[dict[str, Any]] = [
     {"depth": 50, "width": 0.25, "norm": "bn"},
     {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "skipinit": True},
     {"family": "nf_regnet", "variant": "B0", "width": 0.5},
+    {"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"},
 ]
 
 
@@ -162,6 +177,20 @@ def test_flops_match_torchs_counter(case: tuple[dict[str, Any], int]) -> None:
     assert estimate(model_config, batch=2, resolution=resolution).flops == pytest.approx(
         measured, rel=0.02
     )
+
+
+@pytest.mark.parametrize("resolution", [64, 45])
+def test_the_bn_twin_of_nf_regnet_is_counted_exactly(resolution: int) -> None:
+    nf = ModelConfig(family="nf_regnet", variant="B0", width=0.5)
+    bn = ModelConfig(family="nf_regnet", variant="B0", width=0.5, norm="bn")
+    x = torch.randn(2, 3, resolution, resolution)
+    flops = estimate(bn, batch=2, resolution=resolution).flops
+    # The same convs and classifier (BN is not counted), to the FLOP.
+    assert flops == measured_flops(build_model(bn, seed=0), x)
+    assert flops == estimate(nf, batch=2, resolution=resolution).flops
+    # BN's per-channel statistics are the only tensors the memory model leaves out.
+    spp = SPPConfig(**bn.model_dump(), batch=4, resolution=resolution)
+    assert estimate(spp).activation_bytes == pytest.approx(measured_activation_bytes(spp), rel=1e-3)
 
 
 def test_gradients_add_a_backward_pass_as_costly_as_the_forward() -> None:

@@ -15,7 +15,7 @@ from nfcore import activations
 from nfcore.activations import gamma_quadrature, he_gain
 from nfcore.blocks import nf_expected_variances
 from nfcore.config import ModelConfig
-from nfcore.layers import ScaledWSConv2d, SqueezeExcite
+from nfcore.layers import Activation, ScaledWSConv2d, SqueezeExcite
 from nfcore.models import Network, build_model, model_catalog, parameter_count
 from nfcore.variants import (
     NF_REGNET_PAPER_PARAMS_M,
@@ -38,6 +38,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "v1-bn": {**TINY, "family": "resnetv1", "norm": "bn"},
     "v1-none": {**TINY, "family": "resnetv1", "norm": "none"},
     "nf-regnet-b0": {"family": "nf_regnet", "variant": "B0", "width": 0.25, "num_classes": 10},
+    "bn-regnet-b0": {
+        "family": "nf_regnet",
+        "variant": "B0",
+        "norm": "bn",
+        "width": 0.25,
+        "num_classes": 10,
+    },
 }
 
 
@@ -131,6 +138,63 @@ def test_nf_regnet_parameter_counts_match_table3(variant: str) -> None:
     assert count / 1e6 == pytest.approx(NF_REGNET_PAPER_PARAMS_M[variant], rel=0.01)
 
 
+def test_nf_regnet_b0_parameter_count_is_unchanged_by_its_bn_twin() -> None:
+    # The catalog's figure (Table 3: 8.6M); the BN twin reuses the NF builder.
+    assert parameter_count(ModelConfig(family="nf_regnet", variant="B0")) == 8_595_372
+
+
+def conv_layout(model: nn.Module) -> list[tuple]:
+    """Every conv in module order (S+E's MLP included): its weight's shape, stride, padding."""
+    return [
+        (tuple(m.weight.shape), m.stride, m.padding, m.groups)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+
+
+@pytest.mark.parametrize("variant", ["B0", "B3"])
+def test_bn_regnet_is_nf_regnet_with_batchnorm_instead_of_the_nf_parts(variant: str) -> None:
+    nf = build_model(ModelConfig(family="nf_regnet", variant=variant), seed=0)
+    bn = build_model(ModelConfig(family="nf_regnet", variant=variant, norm="bn"), seed=0)
+    # The same convs (S+E included), pooling shortcuts, blocks and final 1x1 expansion conv ...
+    assert conv_layout(bn) == conv_layout(nf)
+    assert [b.transition for b in bn.blocks] == [b.transition for b in nf.blocks]
+    assert [b.stage for b in bn.blocks] == [b.stage for b in nf.blocks]
+    assert bn.fc.in_features == nf.fc.in_features
+    assert len([m for m in bn.modules() if isinstance(m, SqueezeExcite)]) == len(bn.blocks)
+    # ... as plain convs, so the parameters differ only by the BN affine parameters, Scaled
+    # WS's gains and biases, and SkipInit's scalars.
+    assert not [m for m in bn.modules() if isinstance(m, ScaledWSConv2d)]
+    assert not [n for n, _ in bn.named_parameters() if "skipinit" in n]
+    norms = [m for m in bn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not [m for m in nf.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 3 * len(bn.blocks) + 1  # pre, two in the branch; the head
+    bn_affine = sum(2 * m.num_features for m in norms)
+    ws_gains = sum(2 * m.out_channels for m in nf.modules() if isinstance(m, ScaledWSConv2d))
+    assert numel(bn) - bn_affine == numel(nf) - ws_gains - len(nf.blocks)
+
+
+def test_bn_regnet_normalizes_before_every_activation() -> None:
+    model = tiny("bn-regnet-b0")
+    for block in model.blocks:
+        # Pre-activation as in BN-ResNetV2: BN then g, with no alpha and beta.
+        assert [type(m) for m in block.pre] == [nn.BatchNorm2d, Activation]
+        assert (block.beta, block.alpha, block.expected_var) == (1.0, 1.0, None)
+        kinds = [type(m) for m in block.branch]
+        assert kinds == [nn.Conv2d, nn.BatchNorm2d, Activation, nn.Conv2d, SqueezeExcite,
+                         nn.BatchNorm2d, Activation, nn.Conv2d]  # fmt: skip
+        assert block.branch[4].se_gain == 1.0  # plain S+E: BN renormalizes right after it
+    assert [type(m) for m in model.head] == [nn.Conv2d, nn.BatchNorm2d, Activation]
+
+
+def test_bn_regnet_convs_are_he_initialized_for_what_they_read() -> None:
+    model = build_model(ModelConfig(family="nf_regnet", variant="B0", norm="bn", width=0.5))
+    # Block convs read g(BN(.)): He gain 1/sqrt(E[g^2]) for SiLU (Fig. 8); the stem reads the
+    # image and the final conv the last block's sum: gain 1.
+    assert pooled_relative_std(block_convs(model), he_gain("silu")) == pytest.approx(1, abs=0.03)
+    assert pooled_relative_std([model.stem, model.head[0]], 1.0) == pytest.approx(1, abs=0.03)
+
+
 def test_parameter_count_works_before_any_model_was_built() -> None:
     # A fresh process (the API's cost estimate, `model_catalog`) has no He gain cached yet.
     activations._he_gain_cached.cache_clear()
@@ -187,7 +251,9 @@ def test_nf_resnet50_variance_at_each_stage_end() -> None:
     assert ends == pytest.approx([1.12, 1.16, 1.24, 1.12])
 
 
-@pytest.mark.parametrize("name", ["bn-relu-conv", "relu-bn-conv", "none", "fixup", "v1-bn"])
+@pytest.mark.parametrize(
+    "name", ["bn-relu-conv", "relu-bn-conv", "none", "fixup", "v1-bn", "bn-regnet-b0"]
+)
 def test_other_blocks_have_unit_beta_and_alpha_and_no_expected_variance(name: str) -> None:
     for block in tiny(name).blocks:
         assert (block.beta, block.alpha, block.expected_var) == (1.0, 1.0, None)
@@ -310,9 +376,16 @@ def test_skipinit_adds_one_zero_gain_per_block(name: str) -> None:
     assert all(p.item() == 0.0 for p in gains.values())
 
 
-def test_no_skipinit_gain_when_off() -> None:
-    model = tiny("nf-ws")
+@pytest.mark.parametrize("name", ["nf-ws", "bn-regnet-b0"])
+def test_no_skipinit_gain_when_off(name: str) -> None:
+    model = tiny(name)  # the BN twin of NF-RegNet turns it off by default
     assert not [n for n, _ in model.named_parameters() if "skipinit" in n]
+
+
+def test_bn_regnet_takes_se_gain_and_skipinit_when_given() -> None:
+    model = tiny("bn-regnet-b0", se_gain=2.0, skipinit=True)
+    assert {m.se_gain for m in model.modules() if isinstance(m, SqueezeExcite)} == {2.0}
+    assert len([n for n, _ in model.named_parameters() if "skipinit" in n]) == len(model.blocks)
 
 
 def test_squeeze_excite_uses_the_configured_gain() -> None:

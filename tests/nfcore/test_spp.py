@@ -204,6 +204,34 @@ def test_nf_regnet_measures_every_block() -> None:
     assert result.meta.gamma == pytest.approx(1.7872, abs=1e-3)  # SiLU
 
 
+def test_bn_regnet_has_batchnorms_signal_propagation() -> None:
+    # NF-RegNet-B0's BN twin: BN-SiLU-Conv everywhere, so its SPP is that of Fig. 1's
+    # BN-ReLU-Conv ResNet with SiLU in place of ReLU.
+    config = SPPConfig(family="nf_regnet", variant="B0", norm="bn", width=0.5, resolution=64,
+                       batch=8, gradients=True, device="cpu")  # fmt: skip
+    result = run_spp(config)
+    assert len(result.blocks) == 16
+    assert result.meta.stage_ends == [0, 3, 9, 15]
+    assert all(b.expected_var is None for b in result.blocks)  # no alpha/beta bookkeeping
+    assert all((b.grad_avg_channel_var or 0) > 0 for b in result.blocks)
+    residual = column(result, "residual_avg_channel_var")
+    # Each branch ends in a He-init conv reading SiLU(BN(.)): Var(f) = 1 - E[g]^2 / E[g^2],
+    # 0.88 for SiLU (0.68 for ReLU, Fig. 1); no SkipInit, so the blocks add it in full.
+    assert mean(residual) == pytest.approx(0.88, abs=0.06)
+    assert all(0.75 < v < 1.1 for v in residual)
+    for stage in stages(result):
+        for before, after in itertools.pairwise(stage):
+            growth = after.avg_channel_var - before.avg_channel_var
+            assert growth == pytest.approx(after.residual_avg_channel_var, rel=0.2)
+        sq_means = [b.avg_sq_channel_mean for b in stage]
+        assert sq_means == sorted(sq_means), "the channel mean grows within a stage"
+    # The variance resets at every transition, whose shortcut pools and convolves BN's
+    # normalized signal (about 0.3 on this noise input), then grows by Var(f) per block.
+    for stage in stages(result):
+        assert stage[0].avg_channel_var == pytest.approx(1.2, abs=0.2)
+        assert stage[-1].avg_channel_var == pytest.approx(0.3 + 0.9 * len(stage), rel=0.1)
+
+
 # --- the engine ---------------------------------------------------------------------------------
 
 
