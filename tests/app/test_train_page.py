@@ -132,13 +132,13 @@ def test_preset_fills_the_runs(closed_api: str) -> None:
     run(at)
     rows = table(at)
     assert [(row["norm"], row["batch"], row["lr"]) for row in rows] == [
-        ("bn", 64, 0.1), ("nf", 64, 0.1), ("bn", 8, 0.025), ("nf", 8, 0.025),
+        ("bn", 64, 0.05), ("nf", 64, 0.05), ("bn", 8, 0.025), ("nf", 8, 0.025),
         ("bn", 4, 0.01), ("nf", 4, 0.01),
     ]  # fmt: skip
     assert {(row["depth"], row["width"], row["skipinit"]) for row in rows} == {(26, 0.25, False)}
     assert at.number_input(key="t_steps").value == 200
     [info] = at.info
-    assert TABLE2.title in info.value and "BN-ResNet falls behind" in info.value
+    assert TABLE2.title in info.value and "BN-ResNet falls clearly behind" in info.value
 
     # Leaving the preset's settings takes its caption away; the other preset brings its own.
     at.number_input(key="t_steps").set_value(100)
