@@ -34,6 +34,7 @@ from nfcore.train_presets import (
     run_config,
 )
 
+SIDE_BY_SIDE_RUNS = 2  # before/after SPPs side by side up to this many runs, else stacked
 POLL_SECONDS = 1.0  # between polls of the events while a run is active
 MAX_PAGES_PER_POLL = 20  # pages of events read for one run in one poll
 ACTIVE_STATES = ("queued", "running")
@@ -540,13 +541,23 @@ def _spps(shown: list[tuple[str, dict[str, Any]]], *, active: bool) -> None:
     if before is None:
         return
     dark = st.context.theme.type == "dark"
-    left, right = st.columns(2)
+    # Two runs fit side by side; more need the full width, one above the other, or their
+    # legends would crowd out the panels.
+    wide = len(shown) > SIDE_BY_SIDE_RUNS
+    left, right = (st.container(), st.container()) if wide else st.columns(2)
     for column, fig, key in ((left, before, "train_spp_before"), (right, after, "train_spp_after")):
         if fig is None:
             column.info("The SPP after training appears when the runs finish." if active else
                         "No run trained to its end, so there is no SPP after training.")  # fmt: skip
             continue
-        fig.update_layout(height=480, legend={"y": -0.3}, margin={"b": 120})
+        if wide:
+            fig.update_layout(
+                height=420,
+                legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+                margin={"r": 40, "b": 60},
+            )
+        else:
+            fig.update_layout(height=480, legend={"y": -0.3}, margin={"b": 120})
         column.plotly_chart(themed(fig, dark=dark), theme=None, key=key)
 
 
