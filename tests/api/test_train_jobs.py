@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -378,3 +379,24 @@ def test_a_collapsed_training_finishes_as_a_job_with_a_collapsed_result(
     # JSON that strict parsers read (no NaN or Infinity), however the loss broke.
     text = client.get(f"/v1/jobs/{job_id}/result").text
     json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the result JSON"))
+
+
+def test_cifar10_is_read_from_the_workers_folder_and_its_absence_is_a_readable_failure(
+    client: TestClient, start_worker: Callable, tmp_path: Path
+):
+    from tests.nfcore.test_data import write_cifar10
+
+    config = {**TINY_TRAIN, "dataset": "cifar10", "steps": 2, "eval_every": 2}
+    worker = start_worker()  # no CIFAR10_DIR
+    job_id = client.post("/v1/train", json=config).json()["id"]
+    view = wait_for(client, job_id, DONE)
+    assert view["state"] == "failed"
+    assert "CIFAR10_DIR" in view["error"] and "Traceback" not in view["error"]
+    worker.stop()
+
+    folder = write_cifar10(tmp_path / "cifar-10-batches-py", train_sizes=(8, 8, 8, 8, 8))
+    start_worker(CIFAR10_DIR=str(folder.parent))
+    job_id = client.post("/v1/train", json=config).json()["id"]  # a failed job runs again
+    assert wait_for(client, job_id, DONE)["state"] == "finished"
+    result = client.get(f"/v1/jobs/{job_id}/result").json()
+    assert result["meta"]["train_examples"] == 40
