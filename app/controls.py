@@ -21,7 +21,7 @@ from nfcore.registry import BUILTIN_ACTIVATIONS
 from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS
 
 FAMILIES = {"resnetv2": "ResNetV2 (pre-activation)", "resnetv1": "ResNetV1 (post-activation)",
-            "nf_regnet": "NF-RegNet"}  # fmt: skip
+            "nf_regnet": "NF-RegNet (or its BN twin)"}  # fmt: skip
 NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
 CUSTOM = "custom"
 DEPTHS = (14, 26, 50, 101, 152, 200, 288, 600, CUSTOM)
@@ -32,7 +32,8 @@ ERROR_KEY = "control_error"
 
 HELP = {
     "family": "Pre-activation ResNetV2 (Figs. 1, 2, 6-10), post-activation ResNetV1 (Fig. 11), "
-    "or the NF-RegNets of Section 5 / Appendix D.2.",
+    "or the NF-RegNets of Section 5 / Appendix D.2 (with Normalization = BatchNorm: the same "
+    "network batch-normalized, the baseline NF-RegNets are compared with).",
     "depth": "Residual blocks per stage follow He et al.; the paper's SPPs use 600 layers.",
     "layout": "Blocks per stage, comma-separated (1 to 4 stages), e.g. 50,50,50,50.",
     "variant": "NF-RegNet-B0 to B5 (Appendix D.2, Table 7).",
