@@ -26,7 +26,6 @@ from nfcore.train_presets import (
     DEFAULT_PRESET,
     NORM_PREFIX,
     RUN_COLUMNS,
-    SETTING_FIELDS,
     TRAIN_PRESETS,
     TrainPreset,
     auto_labels,
@@ -131,10 +130,8 @@ def _apply_preset(preset_id: str) -> None:
     st.session_state[TABLE_KEY] = preset.rows()
     st.session_state.pop(EDITED_KEY, None)
     st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
-    settings = preset.all_settings()
-    st.session_state[SETTINGS_KEY] = settings
-    for name, value in settings.items():
-        st.session_state[f"t_{name}"] = value
+    # New widget keys (the version) make the setting widgets start from the preset's values.
+    st.session_state[SETTINGS_KEY] = preset.all_settings()
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -224,9 +221,6 @@ def _clean_row(record: dict[str, Any]) -> dict[str, Any]:
 def _settings_controls() -> dict[str, Any]:
     """What every run shares; returned as TrainConfig fields (None: the config's default)."""
     settings: dict[str, Any] = st.session_state[SETTINGS_KEY]
-    for name in SETTING_FIELDS:  # widgets not shown on another page lost their state
-        if f"t_{name}" not in st.session_state:
-            st.session_state[f"t_{name}"] = settings.get(name)
     st.subheader("Data and recipe")
     data, batch, steps, lr = st.columns([2, 1, 1, 1])
     _setting(data.radio, "Data set", "dataset", options=tuple(DATASETS),
@@ -235,7 +229,7 @@ def _settings_controls() -> dict[str, Any]:
     _setting(steps.number_input, "Steps", "steps", min_value=1, max_value=MAX_TRAIN_STEPS, step=10)
     _setting(lr.number_input, "Learning rate", "lr", min_value=0.0001, max_value=100.0,
              step=0.005, format="%.4g")  # fmt: skip
-    if st.session_state["t_dataset"] == "cifar10":
+    if settings.get("dataset") == "cifar10":
         st.caption(
             "CIFAR-10 is read by the worker from the folder in its CIFAR10_DIR environment "
             "variable (the python version of the data set); without it the runs fail."
@@ -263,9 +257,22 @@ def _settings_controls() -> dict[str, Any]:
     return dict(settings)
 
 
+def setting_key(name: str) -> str:
+    """The widget key of a shared setting: `t_<name>_<version>`, new with every preset."""
+    return f"t_{name}_{st.session_state[VERSION_KEY]}"
+
+
 def _setting(widget: Any, label: str, name: str, **kwargs: Any) -> None:
-    """One shared setting: its widget under `t_<name>`, its value kept in the settings."""
-    value = widget(label, key=f"t_{name}", help=HELP.get(name), **kwargs)
+    """One shared setting: its widget starts from the value kept in the settings (never from
+    Session State written before it exists: a click racing the page's first run would then
+    rebuild it from its bare default), and writes what the user sets back there."""
+    current = st.session_state[SETTINGS_KEY].get(name)
+    kwargs.pop("value", None)
+    if "options" in kwargs and widget.__name__ == "radio":
+        kwargs["index"] = list(kwargs["options"]).index(current)
+    else:
+        kwargs["value"] = current
+    value = widget(label, key=setting_key(name), help=HELP.get(name), **kwargs)
     if isinstance(value, float):
         value = round(value, 10)  # slider steps are binary fractions: 0.30000000000000004
     st.session_state[SETTINGS_KEY][name] = value

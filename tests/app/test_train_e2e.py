@@ -65,6 +65,12 @@ def test_quick_runs_train_with_live_curves(
                     f"the page's messages: {alerts}")  # fmt: skip
     assert [text.split(": finished")[0].strip() for text in finished] == labels
     assert "jobs=" in page.url  # a reload follows the same runs
+    # Start was clicked as soon as it showed, racing the page's first run: the settings must
+    # still be the preset's (they once came back as the widgets' bare minimums: batch 1,
+    # 1 step, lr 0.0001, which the next Start would have trained with).
+    settings = QUICK.all_settings()
+    shown = page.locator('input[type="number"]').evaluate_all("els => els.map(e => e.value)")
+    assert shown[:3] == [str(settings["batch"]), str(settings["steps"]), f"{settings['lr']:.4g}"]
 
     for path in output_path("train.png"):
         page.screenshot(path=path, full_page=True)

@@ -10,6 +10,7 @@ preset (ResNet-14 at width 0.125, 20 steps).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,6 +28,12 @@ from tests.app.conftest import clear_app_caches
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run
 TRAIN_DEADLINE = 90  # seconds for both quick runs, the worker's first import of torch included
+
+
+def setting(at: AppTest, kind: str, name: str) -> Any:
+    """The widget of shared setting `name`; its key carries the preset version."""
+    [widget] = [w for w in getattr(at, kind) if re.fullmatch(rf"t_{name}_\d+", w.key or "")]
+    return widget
 
 
 @pytest.fixture(autouse=True)
@@ -111,17 +118,17 @@ def test_page_renders_with_its_controls(closed_api: str) -> None:
     assert [(row["norm"], row["depth"], row["skipinit"]) for row in table(at)] == [
         ("bn", 26, False), ("nf", 26, True),
     ]  # fmt: skip
-    assert at.radio(key="t_dataset").value == "digits"
-    assert at.radio(key="t_dataset").options == ["digits (scikit-learn)", "Gaussian noise",
+    assert setting(at, "radio", "dataset").value == "digits"
+    assert setting(at, "radio", "dataset").options == ["digits (scikit-learn)", "Gaussian noise",
                                                  "CIFAR-10"]  # fmt: skip
-    values = {name: at.number_input(key=f"t_{name}").value
+    values = {name: setting(at, "number_input", name).value
               for name in ("batch", "steps", "lr", "warmup_steps", "ema_decay", "seed")}  # fmt: skip
     assert values == {"batch": 32, "steps": 200, "lr": 0.1, "warmup_steps": None,
                       "ema_decay": None, "seed": 0}  # fmt: skip
-    assert at.slider(key="t_stochdepth_rate").value == 0.0
+    assert setting(at, "slider", "stochdepth_rate").value == 0.0
     assert not at.error and not charts(at)
 
-    at.radio(key="t_dataset").set_value("cifar10")
+    setting(at, "radio", "dataset").set_value("cifar10")
     run(at)
     assert any("CIFAR10_DIR" in caption.value for caption in at.caption)
 
@@ -136,24 +143,24 @@ def test_preset_fills_the_runs(closed_api: str) -> None:
         ("bn", 4, 0.01), ("nf", 4, 0.01),
     ]  # fmt: skip
     assert {(row["depth"], row["width"], row["skipinit"]) for row in rows} == {(26, 0.25, False)}
-    assert at.number_input(key="t_steps").value == 200
+    assert setting(at, "number_input", "steps").value == 200
     [info] = at.info
     assert TABLE2.title in info.value and "BN-ResNet falls clearly behind" in info.value
 
     # Leaving the preset's settings takes its caption away; the other preset brings its own.
-    at.number_input(key="t_steps").set_value(100)
+    setting(at, "number_input", "steps").set_value(100)
     run(at)
     assert not at.info
     at.button(key="t_preset_quick").click()
     run(at)
     assert [row["depth"] for row in table(at)] == [14, 14]
-    assert at.number_input(key="t_steps").value == 20
+    assert setting(at, "number_input", "steps").value == 20
 
 
 def test_invalid_run_is_explained_and_nothing_is_submitted(api_server: str, monkeypatch) -> None:
     monkeypatch.setenv("API_URL", api_server)
     at = open_train_page()
-    at.number_input(key="t_batch").set_value(1)  # the BN run cannot train at batch 1
+    setting(at, "number_input", "batch").set_value(1)  # the BN run cannot train at batch 1
     run(at)
     at.button(key="t_start").click()
     run(at)
@@ -207,7 +214,7 @@ def test_two_tiny_runs_train_to_the_end(api_server: str, worker: object, monkeyp
 def test_cancel_stops_a_run(api_server: str, worker: object, monkeypatch) -> None:
     monkeypatch.setenv("API_URL", api_server)
     at = open_train_page({"preset": "quick"})
-    at.number_input(key="t_steps").set_value(5000)  # far longer than the test waits
+    setting(at, "number_input", "steps").set_value(5000)  # far longer than the test waits
     run(at)
     at.button(key="t_start").click()
     run(at)
