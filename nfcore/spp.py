@@ -136,7 +136,7 @@ class _Recorder:
 
     def _residual_hook(self, index: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, residual: Tensor) -> None:
-            stats = channel_stats(residual)
+            stats = channel_stats(residual, variance_only=True)
             self._store(index, {"residual_avg_channel_var": stats["avg_channel_var"]})
             if self.gradients and residual.requires_grad:
                 residual.register_hook(self._residual_gradient_hook(index))
@@ -154,7 +154,7 @@ class _Recorder:
 
     def _residual_gradient_hook(self, index: int) -> Callable:
         def hook(grad: Tensor) -> None:
-            stats = channel_stats(grad)
+            stats = channel_stats(grad, variance_only=True)
             self._store(index, {"grad_residual_avg_channel_var": stats["avg_channel_var"]})
 
         return hook

@@ -17,6 +17,8 @@ range (a finite signal above about 1e19) is recomputed in float64.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -43,9 +45,31 @@ def _var_mean(chunk: Tensor) -> tuple[Tensor, Tensor]:
     return var, mean
 
 
+def _fast_cpu_stats(y: Tensor, variance_only: bool) -> dict[str, Tensor] | None:
+    """The common case in few ops (each costs dispatch time next to a small conv): a float32
+    CPU tensor small enough for one chunk. None when it does not apply or overflowed."""
+    if y.device.type != "cpu" or y.dtype != torch.float32 or y.numel() > CPU_CHUNK_ELEMENTS:
+        return None
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    avg_var = (y - mean).square_().mean(dim=(0, 2, 3)).mean()
+    if variance_only:
+        stats = {"avg_channel_var": avg_var.double()}
+    else:
+        stats = {
+            "avg_sq_channel_mean": mean.square().mean().double(),
+            "avg_channel_var": avg_var.double(),
+        }
+    return stats if all(math.isfinite(v) for v in map(float, stats.values())) else None
+
+
 @torch.no_grad()
-def channel_stats(y: Tensor, extra: bool = False) -> dict[str, Tensor]:
-    """The statistics of `y` as float64 scalars (still on y's device)."""
+def channel_stats(y: Tensor, extra: bool = False, variance_only: bool = False) -> dict[str, Tensor]:
+    """The statistics of `y` as float64 scalars (still on y's device).
+
+    `variance_only` (the residual branch) computes avg_channel_var alone.
+    """
+    if not extra and (fast := _fast_cpu_stats(y, variance_only)) is not None:
+        return fast
     means, variances = [], []
     pixel_sq = (
         torch.zeros((y.shape[0], *y.shape[2:]), dtype=torch.float64, device=y.device)
@@ -64,6 +88,8 @@ def channel_stats(y: Tensor, extra: bool = False) -> dict[str, Tensor]:
         "avg_sq_channel_mean": channel_mean.square().mean(),
         "avg_channel_var": channel_var.mean(),
     }
+    if variance_only:
+        return {"avg_channel_var": stats["avg_channel_var"]}
     if pixel_sq is not None:
         stats["activation_mean"] = channel_mean.mean()  # every channel has N*H*W elements
         stats["avg_pixel_norm"] = pixel_sq.sqrt().mean()

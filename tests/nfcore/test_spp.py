@@ -261,6 +261,25 @@ def test_cpu_statistics_stay_exact_when_the_mean_dominates(offset: float) -> Non
     )
 
 
+def test_one_pass_and_chunked_statistics_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nfcore import stats as stats_module
+
+    y = torch.randn(4, 12, 9, 9, generator=torch.Generator().manual_seed(1)) * 3 + 0.5
+    fast = channel_stats(y)
+    monkeypatch.setattr(stats_module, "CPU_CHUNK_ELEMENTS", 4 * 81 * 5)  # chunks of 5 channels
+    chunked = channel_stats(y)
+    assert fast.keys() == chunked.keys() == {"avg_sq_channel_mean", "avg_channel_var"}
+    for key in fast:
+        assert float(fast[key]) == pytest.approx(float(chunked[key]), rel=1e-6)
+        assert fast[key].dtype == chunked[key].dtype == torch.float64
+    only_chunked = channel_stats(y, variance_only=True)
+    monkeypatch.undo()
+    only_fast = channel_stats(y, variance_only=True)
+    assert only_chunked.keys() == only_fast.keys() == {"avg_channel_var"}
+    assert float(only_chunked["avg_channel_var"]) == float(chunked["avg_channel_var"])
+    assert float(only_fast["avg_channel_var"]) == float(fast["avg_channel_var"])
+
+
 def test_variance_beyond_float32_range_is_computed_in_float64() -> None:
     y = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 1e25
     nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
