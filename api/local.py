@@ -12,6 +12,7 @@ written to DATA_DIR/stack.pid, so a run after a crash stops what the last one le
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
 
-from api.contract import redact_url
+from api.contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL: an idle service exits well within it
@@ -78,6 +79,13 @@ class LocalSettings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     app_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard.")
     workers: int = Field(1, ge=1, le=64, description="Number of `python -m worker` processes.")
+    train_workers: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Workers for training runs only, so SPPs never wait behind a training run "
+        "(the WORKERS then serve SPPs only); 0: the WORKERS serve both queues.",
+    )
     data_dir: Path = Field(ROOT / ".data", description="Redis data, logs and the pid file.")
     startup_timeout: float = Field(120, gt=0, description="Seconds for everything to be ready.")
 
@@ -256,13 +264,19 @@ def service_children(settings: LocalSettings, redis_url: str) -> list[Child]:
                       {**shared, **api_env})]  # fmt: skip
     threads = {}
     if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # N torch processes each using every core would slow each other down.
+        # N torch processes each using every core would slow each other down. (A training
+        # worker beside one SPP worker keeps all cores: the two are rarely busy at once.)
         threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // settings.workers))}
-    for index in range(1, settings.workers + 1):
-        name = f"local-{os.getpid()}-{index}"  # unique, so a stale registration cannot clash
+    queues = [(f"worker-{i}", [SPP_QUEUE] if settings.train_workers else None)
+              for i in range(1, settings.workers + 1)]  # fmt: skip
+    queues += [(f"train-worker-{i}", [TRAIN_QUEUE]) for i in range(1, settings.train_workers + 1)]
+    for label, serves in queues:
+        name = f"local-{os.getpid()}-{label}"  # unique, so a stale registration cannot clash
         ready = lambda name=name: redis_answers(redis_url, worker=name)  # noqa: E731
         env = {**shared, **threads, "WORKER_NAME": name}
-        children.append(Child(f"worker-{index}", [python, "-m", "worker"], "-m worker", ready, env))
+        if serves is not None:
+            env["WORKER_QUEUES"] = json.dumps(serves)
+        children.append(Child(label, [python, "-m", "worker"], "-m worker", ready, env))
     if DASHBOARD.exists():
         app_url = f"http://127.0.0.1:{settings.app_port}"
         args = [python, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",

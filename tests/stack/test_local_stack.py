@@ -136,14 +136,15 @@ def compute(client: httpx.Client) -> dict:
 def test_stack_runs_an_spp_stops_cleanly_and_keeps_results_across_a_restart(start_stack):
     stack = start_stack()
     assert httpx.get(f"{stack.app}/_stcore/health").status_code == 200
-    assert httpx.get(f"{stack.api}/readyz").json()["workers"]["spp"] >= 1
+    # One worker for SPPs and one for training: an SPP never waits behind a training run.
+    assert httpx.get(f"{stack.api}/readyz").json()["workers"] == {"spp": 1, "train": 1}
     with httpx.Client(base_url=stack.api, timeout=10) as client:
         result = compute(client)
     assert len(result["blocks"]) > 0
 
     children = stack.child_pids()
     assert children == stack.pid_file_children()
-    assert len(children) == 4  # redis, api, one worker, dashboard
+    assert len(children) == 5  # redis, api, an SPP worker, a training worker, dashboard
     started = time.monotonic()
     assert stack.interrupt() == 0, stack.output()
     print(f"stopped in {time.monotonic() - started:.1f} s")
