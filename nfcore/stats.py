@@ -1,4 +1,4 @@
-"""The SPP statistics of Section 3 and Appendices F and G, accumulated in float64.
+"""The SPP statistics of Section 3 and Appendices F and G.
 
 For an N x C x H x W tensor y (the paper writes NHWC; the reductions are the same):
   avg_sq_channel_mean = mean_C (mean_NHW y)^2         np.mean(np.mean(y, axis=[0,1,2]) ** 2)
@@ -12,7 +12,8 @@ chunk is reduced in two passes, the mean and then the mean of squared deviations
 summation; about 1e-7 relative to float64, checked by the tests): ATen's var_mean over N, H
 and W of an NCHW tensor takes a strided path about three times slower, which made the
 statistics cost more than the small convolutions of a 64 px SPP. A variance beyond float32's
-range (a finite signal above about 1e19) is recomputed in float64.
+range (a finite signal above about 1e19) is recomputed in float64. A tensor that fits one
+chunk costs a handful of ops, each of which counts next to a small convolution.
 """
 
 from __future__ import annotations
@@ -34,32 +35,35 @@ def _channel_chunks(y: Tensor, elements: int) -> list[Tensor]:
     return [y[:, c : c + step] for c in range(0, y.shape[1], step)]
 
 
-def _var_mean(chunk: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel population variance and mean of an N x C x H x W chunk, as float64."""
-    if chunk.device.type == "cpu" and chunk.dtype == torch.float32:
-        mean = chunk.mean(dim=(0, 2, 3), keepdim=True)
-        var = (chunk - mean).square_().mean(dim=(0, 2, 3))
-        if bool(torch.isfinite(var).all()):
-            return var.double(), mean.flatten().double()
-    var, mean = torch.var_mean(chunk.double(), dim=(0, 2, 3), correction=0)  # as np.var
-    return var, mean
-
-
-def _fast_cpu_stats(y: Tensor, variance_only: bool) -> dict[str, Tensor] | None:
-    """The common case in few ops (each costs dispatch time next to a small conv): a float32
-    CPU tensor small enough for one chunk. None when it does not apply or overflowed."""
-    if y.device.type != "cpu" or y.dtype != torch.float32 or y.numel() > CPU_CHUNK_ELEMENTS:
-        return None
-    mean = y.mean(dim=(0, 2, 3), keepdim=True)
-    avg_var = (y - mean).square_().mean(dim=(0, 2, 3)).mean()
-    if variance_only:
-        stats = {"avg_channel_var": avg_var.double()}
-    else:
-        stats = {
-            "avg_sq_channel_mean": mean.square().mean().double(),
-            "avg_channel_var": avg_var.double(),
-        }
-    return stats if all(math.isfinite(v) for v in map(float, stats.values())) else None
+def _stats(y: Tensor, extra: bool, variance_only: bool, exact: bool) -> dict[str, Tensor]:
+    """The statistics as float64 scalars; `exact`: reduce float64 copies, else float32 in two
+    passes (mean, then mean of squared deviations)."""
+    means, variances = [], []
+    pixel_sq = (
+        torch.zeros((y.shape[0], *y.shape[2:]), dtype=torch.float64, device=y.device)
+        if extra
+        else None
+    )
+    for chunk in _channel_chunks(y, CHUNK_ELEMENTS if exact else CPU_CHUNK_ELEMENTS):
+        # Per channel, shaped 1 x C x 1 x 1: chunks join on dim 1, no reshape in between.
+        if exact:
+            var, mean = torch.var_mean(chunk.double(), dim=(0, 2, 3), keepdim=True, correction=0)
+        else:
+            mean = chunk.mean(dim=(0, 2, 3), keepdim=True)
+            var = (chunk - mean).square_().mean(dim=(0, 2, 3), keepdim=True)
+        means.append(mean)
+        variances.append(var)
+        if pixel_sq is not None:
+            pixel_sq += chunk.double().square().sum(dim=1)  # N,H,W
+    channel_mean = means[0] if len(means) == 1 else torch.cat(means, dim=1)
+    channel_var = variances[0] if len(variances) == 1 else torch.cat(variances, dim=1)
+    stats = {"avg_channel_var": channel_var.mean().double()}
+    if not variance_only:
+        stats["avg_sq_channel_mean"] = channel_mean.square().mean().double()
+    if pixel_sq is not None:
+        stats["activation_mean"] = channel_mean.mean().double()  # every channel has N*H*W
+        stats["avg_pixel_norm"] = pixel_sq.sqrt().mean()
+    return stats
 
 
 @torch.no_grad()
@@ -68,29 +72,8 @@ def channel_stats(y: Tensor, extra: bool = False, variance_only: bool = False) -
 
     `variance_only` (the residual branch) computes avg_channel_var alone.
     """
-    if not extra and (fast := _fast_cpu_stats(y, variance_only)) is not None:
-        return fast
-    means, variances = [], []
-    pixel_sq = (
-        torch.zeros((y.shape[0], *y.shape[2:]), dtype=torch.float64, device=y.device)
-        if extra
-        else None
-    )
-    elements = CPU_CHUNK_ELEMENTS if y.device.type == "cpu" else CHUNK_ELEMENTS
-    for chunk in _channel_chunks(y, elements):
-        var, mean = _var_mean(chunk)
-        means.append(mean)
-        variances.append(var)
-        if pixel_sq is not None:
-            pixel_sq += chunk.double().square().sum(dim=1)  # N,H,W
-    channel_mean, channel_var = torch.cat(means), torch.cat(variances)
-    stats = {
-        "avg_sq_channel_mean": channel_mean.square().mean(),
-        "avg_channel_var": channel_var.mean(),
-    }
-    if variance_only:
-        return {"avg_channel_var": stats["avg_channel_var"]}
-    if pixel_sq is not None:
-        stats["activation_mean"] = channel_mean.mean()  # every channel has N*H*W elements
-        stats["avg_pixel_norm"] = pixel_sq.sqrt().mean()
+    exact = y.device.type != "cpu" or y.dtype != torch.float32
+    stats = _stats(y, extra, variance_only, exact)
+    if not exact and not all(math.isfinite(float(v)) for v in stats.values()):
+        stats = _stats(y, extra, variance_only, exact=True)  # beyond float32's range
     return stats
