@@ -275,6 +275,17 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_result(args: argparse.Namespace, result: Any) -> None:
+    """The result JSON to --out (stdout without it) and its CSV to --csv."""
+    text = json.dumps(result.to_json_dict(), indent=2)
+    if args.out is None:
+        print(text)
+    else:
+        _write_text(args.out, text + "\n")
+    if args.csv is not None:
+        _write_text(args.csv, result.to_csv())
+
+
 def _progress_printer(quiet: bool):
     if quiet or not sys.stderr.isatty():
         return None
@@ -297,13 +308,7 @@ def cmd_spp(args: argparse.Namespace) -> int:
         result = run_spp(config, progress=_progress_printer(args.quiet))
     except DeviceUnavailableError as error:
         raise UsageError(f"--device: {error}") from None
-    text = json.dumps(result.to_json_dict(), indent=2)
-    if args.out is None:
-        print(text)
-    else:
-        _write_text(args.out, text + "\n")
-    if args.csv is not None:
-        _write_text(args.csv, result.to_csv())
+    _write_result(args, result)
     if args.plot:
         from nfcore.plots import spp_figure, write_figure
 
@@ -404,13 +409,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--device: {error}") from None
     except DataUnavailableError as error:
         raise UsageError(f"--data-dir: {error}") from None
-    text = json.dumps(result.to_json_dict(), indent=2)
-    if args.out is None:
-        print(text)
-    else:
-        _write_text(args.out, text + "\n")
-    if args.csv is not None:
-        _write_text(args.csv, result.to_csv())
+    _write_result(args, result)
     from nfcore.plots import write_figure
 
     if args.plot:

@@ -95,7 +95,8 @@ def measurement_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
         ) = flags
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """The value, or None (JSON null) for NaN and Inf."""
     return value if math.isfinite(value) else None
 
 
@@ -231,7 +232,7 @@ def _result(
 ) -> SPPResult:
     blocks, nonfinite_from = [], None
     for index, (block, record) in enumerate(zip(model.blocks, records, strict=True)):
-        values = {key: _finite(value) for key, value in record.items()}
+        values = {key: finite_or_none(value) for key, value in record.items()}
         if nonfinite_from is None and any(
             values[k] is None for k in ("avg_channel_var", "avg_sq_channel_mean")
         ):

@@ -32,7 +32,7 @@ from nfcore import __version__
 from nfcore.config import TrainConfig
 from nfcore.data import DataSet, load_dataset
 from nfcore.models import Network, build_model
-from nfcore.spp import describe_device, resolve_device, run_spp
+from nfcore.spp import describe_device, finite_or_none, resolve_device, run_spp
 from nfcore.train_result import (
     Collapse,
     EvalRecord,
@@ -164,10 +164,6 @@ def evaluate(
     return loss_sum / total, correct / total
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 # --- the run --------------------------------------------------------------------------------
 class Trainer:
     """One run's model, optimizer, EMA and records; `step` is one optimizer step (the unit the
@@ -212,12 +208,12 @@ class Trainer:
 
     def evaluate(self, step: int) -> None:
         loss, accuracy = evaluate(self.model, self.data, self.config.eval_examples, self.device)
-        record = EvalRecord(step=step, loss=_finite(loss), accuracy=accuracy)
+        record = EvalRecord(step=step, loss=finite_or_none(loss), accuracy=accuracy)
         if self.average is not None:
             ema_loss, ema_accuracy = evaluate(
                 self.average.model, self.data, self.config.eval_examples, self.device
             )
-            record.ema_loss, record.ema_accuracy = _finite(ema_loss), ema_accuracy
+            record.ema_loss, record.ema_accuracy = finite_or_none(ema_loss), ema_accuracy
         self.evals.append(record)
         self.emit("eval", **record.model_dump())
 
@@ -261,18 +257,18 @@ class Trainer:
         self.sync()
         record = StepRecord(
             step=step,
-            loss=_finite(loss_value),
+            loss=finite_or_none(loss_value),
             accuracy=accuracy,
             lr=lr,
-            grad_norm=None if grad_norm is None else _finite(grad_norm),
+            grad_norm=None if grad_norm is None else finite_or_none(grad_norm),
             seconds=time.perf_counter() - start,
         )
         self.steps.append(record)
         self.emit("step", **record.model_dump())
         if reason is not None:
             first, _, first_loss = self.exploding[0] if self.exploding else (step, "", loss_value)
-            self.collapse = Collapse(step=first, reason=reason, loss=_finite(first_loss))
-            self.emit("collapse", first, reason=reason, loss=_finite(first_loss))
+            self.collapse = Collapse(step=first, reason=reason, loss=finite_or_none(first_loss))
+            self.emit("collapse", first, reason=reason, loss=finite_or_none(first_loss))
             return False
         return True
 
