@@ -167,9 +167,6 @@ class JobService:
             )
         return Submission(job_id, job=job)
 
-    def submit_spp(self, config: SPPConfig) -> Submission:
-        return self.submit(config)
-
     # --- read ---------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
         try:

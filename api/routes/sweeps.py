@@ -66,7 +66,7 @@ def submit_sweep(
             raise Invalid(f"point {json.dumps(params)}: {error.detail}") from None
     record = []
     for params, config in points:
-        submission = jobs.submit_spp(config)
+        submission = jobs.submit(config)
         record.append(
             {"params": params, "job_id": submission.job_id, "cached": submission.cached is not None}
         )

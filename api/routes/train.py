@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response, status
 
 from api.deps import Jobs, require_token
+from api.routes import answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import TrainConfig
 
@@ -38,13 +39,4 @@ def submit_train(config: TrainConfig, jobs: Jobs, response: Response) -> JobView
     job, whose id is the hash of the canonical config and the nfcore version. Follow it with
     GET /v1/jobs/{id}/events?since=N while it runs.
     """
-    jobs.check_cost(config)
-    submission = jobs.submit(config)
-    headers = {"Location": f"/v1/jobs/{submission.job_id}"}
-    if submission.cached is not None:
-        return Response(
-            submission.cached, media_type="application/json", headers=headers | {"X-Cache": "hit"}
-        )
-    assert submission.job is not None
-    response.headers.update(headers | {"X-Cache": "miss"})
-    return JobView(**jobs.view(submission.job))
+    return answer_submission(config, jobs, response)
