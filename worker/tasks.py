@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -27,21 +27,32 @@ PROGRESS_INTERVAL = 0.2
 # Training events go to Redis at most this often (seconds): a step can take a millisecond.
 EVENTS_INTERVAL = 0.1
 
+ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig)
 
-def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Compute one SPP and cache it; returns where the result is and how long it took."""
-    from nfcore.spp import resolve_device, run_spp  # torch loads here, in the worker only
+
+def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, str]:
+    """The running RQ job, its config validated again, and the device it runs on (the
+    worker's WORKER_DEVICE for configs that say 'auto', recorded in the job's meta)."""
+    from nfcore.spp import resolve_device
 
     job = get_current_job()
     if job is None:
-        raise RuntimeError("run_spp_job must run inside an RQ job")
-    settings = get_settings()
+        raise RuntimeError("a worker task must run inside an RQ job")
     try:
-        config = SPPConfig.model_validate(payload)
+        config = kind.model_validate(payload)
     except ValidationError as error:  # e.g. an API and a worker of different versions
         raise ValueError(f"invalid config: {describe_validation_error(error)}") from None
-    device = settings.worker_device if config.device == "auto" else config.device
+    device = get_settings().worker_device if config.device == "auto" else config.device
     job.meta[META_DEVICE] = str(resolve_device(device))
+    return job, config, device
+
+
+def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Compute one SPP and cache it; returns where the result is and how long it took."""
+    from nfcore.spp import run_spp  # torch loads here, in the worker only
+
+    job, config, device = _start(SPPConfig, payload)
+    settings = get_settings()
     last_saved = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -65,19 +76,10 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one short training and cache its result, streaming its events while it runs."""
-    from nfcore.spp import resolve_device  # torch loads here, in the worker only
-    from nfcore.train import train
+    from nfcore.train import train  # torch loads here, in the worker only
 
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("run_train_job must run inside an RQ job")
+    job, config, device = _start(TrainConfig, payload)
     settings = get_settings()
-    try:
-        config = TrainConfig.model_validate(payload)
-    except ValidationError as error:  # e.g. an API and a worker of different versions
-        raise ValueError(f"invalid config: {describe_validation_error(error)}") from None
-    device = settings.worker_device if config.device == "auto" else config.device
-    job.meta[META_DEVICE] = str(resolve_device(device))
     stream = EventStream(job, settings.result_ttl)
     stream.clear()  # a retried job starts over: the events of its earlier attempt are void
     # A step before an evaluation or an SPP (slow) is written at once, not after them.
