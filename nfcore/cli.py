@@ -2,7 +2,7 @@
 
     nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --out spp.json --plot spp.png
     nfcore plot bn.json nf.json --out compare.png
-    nfcore train --depth 26 --norm nf --width 0.25 --dataset digits --steps 300 --out run.json
+    nfcore train --depth 26 --norm nf --width 0.25 --dataset digits --steps 300 --lr 0.05 --out run.json
     nfcore gamma silu
     nfcore models
 
