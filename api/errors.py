@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from typing import Any
+
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,11 +45,25 @@ class Unauthorized(ApiError):
     status_code = 401
 
 
+log = logging.getLogger("api")
+
+
+class ErrorResponse(JSONResponse):
+    """JSON that can always be written: a message quoting the input (a field name with a lone
+    surrogate, say) is escaped to ASCII where it is not valid UTF-8, instead of failing."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
-        return JSONResponse(
+        return ErrorResponse(
             {"detail": error.detail}, status_code=error.status_code, headers=headers
         )
 
@@ -56,7 +74,7 @@ def install(app: FastAPI) -> None:
             for item in error.errors()
         ]
         detail = _hint(request, error.body) or describe_error_items(items)
-        return JSONResponse({"detail": detail, "errors": _jsonable(items)}, status_code=422)
+        return ErrorResponse({"detail": detail, "errors": _jsonable(items)}, status_code=422)
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
@@ -64,14 +82,23 @@ def install(app: FastAPI) -> None:
         detail = "the job store (Redis) is unreachable; try again in a moment"
         if isinstance(error, redis.AuthenticationError):
             detail = "the job store (Redis) refused the service's credentials; check REDIS_URL"
-        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+        return ErrorResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(LockError)
     async def busy(_request: Request, _error: Exception) -> JSONResponse:
-        return JSONResponse(
+        return ErrorResponse(
             {"detail": "the same job is being submitted right now; try again in a moment"},
             status_code=503,
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # A bug: logged with its traceback for the operator, a sentence for the client.
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+        return ErrorResponse(
+            {"detail": "the API failed unexpectedly on this request; the error is in its log"},
+            status_code=500,
         )
 
 

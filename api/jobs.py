@@ -25,6 +25,7 @@ from rq.job import Job
 import nfcore
 from api.contract import (
     EVENTS_KEY,
+    META_ATTEMPT,
     META_DEVICE,
     META_KIND,
     META_PROGRESS,
@@ -33,13 +34,16 @@ from api.contract import (
     TASKS,
     TRAIN_QUEUE,
     JobState,
+    TaskJob,
     job_state,
     key_for,
+    progress_total,
+    queue_for,
 )
 from api.errors import Conflict, Gone, Invalid, NotFound
 from api.settings import ApiSettings
 from nfcore.config import SPPConfig, TrainConfig, config_hash
-from nfcore.cost import Cost, estimate
+from nfcore.cost import FLOAT32_BYTES, Cost, estimate
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
@@ -67,7 +71,7 @@ class JobService:
         self.settings = settings
 
     def queue(self, name: str) -> Queue:
-        return Queue(name, connection=self.redis, serializer=SERIALIZER)
+        return queue_for(name, self.redis)
 
     # --- submit -------------------------------------------------------------------------------
     def check_cost(self, config: JobConfig) -> None:
@@ -78,23 +82,36 @@ class JobService:
         self._check_limits(estimate(config), "this job is too large: its", "batch")
 
     def _check_limits(self, cost: Cost, subject: str, batch: str) -> None:
-        """MAX_FLOPS and MAX_ACTIVATION_BYTES, for one SPP or one training step."""
+        """MAX_FLOPS, MAX_ACTIVATION_BYTES and MAX_MEMORY_BYTES (weights and activations), for
+        one SPP or one training step."""
+        memory = (
+            f"{cost.memory_bytes:.3g} bytes: {cost.weight_bytes:.3g} of weights, "
+            f"{cost.activation_bytes:.3g} of activations"
+        )
         limits = (
-            ("FLOPs", cost.flops, self.settings.max_flops, "MAX_FLOPS", "{:.3g}"),
+            ("FLOPs", cost.flops, f"{cost.flops:.3g}", self.settings.max_flops, "MAX_FLOPS", ""),
             (
                 "peak activation memory",
                 cost.activation_bytes,
+                f"{cost.activation_bytes:.3g} bytes",
                 self.settings.max_activation_bytes,
                 "MAX_ACTIVATION_BYTES",
-                "{:.3g} bytes",
+                " bytes",
+            ),
+            (
+                "estimated peak memory",
+                cost.memory_bytes,
+                memory,
+                self.settings.max_memory_bytes,
+                "MAX_MEMORY_BYTES",
+                " bytes",
             ),
         )
-        for name, value, limit, setting, fmt in limits:
+        for name, value, shown, limit, setting, unit in limits:
             if value > limit:
                 raise Invalid(
-                    f"{subject} {name} ({fmt.format(value)}) is over the "
-                    f"limit {setting} = {fmt.format(limit)} by {value / limit:.1f}x; reduce the "
-                    f"width, depth, resolution or {batch}"
+                    f"{subject} {name} ({shown}) is over the limit {setting} = {limit:.3g}{unit} "
+                    f"by {value / limit:.1f}x; reduce the width, depth, resolution or {batch}"
                 )
 
     def _check_training(self, config: TrainConfig) -> None:
@@ -154,7 +171,9 @@ class JobService:
                 self.redis.delete(job.execution_registry.key)
                 job.delete()
             # A run again starts with no events: those of the last run would read as its own.
-            self.redis.delete(key_for("attempts", job_id), key_for(EVENTS_KEY, job_id))
+            self.redis.delete(
+                key_for("attempts", job_id), key_for("starts", job_id), key_for(EVENTS_KEY, job_id)
+            )
             job = self.queue(kind).enqueue(
                 TASKS[kind],
                 config.model_dump(mode="json"),
@@ -163,14 +182,14 @@ class JobService:
                 result_ttl=self.settings.result_ttl,
                 failure_ttl=self.settings.result_ttl,
                 description=config.label,
-                meta={META_KIND: kind, META_PROGRESS: {"done": 0, "total": _total(config)}},
+                meta={META_KIND: kind, META_PROGRESS: {"done": 0, "total": progress_total(config)}},
             )
         return Submission(job_id, job=job)
 
     # --- read ---------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
         try:
-            return Job.fetch(job_id, connection=self.redis, serializer=SERIALIZER)
+            return TaskJob.fetch(job_id, connection=self.redis, serializer=SERIALIZER)
         except (NoSuchJobError, ValueError):  # ValueError: not a valid RQ job id
             return None
 
@@ -185,7 +204,7 @@ class JobService:
 
     def kind(self, job: Job) -> str:
         """The job's kind: "spp" or "train" (its queue)."""
-        return str(job.meta.get(META_KIND, job.origin))
+        return str(_meta(job).get(META_KIND, job.origin))
 
     def result(self, job_id: str) -> bytes:
         """The cached result JSON, or a 404/409/410 saying why there is none."""
@@ -215,23 +234,41 @@ class JobService:
         is_train = isinstance(shape, dict) and "steps" in shape and "evals" in shape
         return TRAIN_QUEUE if is_train else SPP_QUEUE
 
-    def events(self, job_id: str, since: int, limit: int = MAX_EVENTS_PAGE) -> dict[str, Any]:
-        """A training job's events from index `since` on (at most `limit`), its state and
-        progress (the `EventsPage` schema). `next` is the `since` of the following read.
+    def events(
+        self, job_id: str, since: int, limit: int = MAX_EVENTS_PAGE, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """A training job's events from index `since` on (at most `limit`), its state,
+        progress and attempt (the `EventsPage` schema). `next` is the `since` of the following
+        read. A client that gives the `attempt` it has been reading gets, once the job has
+        started again, the new attempt's events from index 0 and `restarted`.
 
         The state is read before the events: once it is final, the events read are all
-        there will be (the worker writes its last ones before the job ends).
+        there will be (the worker writes its last ones before the job ends). The events and
+        the attempt are read in one transaction, as the worker changes them in one.
         """
         job = self.get(job_id)
         state = self.state(job)
         done, total = _progress(job)
-        raw = self.redis.lrange(key_for(EVENTS_KEY, job_id), since, since + limit - 1)
+        current, raw = self._events_from(job, since, limit)
+        restarted = attempt is not None and attempt != current
+        if restarted:
+            current, raw = self._events_from(job, 0, limit)
         return {
             "events": [json.loads(item) for item in raw],
-            "next": since + len(raw),
+            "next": (0 if restarted else since) + len(raw),
             "state": state,
             "progress": {"done": done, "total": total},
+            "attempt": current,
+            "restarted": restarted,
         }
+
+    def _events_from(self, job: Job, start: int, limit: int) -> tuple[int, list[bytes]]:
+        """The job's current attempt and its events from `start` on, read together."""
+        with self.redis.pipeline() as pipe:  # MULTI
+            pipe.hget(job.key, "meta")
+            pipe.lrange(key_for(EVENTS_KEY, job.id), start, start + limit - 1)
+            meta, raw = pipe.execute()
+        return _attempt(meta, job.serializer), raw
 
     def recent(self, limit: int) -> list[Job]:
         """The most recently enqueued jobs on every queue, newest first."""
@@ -247,7 +284,8 @@ class JobService:
             ):
                 # Scored by expiry, so the highest scores are the newest entries.
                 ids.update(registry.get_job_ids(0, limit - 1, desc=True, cleanup=False))
-        jobs = [j for j in Job.fetch_many(ids, connection=self.redis, serializer=SERIALIZER) if j]
+        fetched = TaskJob.fetch_many(list(ids), connection=self.redis, serializer=SERIALIZER)
+        jobs = [job for job in fetched if job]
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
         return jobs[:limit]
 
@@ -276,23 +314,16 @@ class JobService:
             "label": job.description,
             "state": state,
             "progress": {"done": done, "total": total},
+            "attempt": _count(_meta(job).get(META_ATTEMPT)),
             "url": f"/v1/jobs/{job.id}",
             "result_url": f"/v1/jobs/{job.id}/result" if state == JobState.finished else None,
             "enqueued_at": _iso(job.enqueued_at),
             "started_at": _iso(started),
             "ended_at": _iso(ended),
             "run_seconds": (ended - started).total_seconds() if started and ended else None,
-            "device": job.meta.get(META_DEVICE),
+            "device": _text(_meta(job).get(META_DEVICE)),
             "error": _error_message(job, self.redis) if state == JobState.failed else None,
         }
-
-
-def _total(config: JobConfig) -> int:
-    """Progress steps of an SPP (every block forward, and again backward with gradients), or
-    of a training run (its optimizer steps)."""
-    if isinstance(config, TrainConfig):
-        return config.steps
-    return config.num_blocks * (2 if config.gradients else 1)
 
 
 @dataclass(frozen=True)
@@ -312,7 +343,14 @@ def train_costs(config: TrainConfig) -> TrainCost:
     may hold fewer)."""
     spp = config.spp_config()
     step = estimate(spp.model_copy(update={"batch": config.batch, "gradients": True}))
-    step = replace(step, flops=round(step.flops * TRAIN_STEP_FACTOR))
+    # Beside the weights: their gradients, the momentum buffers, the EMA copy, and with Scaled
+    # WS the standardized weights that autograd keeps for the backward pass.
+    copies = 3 + int(config.ema_decay is not None) + int(config.conv == "ws")
+    step = replace(
+        step,
+        flops=round(step.flops * TRAIN_STEP_FACTOR),
+        weight_bytes=copies * FLOAT32_BYTES * step.parameters,
+    )
     snapshot = estimate(spp)
     evaluation = estimate(config, min(EVAL_BATCH, config.eval_examples), config.resolution)
     per_example = estimate(config, batch=1, resolution=config.resolution).flops
@@ -322,8 +360,33 @@ def train_costs(config: TrainConfig) -> TrainCost:
 
 
 def _progress(job: Job) -> tuple[int, int]:
-    progress = job.meta.get(META_PROGRESS) or {}
-    return int(progress.get("done", 0)), int(progress.get("total", 0))
+    """Done and total of the job's progress; (0, 0) where the meta is not what the worker
+    writes (a job written into Redis by someone else must not break the API)."""
+    progress = _meta(job).get(META_PROGRESS)
+    if not isinstance(progress, dict):
+        return 0, 0
+    return _count(progress.get("done")), _count(progress.get("total"))
+
+
+def _meta(job: Job) -> dict[str, Any]:
+    return job.meta if isinstance(job.meta, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _attempt(meta: bytes | None, serializer: Any) -> int:
+    """The attempt number in a job's raw meta (0: not started yet)."""
+    try:
+        value = serializer.loads(meta) if meta else None
+    except ValueError:
+        return 0
+    return _count(value.get(META_ATTEMPT) if isinstance(value, dict) else None)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -12,9 +12,11 @@ from typing import Any
 import redis
 from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 import nfcore
 from api import errors
+from api.body import add_body_schemas
 from api.contract import connect
 from api.reaper import reap_abandoned
 from api.routes import catalog, health, jobs, spp, sweeps, train
@@ -112,7 +114,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the schemas of the bodies that `api.body` reads itself."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        app.openapi_schema = add_body_schemas(document)
+    return app.openapi_schema
 
 
 def main() -> None:

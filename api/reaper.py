@@ -12,10 +12,17 @@ import contextlib
 import logging
 
 import redis
-from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
-from api.contract import QUEUES, SERIALIZER, ServiceSettings, key_for
+from api.contract import (
+    META_PROGRESS,
+    QUEUES,
+    SERIALIZER,
+    ServiceSettings,
+    TaskJob,
+    key_for,
+    queue_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +40,10 @@ def reap_abandoned(connection: redis.Redis, settings: ServiceSettings) -> int:
 
 
 def _reap_queue(connection: redis.Redis, settings: ServiceSettings, name: str) -> int:
-    queue = Queue(name, connection=connection, serializer=SERIALIZER)
+    queue = queue_for(name, connection)
     registry = queue.started_job_registry
     expired = registry.get_expired_job_ids()
-    for job in Job.fetch_many(expired, connection=connection, serializer=SERIALIZER):
+    for job in TaskJob.fetch_many(expired, connection=connection, serializer=SERIALIZER):
         if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
             continue
         attempts_key = key_for("attempts", job.id)
@@ -44,7 +51,10 @@ def _reap_queue(connection: redis.Redis, settings: ServiceSettings, name: str) -
         connection.expire(attempts_key, settings.result_ttl)
         if attempts <= settings.job_retries:
             job.retries_left = 1  # RQ's cleanup requeues a job that has retries left
-            job.save(include_meta=False)
+            progress = job.meta.get(META_PROGRESS) if isinstance(job.meta, dict) else None
+            if isinstance(progress, dict):  # queued again: nothing of the next attempt done
+                job.meta[META_PROGRESS] = {**progress, "done": 0}
+            job.save(include_meta=isinstance(progress, dict))
         log.warning("job %s lost its worker (attempt %s)", job.id, attempts)
     if expired:
         registry.cleanup()

@@ -24,6 +24,10 @@ class JobView(BaseModel):
     label: str | None = Field(description="Human-readable model name.")
     state: JobState
     progress: Progress
+    attempt: int = Field(
+        description="1 for a job's first run, 2 when a worker runs it again (its worker died "
+        "or was shut down); progress describes this attempt. 0 until it first starts."
+    )
     url: str
     result_url: str | None
     enqueued_at: str | None
@@ -50,6 +54,14 @@ class EventsPage(BaseModel):
         description="Read before the events: once final, no events come after these."
     )
     progress: Progress
+    attempt: int = Field(
+        description="The run these events belong to (see the job's `attempt`); pass it back "
+        "as `attempt` with the next read."
+    )
+    restarted: bool = Field(
+        description="The job started again since the `attempt` the client gave: these events "
+        "are from index 0 of the new attempt, and the client should drop what it had."
+    )
 
 
 class ErrorBody(BaseModel):

@@ -25,6 +25,14 @@ class ApiSettings(ServiceSettings):
     max_activation_bytes: float = Field(
         4 * 2**30, gt=0, description="Largest accepted estimated peak activation memory, bytes."
     )
+    # A 24 GB machine runs a worker beside the rest of the stack: 8 GiB each job at most.
+    max_memory_bytes: float = Field(
+        8 * 2**30,
+        gt=0,
+        description="Largest accepted estimated peak memory of a job, bytes: its weights (with "
+        "their standardized copies, and for training their gradients, momentum and EMA) and its "
+        "activations.",
+    )
     max_train_steps: int = Field(
         5000, ge=1, le=MAX_TRAIN_STEPS, description="Most optimizer steps a training job may take."
     )

@@ -119,10 +119,10 @@ def gamma_sampled(
 ) -> float:
     """gamma estimated by the paper's Appendix D.1 recipe, ported from JAX to torch.
 
-    Sample num_vectors random dim-sized vectors x ~ N(0, 1) (float32, seeded torch.Generator),
-    take the population variance of y = g(x) within each vector and average it:
-    gamma = mean(var(y, dim=1)) ** -0.5. Deterministic for a seed, but torch's stream differs
-    from JAX's PRNGKey(2), so it does not reproduce the paper's digits exactly. The per-vector
+    Sample num_vectors random dim-sized vectors x ~ N(0, 1) (float64, NumPy's PCG64 seeded
+    with `seed`), take the population variance of y = g(x) within each vector and average it:
+    gamma = mean(var(y, dim=1)) ** -0.5. Deterministic for a seed, and the same on every CPU;
+    NumPy's stream differs from JAX's PRNGKey(2), so it does not reproduce the paper's digits. The per-vector
     variance with divisor dim underestimates Var(g(x)) by (dim - 1) / dim, so this is biased
     high by sqrt(dim / (dim - 1)) (+0.2% for dim=256) on top of ~0.2% sampling noise; prefer
     `gamma_quadrature`. Raises ValueError if the variance is zero or not finite.
@@ -263,13 +263,15 @@ def _quadrature_gamma(fn: ActivationFn, label: str) -> float:
 
 def _sampled_gamma(fn: ActivationFn, label: str, seed: int, num_vectors: int, dim: int) -> float:
     _check_callable(fn, label)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(num_vectors, dim, generator=generator, dtype=torch.float32)
+    # NumPy's PCG64 normals in float64, not torch.randn: torch's float32 normals come from
+    # another kernel on another CPU (AVX2 or not), and float32 sums in another order, so the
+    # estimate would change in the 8th digit from one machine to the next.
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((num_vectors, dim)))
     y = _apply(fn, x, label)
     # jnp.var defaults to the population variance (divisor dim); correction=0 matches it.
     var = float(torch.mean(torch.var(y, dim=1, correction=0)))
-    second_moment = float(torch.mean(y.double() ** 2))
-    return _gain_from_variance(var, second_moment, torch.float32, label)
+    second_moment = float(torch.mean(y**2))
+    return _gain_from_variance(var, second_moment, torch.float64, label)
 
 
 @functools.cache

@@ -11,10 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nfcore.registry import canonical_activation
 from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS, resnet_depth
@@ -518,6 +527,98 @@ def allowed_range(field: str) -> str | None:
     return f"{low}{field}{high}" if low or high else None
 
 
+def json_type_errors(kind: type[BaseModel], data: Any) -> list[dict[str, Any]]:
+    """Pydantic-style error items for the fields of `data` (decoded JSON) whose JSON type is
+    not one the config's schema documents, which validation would otherwise coerce:
+    `"depth": "50"`, `"batch": true`, `"skipinit": 1`, `"alpha": "0.2"`. Values of the right
+    type (right or wrong) are left to validation, as are unknown fields.
+
+    The API takes the JSON types its schema documents; the CLI and the dashboard, which
+    read text, keep pydantic's coercion.
+    """
+    if not isinstance(data, dict):
+        return [{"type": "model_type", "loc": (), "msg": "Input should be a JSON object",
+                 "input": data}]  # fmt: skip
+    errors: list[dict[str, Any]] = []
+    for name, value in data.items():
+        schema = _field_schema(kind, name) if isinstance(name, str) else None
+        if schema is not None and not _admits(schema, value):
+            errors.append({"type": "json_type", "loc": (name,), "input": value,
+                           "msg": f"Input should be {_json_type_words(schema)}"})  # fmt: skip
+    return errors
+
+
+@cache
+def _field_schema(kind: type[BaseModel], name: str) -> dict[str, Any] | None:
+    """The JSON schema of a field's type (None for a field the config does not have)."""
+    field = kind.model_fields.get(name)
+    return None if field is None else TypeAdapter(field.annotation).json_schema()
+
+
+def _json_type_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _admits(schema: dict[str, Any], value: Any, among: bool = False) -> bool:
+    """Whether a JSON value has one of the JSON types `schema` allows (an integer is a number).
+
+    A field of one literal type (norm: a string) admits any value of that type, and leaves a
+    wrong one to validation's message; where literals are one option `among` others
+    (gamma: "auto" or a number), a string must be one of them.
+    """
+    if "anyOf" in schema:
+        options = schema["anyOf"]
+        mixed = any(
+            "const" not in o and "enum" not in o and o.get("type") != "null" for o in options
+        )
+        return any(_admits(option, value, among=mixed) for option in options)
+    kind = _json_type_of(value)
+    literals = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if literals is not None and among:
+        return any(value == v and kind == _json_type_of(v) for v in literals)
+    if literals is not None:
+        allowed = {_json_type_of(v) for v in literals}
+    else:
+        allowed = {schema["type"]} if "type" in schema else {kind}
+    if "number" in allowed:
+        allowed.add("integer")
+    if kind not in allowed:
+        return False
+    if kind == "array" and "items" in schema:
+        return all(_admits(schema["items"], item) for item in value)
+    return True
+
+
+_JSON_TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "a boolean",
+                    "string": "a string", "null": "null", "array": "an array",
+                    "object": "an object"}  # fmt: skip
+
+
+def _json_type_words(schema: dict[str, Any]) -> str:
+    """'an integer or null', "'auto', a number or null": what a field's JSON schema admits."""
+    options = []
+    for option in schema.get("anyOf", [schema]):
+        if "const" in option:
+            options.append(json.dumps(option["const"]))
+        elif "enum" in option:
+            options.append("one of " + ", ".join(json.dumps(value) for value in option["enum"]))
+        elif option.get("type") == "array" and "items" in option:
+            options.append(f"an array of {_json_type_words(option['items']).removeprefix('an ')}s")
+        else:
+            options.append(_JSON_TYPE_WORDS.get(option.get("type", ""), "a JSON value"))
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+
+
 _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
@@ -530,6 +631,11 @@ def describe_error_items(items: list[dict[str, Any]]) -> str:
         if item["type"] == "json_invalid":
             reason = (item.get("ctx") or {}).get("error", "")
             lines.append(f"the body is not valid JSON ({reason})" if reason else message)
+            continue
+        if item["type"] == "json_type":  # JSON's words for true, false and null
+            value = item.get("input")
+            shown = json.dumps(value) if value is None or isinstance(value, bool) else _fmt(value)
+            lines.append(f"{loc}: {message} (got {shown})")
             continue
         if item["type"] in ("literal_error", "enum"):
             message = f"{message}, got {_fmt(item.get('input'))}"

@@ -36,6 +36,8 @@ class Cost:
       output instead, often also the next conv's input: counted twice) for the backward pass,
       which adds one unit's peak of gradients in flight: 1.3 to 1.6 times the measured peak.
     - `parameters`: exact, as `nfcore.models.parameter_count`.
+    - `weight_bytes`: the float32 weights, and with Scaled WS the standardized copy of them
+      that the engine caches for the run (counted for every parameter: an upper bound).
     - `blocks`: residual blocks.
     """
 
@@ -43,6 +45,12 @@ class Cost:
     activation_bytes: int
     parameters: int
     blocks: int
+    weight_bytes: int = 0
+
+    @property
+    def memory_bytes(self) -> int:
+        """Estimated peak memory of the run: the weights and the activations."""
+        return self.weight_bytes + self.activation_bytes
 
 
 def conv_out(size: int, kernel: int, stride: int = 1) -> int:
@@ -267,9 +275,11 @@ def estimate(
         flops *= 2  # input gradients only: one transposed conv (or matmul) per conv
         elements += sum(u.saved for u in units)
     elements += 3 * resolution**2  # the input image, alive all through
+    parameters = sum(u.params for u in units)
     return Cost(
         flops=batch * flops,
         activation_bytes=FLOAT32_BYTES * batch * elements,
-        parameters=sum(u.params for u in units),
+        parameters=parameters,
         blocks=config.num_blocks,
+        weight_bytes=FLOAT32_BYTES * parameters * (2 if config.conv == "ws" else 1),
     )

@@ -2,7 +2,7 @@
 
 The worker runs jobs in its own process (no fork, so one CUDA context serves every job), so
 RQ's stop-job command cannot kill a work horse. Instead the worker sets this flag when the
-command arrives, and the job checks it after every block.
+command arrives, and the job checks it after every block (or training step).
 """
 
 from __future__ import annotations

@@ -17,7 +17,14 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job
 
-from api.contract import EVENTS_KEY, META_DEVICE, META_PROGRESS, key_for
+from api.contract import (
+    EVENTS_KEY,
+    META_ATTEMPT,
+    META_DEVICE,
+    META_PROGRESS,
+    key_for,
+    progress_total,
+)
 from nfcore.config import SPPConfig, TrainConfig, describe_validation_error
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
@@ -32,18 +39,34 @@ ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig)
 
 def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, str]:
     """The running RQ job, its config validated again, and the device it runs on (the
-    worker's WORKER_DEVICE for configs that say 'auto', recorded in the job's meta)."""
+    worker's WORKER_DEVICE for configs that say 'auto').
+
+    The job's meta starts this attempt afresh, in one transaction with clearing a training
+    job's events: its number (a job run again after its worker died is attempt 2), no
+    progress yet, the device. A client reading the events of attempt 1 sees the change.
+    """
     from nfcore.spp import resolve_device
 
     job = get_current_job()
     if job is None:
         raise RuntimeError("a worker task must run inside an RQ job")
+    if not isinstance(payload, dict):
+        raise ValueError(f"invalid config: expected a JSON object, got {type(payload).__name__}")
     try:
         config = kind.model_validate(payload)
     except ValidationError as error:  # e.g. an API and a worker of different versions
         raise ValueError(f"invalid config: {describe_validation_error(error)}") from None
     device = get_settings().worker_device if config.device == "auto" else config.device
+    connection: redis.Redis = job.connection
+    attempt = int(connection.incr(key_for("starts", job.id)))
+    connection.expire(key_for("starts", job.id), get_settings().result_ttl)
+    job.meta[META_ATTEMPT] = attempt
     job.meta[META_DEVICE] = str(resolve_device(device))
+    job.meta[META_PROGRESS] = {"done": 0, "total": progress_total(config)}
+    with connection.pipeline() as pipe:  # MULTI: the events and the attempt change together
+        pipe.delete(key_for(EVENTS_KEY, job.id))
+        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+        pipe.execute()
     return job, config, device
 
 
@@ -80,8 +103,7 @@ def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     job, config, device = _start(TrainConfig, payload)
     settings = get_settings()
-    stream = EventStream(job, settings.result_ttl)
-    stream.clear()  # a retried job starts over: the events of its earlier attempt are void
+    stream = EventStream(job, settings.result_ttl)  # emptied by _start: a new attempt
     # A step before an evaluation or an SPP (slow) is written at once, not after them.
     slow_next = set(config.eval_steps) | set(config.spp_steps)
 
@@ -119,9 +141,6 @@ class EventStream:
         self.ttl = ttl
         self.pending: list[str] = []
         self.last_flush = 0.0
-
-    def clear(self) -> None:
-        self.job.connection.delete(self.key)
 
     def add(self, event: dict[str, Any], *, now: bool = False) -> None:
         self.pending.append(_json(event))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from rq import Worker
+from rq.utils import now
 
 from api.contract import QUEUES, SERIALIZER
-from api.deps import Redis
+from api.deps import Redis, Settings
 from api.schemas import ErrorBody, Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -22,10 +23,18 @@ def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": ErrorBody}},
-    summary="Redis reachable, and how many workers listen on each queue",
+    summary="Redis reachable, and how many live workers listen on each queue",
 )
-def readyz(connection: Redis) -> Readiness | JSONResponse:
+def readyz(connection: Redis, settings: Settings) -> Readiness | JSONResponse:
+    """A worker counts while it heartbeats: idle workers do every third of HEARTBEAT_TTL, so
+    one silent for longer is dead (killed), though RQ keeps its record for a while."""
     connection.ping()  # raises -> 503 by the Redis error handler
-    workers = Worker.all(connection=connection, serializer=SERIALIZER)
-    counts = {name: sum(name in w.queue_names() for w in workers) for name in QUEUES}
+    moment = now()
+    alive = [
+        worker
+        for worker in Worker.all(connection=connection, serializer=SERIALIZER)
+        if worker.last_heartbeat is not None
+        and (moment - worker.last_heartbeat).total_seconds() <= settings.heartbeat_ttl
+    ]
+    counts = {name: sum(name in w.queue_names() for w in alive) for name in QUEUES}
     return Readiness(redis="ok", workers=counts)

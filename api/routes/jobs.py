@@ -69,10 +69,18 @@ def get_events(
         0, ge=0, le=2**31, description="Index of the first event wanted (the last page's `next`)."
     ),
     limit: int = Query(MAX_EVENTS_PAGE, ge=1, le=MAX_EVENTS_PAGE, description="Most events."),
+    attempt: int | None = Query(
+        None,
+        ge=0,
+        le=2**31,
+        description="The `attempt` of the last page: if the job has started again since, the "
+        "page holds the new attempt's events from index 0 and says `restarted`.",
+    ),
 ) -> EventsPage:
-    """Poll with `since` = the last page's `next` to get only new events; the page's state
-    is read first, so a final state on a page shorter than `limit` means no more events."""
-    return EventsPage(**jobs.events(job_id, since, limit))
+    """Poll with `since` = the last page's `next` and `attempt` = its `attempt` to get only
+    new events; the page's state is read first, so a final state on a page shorter than
+    `limit` means no more events."""
+    return EventsPage(**jobs.events(job_id, since, limit, attempt))
 
 
 @router.delete(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Response, status
 
+from api.body import body_doc, json_body
 from api.deps import Jobs, require_token
 from api.routes import answer_submission
 from api.schemas import ErrorBody, JobView
@@ -26,9 +29,12 @@ RESPONSES = {
     response_model=JobView,
     responses=RESPONSES,
     dependencies=[Depends(require_token)],
+    openapi_extra=body_doc(SPPConfig),
     summary="Compute a Signal Propagation Plot",
 )
-def submit_spp(config: SPPConfig, jobs: Jobs, response: Response) -> JobView | Response:
+def submit_spp(
+    config: Annotated[SPPConfig, Depends(json_body(SPPConfig))], jobs: Jobs, response: Response
+) -> JobView | Response:
     """The body is exactly the `config` that `nfcore spp --out` writes.
 
     200 with the result when it is cached; otherwise 202 with the (new or already queued)

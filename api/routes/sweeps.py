@@ -5,16 +5,24 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from pydantic import ValidationError
 
 import nfcore
+from api.body import body_doc, json_body
 from api.contract import JobState, key_for
 from api.deps import Jobs, Redis, Settings, require_token
 from api.errors import Invalid, NotFound
 from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
-from nfcore.config import SPPConfig, describe_validation_error, with_changes
+from nfcore.config import (
+    SPPConfig,
+    describe_error_items,
+    describe_validation_error,
+    json_type_errors,
+    with_changes,
+)
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
@@ -37,8 +45,12 @@ def expand(request: SweepRequest, limit: int) -> list[tuple[dict, SPPConfig]]:
     points = []
     for combo in itertools.product(*request.grid.values()):
         params = dict(zip(names, combo, strict=True))
+        values = with_changes(request.base, params)
+        wrong_types = json_type_errors(SPPConfig, values)
+        if wrong_types:
+            raise Invalid(f"point {json.dumps(params)}: {describe_error_items(wrong_types)}")
         try:
-            config = SPPConfig(**with_changes(request.base, params))
+            config = SPPConfig(**values)
         except ValidationError as error:
             raise Invalid(
                 f"point {json.dumps(params)}: {describe_validation_error(error)}"
@@ -53,10 +65,14 @@ def expand(request: SweepRequest, limit: int) -> list[tuple[dict, SPPConfig]]:
     response_model=SweepView,
     responses={401: {"model": ErrorBody}, **ERRORS},
     dependencies=[Depends(require_token)],
+    openapi_extra=body_doc(SweepRequest),
     summary="Submit a grid of SPP configs",
 )
 def submit_sweep(
-    request: SweepRequest, jobs: Jobs, connection: Redis, settings: Settings
+    request: Annotated[SweepRequest, Depends(json_body(SweepRequest))],
+    jobs: Jobs,
+    connection: Redis,
+    settings: Settings,
 ) -> SweepView:
     points = expand(request, settings.max_sweep_points)
     for params, config in points:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Response, status
 
+from api.body import body_doc, json_body
 from api.deps import Jobs, require_token
 from api.routes import answer_submission
 from api.schemas import ErrorBody, JobView
@@ -30,9 +33,12 @@ RESPONSES = {
     response_model=JobView,
     responses=RESPONSES,
     dependencies=[Depends(require_token)],
+    openapi_extra=body_doc(TrainConfig),
     summary="Run a short training",
 )
-def submit_train(config: TrainConfig, jobs: Jobs, response: Response) -> JobView | Response:
+def submit_train(
+    config: Annotated[TrainConfig, Depends(json_body(TrainConfig))], jobs: Jobs, response: Response
+) -> JobView | Response:
     """The body is a `TrainConfig`: the model, the data set and the recipe.
 
     200 with the result when it is cached; otherwise 202 with the (new or already queued)

@@ -147,7 +147,7 @@ def test_a_value_out_of_bounds_is_422_naming_the_field_and_its_range(
             {**TINY, "layout": [1, 0]}, ("layout", "greater than or equal to 1"), id="layout"
         ),
         pytest.param({**TINY, "resolution": 16}, ("resolution", "at least 32"), id="too-small"),
-        pytest.param([TINY], ("dictionary",), id="not-an-object"),
+        pytest.param([TINY], ("a JSON object",), id="not-an-object"),
     ],
 )
 def test_an_invalid_config_is_422_naming_what_is_wrong(

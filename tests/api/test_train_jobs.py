@@ -100,6 +100,8 @@ def test_post_queues_a_training_job_on_the_train_queue(client: TestClient, store
         "next": 0,
         "state": "queued",
         "progress": {"done": 0, "total": 20},
+        "attempt": 0,
+        "restarted": False,
     }
 
 
@@ -130,6 +132,8 @@ def test_a_job_queued_again_starts_with_no_events(client: TestClient, store: red
         "next": 0,
         "state": "queued",
         "progress": {"done": 0, "total": 20},
+        "attempt": 0,
+        "restarted": False,
     }
 
 
