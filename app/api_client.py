@@ -90,9 +90,13 @@ class ApiClient:
         """POST a training config: its cached TrainResult at once, or the job that trains it."""
         return self._submission(self._request("POST", "/v1/train", json=config))
 
-    def events(self, job_id: str, since: int = 0) -> dict[str, Any]:
-        """A training job's events from index `since` on, with `next`, `state` and `progress`."""
-        return self._request("GET", f"/v1/jobs/{job_id}/events", params={"since": since}).json()
+    def events(self, job_id: str, since: int = 0, attempt: int | None = None) -> dict[str, Any]:
+        """A training job's events from index `since` on, with `next`, `state`, `progress` and
+        `attempt`; `restarted` (and events from 0) when the job started again since `attempt`."""
+        params: dict[str, int] = {"since": since}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()

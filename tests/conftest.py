@@ -17,13 +17,22 @@ import redis
 
 from api.local import free_port, redis_server_binary
 
+# The suite runs in parallel processes (pytest-xdist, `-n` in pyproject.toml), each of which
+# also starts workers; torch's default of a thread per core in each of them would oversubscribe
+# the cores many times over (a 7 s test took 56 s). One thread each, set before torch loads,
+# and inherited by the processes the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 class RedisServer:
-    """A throwaway redis-server on a free port, with no persistence; can be killed and restarted."""
+    """A throwaway redis-server on a free port; can be killed and restarted. Without
+    persistence a restart loses every key; with `appendonly` it comes back with them, as the
+    local stack's and Compose's Redis does."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, appendonly: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="nfsp-redis-")
+        self.appendonly = appendonly
         self.process: subprocess.Popen | None = None
 
     @property
@@ -32,7 +41,8 @@ class RedisServer:
 
     def start(self) -> None:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.dir]  # fmt: skip
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always", "--dir", self.dir]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -65,10 +75,15 @@ def redis_server() -> Iterator[RedisServer | None]:
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
+def session_redis_url(redis_server: RedisServer | None) -> str:
+    """The URL of the session's Redis (TEST_REDIS_URL, or the server started here)."""
+    return os.environ.get("TEST_REDIS_URL") or redis_server.url  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer | None) -> Iterator[str]:
     """A clean database for one test."""
-    url = os.environ.get("TEST_REDIS_URL") or redis_server.url  # type: ignore[union-attr]
+    url = session_redis_url(redis_server)
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

@@ -460,13 +460,16 @@ def _refresh(run: dict[str, Any]) -> None:
     if run["state"] in ACTIVE_STATES:
         for _ in range(MAX_PAGES_PER_POLL):
             try:
-                answer = get_client().events(job_id, since=run["next"])
+                answer = get_client().events(job_id, since=run["next"], attempt=run.get("attempt"))
             except ApiProblem as problem:
                 if problem.status not in (404, 410):
                     raise
                 run.update(state="failed", error="the API no longer knows this job (it expired)")
                 return
             events = answer.get("events") or []
+            if answer.get("restarted"):  # its worker died: the curves start over
+                run["events"] = []
+            run["attempt"] = answer.get("attempt")
             run["events"].extend(events)
             run["next"] = int(answer.get("next", run["next"] + len(events)))
             _update_from_job(run, answer)

@@ -99,6 +99,30 @@ def test_an_invalid_config_without_the_token_is_401(make_client: Callable[..., T
     assert client.post("/v1/spp", json={"alpha": -1}).status_code == 401
 
 
+BAD_BODIES = {
+    "malformed JSON": b"{depth: 14",
+    "bad UTF-8": b'{"depth": "\xff\xfe"}',
+    "deep nesting": b"[" * 5000 + b"]" * 5000,
+    "empty": b"",
+    "wrong types": json.dumps({"batch": True}).encode(),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/spp", "/v1/train", "/v1/sweeps"])
+@pytest.mark.parametrize("body", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
+def test_the_token_is_checked_before_the_body_is_read(
+    make_client: Callable[..., TestClient], path: str, body: bytes
+):
+    """Without the token, what the body holds is none of the caller's business: 401, not a 422
+    (or a 400 that the schema does not document) telling what is wrong with it."""
+    client = make_client(api_token=TOKEN)
+
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 401, response.text
+    assert "Bearer" in response.json()["detail"]
+
+
 # --- validation -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
@@ -170,6 +194,73 @@ def test_non_finite_numbers_are_422_not_500(client: TestClient, store: redis.Red
     assert queued_ids(store) == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("batch", True, "batch: Input should be an integer (got true)"),
+        ("depth", "50", "depth: Input should be an integer or null (got '50')"),
+        ("depth", 50.0, "depth: Input should be an integer or null (got 50.0)"),
+        ("alpha", "0.2", "alpha: Input should be a number or null (got '0.2')"),
+        ("skipinit", 1, "skipinit: Input should be a boolean or null (got 1)"),
+        ("gradients", "true", "gradients: Input should be a boolean (got 'true')"),
+        ("gamma", "1.5", "gamma: Input should be \"auto\", a number or null (got '1.5')"),
+        ("layout", [3, "4"], "layout: Input should be an array of integers or null"),
+    ],
+)
+def test_a_value_of_another_json_type_is_422_not_coerced(
+    client: TestClient, store: redis.Redis, field: str, value: Any, words: str
+):
+    """The API takes the JSON types its schema documents: `"batch": true` was batch 1."""
+    assert_refused(client.post("/v1/spp", json={**TINY, field: value}), words)
+    assert queued_ids(store) == []
+
+
+def test_numbers_of_the_documented_types_are_still_accepted(client: TestClient):
+    body = {**TINY, "alpha": 1, "gamma": 2, "se_gain": 0, "width": 0.125}  # integers as numbers
+    assert client.post("/v1/spp", json=body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "phrases"),
+    [
+        (b'{"depth": "\xff"}', ("not valid JSON",)),
+        (b"[" * 5000 + b"]" * 5000, ("not valid JSON", "recursion")),
+        (json.dumps({"activation": "\ud800"}).encode(), ("not valid JSON", "lone surrogate")),
+    ],
+    ids=["bad-utf8", "deep", "lone-surrogate"],
+)
+@pytest.mark.parametrize("path", ["/v1/spp", "/v1/train", "/v1/sweeps"])
+def test_a_body_that_cannot_be_decoded_is_a_documented_422(
+    client: TestClient, path: str, body: bytes, phrases: tuple[str, ...]
+):
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+
+    assert_refused(response, *phrases)
+    documented = client.get("/openapi.json").json()["paths"][path]["post"]["responses"]
+    assert "422" in documented and "400" not in documented
+
+
+def test_a_sweep_naming_a_field_no_utf8_can_write_is_422_not_500(client: TestClient):
+    """The issue's body: a lone surrogate as a grid field name answered 500 and closed the
+    connection (the error message could not be encoded)."""
+    http = TestClient(client.app, raise_server_exceptions=False)
+    body = json.dumps({"grid": {"\ud800": [1]}}).encode()
+
+    response = http.post("/v1/sweeps", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422, response.text
+    unknown = http.post("/v1/sweeps", json={"base": TINY, "grid": {"cölour": [1]}})
+    assert_refused(unknown, "grid: unknown config field(s) cölour")
+
+
+def test_an_error_message_that_is_not_utf8_is_still_written_as_json():
+    from api.errors import ErrorResponse
+
+    response = ErrorResponse({"detail": "no job '\udc80'"}, status_code=404)
+
+    assert json.loads(response.body) == {"detail": "no job '\udc80'"}
+
+
 def test_a_body_that_is_not_json_is_422(client: TestClient):
     response = client.post(
         "/v1/spp", content="{depth: 14", headers={"Content-Type": "application/json"}
@@ -203,6 +294,46 @@ def test_a_job_over_max_activation_bytes_is_422_saying_by_how_much(
 
     assert_refused(response, "MAX_ACTIVATION_BYTES", f"by {over:.1f}x")
     assert queued_ids(store) == []
+
+
+def test_weights_too_large_for_memory_are_422_though_flops_and_activations_fit(
+    client: TestClient, store: redis.Redis
+):
+    """The issue's body: about 1.9e10 parameters (76 GB of float32 weights) was accepted."""
+    body = {"width": 4, "layout": [200, 200, 200, 200], "resolution": 32, "batch": 1, "norm": "nf"}
+    cost = estimate(SPPConfig(**body))
+    assert cost.parameters > 1.8e10
+    assert cost.weight_bytes >= 4 * cost.parameters
+    over = cost.memory_bytes / (8 * 2**30)
+
+    detail = assert_refused(
+        client.post("/v1/spp", json=body), "MAX_MEMORY_BYTES", f"by {over:.1f}x"
+    )
+
+    assert "of weights" in detail and "FLOPs" not in detail
+    assert queued_ids(store) == []
+
+
+def test_training_counts_gradients_momentum_and_the_ema_copy_against_max_memory_bytes(
+    make_client: Callable[..., TestClient],
+):
+    from api.jobs import train_costs
+    from nfcore.config import TrainConfig
+
+    body = {"depth": 14, "width": 0.25, "norm": "nf", "resolution": 32, "batch": 2, "steps": 10,
+            "eval_examples": 2, "spp_batch": 2}  # fmt: skip
+    costs = train_costs(TrainConfig(**body))
+    plain, with_ema = costs.step, train_costs(TrainConfig(**body, ema_decay=0.99)).step
+    # Weights, gradients, momentum and the standardized (Scaled WS) weights; and the EMA copy.
+    assert plain.weight_bytes == 4 * 4 * plain.parameters
+    assert with_ema.weight_bytes == 5 * 4 * plain.parameters
+    limit = (plain.memory_bytes + with_ema.memory_bytes) / 2
+    assert max(costs.eval.memory_bytes, costs.spp.memory_bytes) < limit
+    client = make_client(max_memory_bytes=limit)
+
+    assert client.post("/v1/train", json=body).status_code == 202
+    refused = client.post("/v1/train", json={**body, "ema_decay": 0.99})
+    assert_refused(refused, "one step's", "estimated peak memory", "MAX_MEMORY_BYTES")
 
 
 def test_a_job_exactly_at_the_limit_is_accepted(make_client: Callable[..., TestClient]):

@@ -22,6 +22,7 @@ from playwright.sync_api import Page, sync_playwright
 from api.local import free_port
 from app.settings import get_settings
 from tests.api.conftest import WorkerProcess
+from tests.conftest import RedisServer, session_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SCRIPT = ROOT / "app" / "main.py"
@@ -104,31 +105,56 @@ def server_logs(request: pytest.FixtureRequest) -> list[Path]:
     return request.node.stash.setdefault(SERVER_LOGS, [])
 
 
-@pytest.fixture
-def api_server(redis_url: str, tmp_path: Path, server_logs: list[Path]) -> Iterator[str]:
-    """`python -m api` (uvicorn) on a free port; yields its base URL once /readyz answers."""
+@pytest.fixture(scope="module")
+def module_api(
+    redis_server: RedisServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """`python -m api` (uvicorn) on a free port, shared by a module's tests (each test gets a
+    flushed database, `redis_url`): its base URL once /readyz answers, and its log."""
     port = free_port()
-    env = {"REDIS_URL": redis_url, "API_HOST": "127.0.0.1", "API_PORT": str(port)}
-    server = ServerProcess("api", [sys.executable, "-m", "api"], env, tmp_path)
-    server_logs.append(server.log_path)
+    env = {"REDIS_URL": session_redis_url(redis_server), "API_HOST": "127.0.0.1",
+           "API_PORT": str(port)}  # fmt: skip
+    server = ServerProcess(
+        "api", [sys.executable, "-m", "api"], env, tmp_path_factory.mktemp("api")
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         server.wait_ready(f"{url}/readyz", timeout=30)
-        yield url
+        yield url, server.log_path
     finally:
         server.stop()
 
 
 @pytest.fixture
-def worker(redis_url: str, tmp_path: Path, server_logs: list[Path]) -> Iterator[WorkerProcess]:
-    """One `python -m worker` on the test's Redis, listening before the test starts."""
-    process = WorkerProcess(redis_url, tmp_path)
-    server_logs.append(process.log_path)
+def api_server(
+    module_api: tuple[str, Path], redis_url: str, server_logs: list[Path]
+) -> Iterator[str]:
+    """The module's API, on this test's clean database."""
+    url, log_path = module_api
+    server_logs.append(log_path)
+    yield url
+
+
+@pytest.fixture(scope="module")
+def module_worker(
+    redis_server: RedisServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One `python -m worker` shared by a module's tests (it imports torch once)."""
+    process = WorkerProcess(session_redis_url(redis_server), tmp_path_factory.mktemp("worker"))
     try:
         process.wait_ready()
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def worker(
+    module_worker: WorkerProcess, redis_url: str, server_logs: list[Path]
+) -> Iterator[WorkerProcess]:
+    """The module's worker, listening on this test's clean database."""
+    server_logs.append(module_worker.log_path)
+    yield module_worker
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 import nfcore.catalog
 from nfcore.activations import gamma_table, he_gain
-from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG, REGENERATE_COMMAND, GAIN_DIGITS
+from nfcore.catalog import GAIN_DIGITS, GAMMA_TABLE, MODEL_CATALOG, REGENERATE_COMMAND
 from nfcore.models import model_catalog
 from nfcore.registry import BUILTIN_ACTIVATIONS
 
