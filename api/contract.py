@@ -12,6 +12,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Queue
@@ -45,6 +46,13 @@ META_ATTEMPT: Final = "attempt"
 # objects (`nfcore.train_result`), emptied when the job is queued or starts, appended by the
 # worker while it runs, read by the API from any index on; it expires with the result.
 EVENTS_KEY: Final = "events"
+# Pub/sub channel kind (`key_for(ENDED_CHANNEL, job_id)`): a worker publishes on it once a job
+# has ended and its final state (and result) are in Redis, so the API's `wait` answers at once.
+ENDED_CHANNEL: Final = "ended"
+# Key kind counting the submissions that wait for a job (`key_for(ASKERS_KEY, job_id)`): a
+# client that moves on (`replaces=<id>`) gives its claim back, and a job nobody waits for
+# any more is canceled.
+ASKERS_KEY: Final = "askers"
 
 
 class RefusedJob(Exception):
@@ -207,6 +215,16 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def connect_async(settings: ServiceSettings) -> redis.asyncio.Redis:
+    """`connect`'s asyncio twin, for requests that wait on a pub/sub channel."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+        retry_on_timeout=False,
+    )
 
 
 def connect(settings: ServiceSettings, *, blocking: bool = False) -> redis.Redis:

@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated
 
 import redis
+import redis.asyncio
 from fastapi import Depends, Request
 
 from api.errors import Unauthorized
@@ -19,6 +20,11 @@ def get_settings(request: Request) -> ApiSettings:
 
 def get_redis(request: Request) -> redis.Redis:
     return request.app.state.redis
+
+
+def get_async_redis(request: Request) -> redis.asyncio.Redis:
+    """The asyncio client that waiting requests listen on (`api.waiting`)."""
+    return request.app.state.async_redis
 
 
 def get_jobs(
@@ -43,3 +49,4 @@ def require_token(
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Redis = Annotated[redis.Redis, Depends(get_redis)]
+AsyncRedis = Annotated[redis.asyncio.Redis, Depends(get_async_redis)]

@@ -10,6 +10,7 @@ once cost one computation. A training job also streams events into a Redis list,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -19,11 +20,13 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.command import send_stop_job_command
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 import nfcore
 from api.contract import (
+    ASKERS_KEY,
+    ENDED_CHANNEL,
     EVENTS_KEY,
     META_ATTEMPT,
     META_DEVICE,
@@ -146,10 +149,44 @@ class JobService:
                 f"{affordable} at this size), or the width, depth, resolution or batch"
             )
 
-    def submit(self, config: JobConfig) -> Submission:
-        """Find the cached result or the active job of `config`, or queue a new job."""
-        kind = TRAIN_QUEUE if isinstance(config, TrainConfig) else SPP_QUEUE
+    def submit(self, config: JobConfig, replaces: str | None = None) -> Submission:
+        """Find the cached result or the active job of `config`, or queue a new job.
+
+        `replaces`: the job this client asked for before and no longer wants (a dashboard's
+        previous slider position); it is canceled unless someone else still waits for it.
+        """
         job_id = config_hash(config, nfcore.__version__)
+        if replaces is not None and replaces != job_id:
+            self.release(replaces)
+        submission = self._submit(config, job_id)
+        if submission.job is not None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(key_for(ASKERS_KEY, job_id))
+                pipe.expire(key_for(ASKERS_KEY, job_id), self.settings.result_ttl)
+                pipe.execute()
+        return submission
+
+    def release(self, job_id: str) -> None:
+        """One asker of `job_id` moved on: cancel the job when nobody else waits for it."""
+        if self.redis.decr(key_for(ASKERS_KEY, job_id)) > 0:
+            return
+        self.redis.delete(key_for(ASKERS_KEY, job_id))
+        job = self.fetch(job_id)
+        if job is None:
+            return
+        state = self.state(job)
+        if state == JobState.queued:
+            self._cancel_queued(job)
+        elif state == JobState.running:
+            with contextlib.suppress(InvalidJobOperation):  # it ended a moment ago
+                send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+
+    def cached(self, job_id: str) -> bytes | None:
+        """The cached result JSON of a job, if any."""
+        return self.redis.get(key_for("result", job_id))
+
+    def _submit(self, config: JobConfig, job_id: str) -> Submission:
+        kind = TRAIN_QUEUE if isinstance(config, TrainConfig) else SPP_QUEUE
         cached = self.redis.get(key_for("result", job_id))
         if cached is not None:
             return Submission(job_id, cached=cached)
@@ -172,7 +209,10 @@ class JobService:
                 job.delete()
             # A run again starts with no events: those of the last run would read as its own.
             self.redis.delete(
-                key_for("attempts", job_id), key_for("starts", job_id), key_for(EVENTS_KEY, job_id)
+                key_for("attempts", job_id),
+                key_for("starts", job_id),
+                key_for(EVENTS_KEY, job_id),
+                key_for(ASKERS_KEY, job_id),
             )
             job = self.queue(kind).enqueue(
                 TASKS[kind],
@@ -294,13 +334,21 @@ class JobService:
         job = self.get(job_id)
         state = self.state(job)
         if state == JobState.queued:
-            job.cancel()
+            self._cancel_queued(job)
         elif state == JobState.running:
             # The worker runs jobs cooperatively: it stops at the next block or training step.
-            send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+            try:
+                send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+            except InvalidJobOperation:
+                raise Conflict(f"job {job_id} ended while it was being canceled") from None
         else:
             raise Conflict(f"job {job_id} is already {state}; there is nothing to cancel")
         return self.get(job_id)
+
+    def _cancel_queued(self, job: Job) -> None:
+        """Cancel a job no worker has taken, and wake the requests waiting for it."""
+        job.cancel()
+        self.redis.publish(key_for(ENDED_CHANNEL, job.id), "canceled")
 
     # --- views --------------------------------------------------------------------------------
     def view(self, job: Job) -> dict[str, Any]:

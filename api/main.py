@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 import nfcore
 from api import errors
 from api.body import add_body_schemas
-from api.contract import connect
+from api.contract import connect, connect_async
 from api.reaper import reap_abandoned
 from api.routes import catalog, health, jobs, spp, sweeps, train
 from api.settings import ApiSettings, get_settings
@@ -87,6 +87,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         app.state.redis.close()
+        await app.state.async_redis.aclose()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -102,6 +103,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.redis = connect(settings)
+    app.state.async_redis = connect_async(settings)
     errors.install(app)
     routers = (spp.router, train.router, sweeps.router, jobs.router, catalog.router, health.router)
     for router in routers:

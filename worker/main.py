@@ -34,10 +34,12 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from api.contract import (
+    ENDED_CHANNEL,
     META_PROGRESS,
     SERIALIZER,
     TaskJob,
     connect,
+    key_for,
     queue_for,
     redact_url,
     refusal,
@@ -178,6 +180,7 @@ class JobWorker(SimpleWorker):
             beat.start()
             self.perform_job(job, queue, execution)
             self.set_state(WorkerStatus.IDLE)
+            self._announce_end(job)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             # Redis went away mid-job and RQ could not record the outcome. Stay alive: once
             # Redis is back, the reaper retries the job if Redis kept it.
@@ -206,6 +209,11 @@ class JobWorker(SimpleWorker):
             exc_string=f"RefusedJob: this job was not run: {reason}",
         )
         self.set_state(WorkerStatus.IDLE)
+        self._announce_end(job)
+
+    def _announce_end(self, job: Job) -> None:
+        """Tell the API's waiting requests that the job's final state is in Redis."""
+        self.connection.publish(key_for(ENDED_CHANNEL, job.id), "ended")
 
     def _forget_executions(self) -> None:
         """One job at a time: any execution this worker still lists belongs to a job that an

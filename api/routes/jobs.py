@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.contract import TRAIN_QUEUE
-from api.deps import Jobs, require_token
+from api.deps import AsyncRedis, Jobs, require_token
 from api.jobs import MAX_EVENTS_PAGE
+from api.routes import WaitQuery
 from api.schemas import ErrorBody, EventsPage, JobList, JobView
+from api.waiting import wait_for_end
 from nfcore.result import SPPResult
 from nfcore.train_result import TrainResult
 
@@ -23,8 +26,14 @@ def list_jobs(jobs: Jobs, limit: int = Query(50, ge=1, le=500)) -> JobList:
 
 
 @router.get("/{job_id}", response_model=JobView, responses=ERRORS, summary="One job's state")
-def get_job(job_id: str, jobs: Jobs) -> JobView:
-    return JobView(**jobs.view(jobs.get(job_id)))
+async def get_job(job_id: str, jobs: Jobs, waiter: AsyncRedis, wait: WaitQuery = 0.0) -> JobView:
+    """With `wait`, the answer comes once the job has ended (finished, failed or canceled), or
+    after `wait` seconds with its state then."""
+    await run_in_threadpool(jobs.get, job_id)  # 404 at once for a job that does not exist
+    if wait > 0:
+        await wait_for_end(waiter, job_id, wait)
+    job = await run_in_threadpool(jobs.get, job_id)
+    return JobView(**await run_in_threadpool(jobs.view, job))
 
 
 @router.get(

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.body import body_doc, json_body
-from api.deps import Jobs, require_token
-from api.routes import answer_submission
+from api.deps import AsyncRedis, Jobs, require_token
+from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import SPPConfig
 
@@ -32,12 +32,17 @@ RESPONSES = {
     openapi_extra=body_doc(SPPConfig),
     summary="Compute a Signal Propagation Plot",
 )
-def submit_spp(
-    config: Annotated[SPPConfig, Depends(json_body(SPPConfig))], jobs: Jobs, response: Response
+async def submit_spp(
+    config: Annotated[SPPConfig, Depends(json_body(SPPConfig))],
+    jobs: Jobs,
+    waiter: AsyncRedis,
+    response: Response,
+    wait: WaitQuery = 0.0,
+    replaces: ReplacesQuery = None,
 ) -> JobView | Response:
     """The body is exactly the `config` that `nfcore spp --out` writes.
 
     200 with the result when it is cached; otherwise 202 with the (new or already queued)
     job, whose id is the hash of the canonical config and the nfcore version.
     """
-    return answer_submission(config, jobs, response)
+    return await answer_submission(config, jobs, response, waiter, wait, replaces)

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.body import body_doc, json_body
-from api.deps import Jobs, require_token
-from api.routes import answer_submission
+from api.deps import AsyncRedis, Jobs, require_token
+from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import TrainConfig
 
@@ -36,8 +36,13 @@ RESPONSES = {
     openapi_extra=body_doc(TrainConfig),
     summary="Run a short training",
 )
-def submit_train(
-    config: Annotated[TrainConfig, Depends(json_body(TrainConfig))], jobs: Jobs, response: Response
+async def submit_train(
+    config: Annotated[TrainConfig, Depends(json_body(TrainConfig))],
+    jobs: Jobs,
+    waiter: AsyncRedis,
+    response: Response,
+    wait: WaitQuery = 0.0,
+    replaces: ReplacesQuery = None,
 ) -> JobView | Response:
     """The body is a `TrainConfig`: the model, the data set and the recipe.
 
@@ -45,4 +50,4 @@ def submit_train(
     job, whose id is the hash of the canonical config and the nfcore version. Follow it with
     GET /v1/jobs/{id}/events?since=N while it runs.
     """
-    return answer_submission(config, jobs, response)
+    return await answer_submission(config, jobs, response, waiter, wait, replaces)
