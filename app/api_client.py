@@ -54,6 +54,7 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -73,9 +74,21 @@ class ApiClient:
         return response
 
     # --- runs ---------------------------------------------------------------------------------
-    def submit(self, config: dict[str, Any]) -> Submission:
-        """POST a config: the cached result at once, or the job that will compute it."""
-        return self._submission(self._request("POST", "/v1/spp", json=config))
+    def submit(
+        self, config: dict[str, Any], wait: float = 0.0, replaces: str | None = None
+    ) -> Submission:
+        """POST a config: the cached result at once, or the job that will compute it.
+
+        `wait`: let the API hold the answer until the job ends (its result, if within
+        `wait` seconds); `replaces`: a job this session no longer wants (see the API).
+        """
+        params: dict[str, Any] = {"wait": wait} if wait else {}
+        if replaces:
+            params["replaces"] = replaces
+        response = self._request(
+            "POST", "/v1/spp", json=config, params=params, timeout=self.timeout + wait
+        )
+        return self._submission(response)
 
     @staticmethod
     def _submission(response: httpx.Response) -> Submission:
@@ -98,8 +111,12 @@ class ApiClient:
             params["attempt"] = attempt
         return self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/jobs/{job_id}").json()
+    def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """The job's view; with `wait`, once it has ended or after `wait` seconds."""
+        params = {"wait": wait} if wait else {}
+        return self._request(
+            "GET", f"/v1/jobs/{job_id}", params=params, timeout=self.timeout + wait
+        ).json()
 
     def result(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}/result").json()

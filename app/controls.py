@@ -1,10 +1,11 @@
 """Sidebar widgets for one `SPPConfig`, kept in step with the URL query string.
 
-The validated config in `st.session_state["config"]` is the truth; the widgets are views of
-it. A widget's callback applies its one change with `nfcore.config.with_changes` (so e.g. a
-new norm also resets the conv, alpha and gamma derived from the old one), validates, and
-writes the resulting values back into every widget that shows a changed field. An invalid
-change is undone and explained. The query string is rewritten from the state on every run.
+The validated config in `st.session_state["config"]` is the truth; the widgets are made from
+it on every run. A widget's callback applies its one change with `nfcore.config.with_changes`
+(so e.g. a new norm also resets the conv, alpha and gamma derived from the old one) and
+validates it; when other widgets must then show other values, the widgets are made afresh
+under new keys (see VERSION_KEY). An invalid change is undone the same way and explained.
+The query string is rewritten from the config on every run.
 """
 
 from __future__ import annotations
@@ -60,9 +61,20 @@ HELP = {
 
 
 # --- state ------------------------------------------------------------------------------------
+# Session keys. The config (and the view's log scale) is the one source of truth; every widget
+# is created from it, under a key carrying VERSION. A change that alters what other widgets must
+# show (a new norm brings its conv and alpha, a preset, a refused value to undo) bumps VERSION,
+# so every widget is created afresh from the config; a widget's own plain change does not, so a
+# slider keeps its focus while the keyboard moves it. Nothing writes a widget's state.
+CONFIG_KEY = "config"
+VERSION_KEY = "controls_version"
+LOG_KEY = "log_y"
+CUSTOM_KEY = "custom_layout"  # the user chose "custom layout" for a depth that has a name
+
+
 def init_state() -> None:
     """Once per session: the config, preset, pins and log scale from the URL."""
-    if "config" in st.session_state:
+    if CONFIG_KEY in st.session_state:
         return
     query = st.query_params.to_dict()
     try:
@@ -70,24 +82,38 @@ def init_state() -> None:
     except urlstate.BadQuery as problem:
         st.session_state[ERROR_KEY] = f"{problem}; showing the defaults instead"
         config = urlstate.default_config()
-    st.session_state["config"] = config
+    st.session_state[CONFIG_KEY] = config
+    st.session_state[VERSION_KEY] = 0
     st.session_state["preset"] = query.get("preset") or None
     st.session_state["pins"] = urlstate.decode_pins(query)
-    st.session_state["w_log"] = query.get("log") == "1"
-    _sync_widgets(config, None)
+    st.session_state[LOG_KEY] = query.get("log") == "1"
 
 
 def current_config() -> SPPConfig:
-    return st.session_state["config"]
+    return st.session_state[CONFIG_KEY]
+
+
+def log_y() -> bool:
+    return bool(st.session_state.get(LOG_KEY))
 
 
 def set_config(config: SPPConfig, *, preset: str | None = None, log_y: bool | None = None) -> None:
-    """Show another config (from a preset button's callback): state and widgets."""
-    _sync_widgets(config, st.session_state.get("config"))
-    st.session_state["config"] = config
+    """Show another config (a preset button's callback): every widget is made afresh from it."""
+    st.session_state[CONFIG_KEY] = config
     st.session_state["preset"] = preset
+    st.session_state[CUSTOM_KEY] = False
     if log_y is not None:
-        st.session_state["w_log"] = log_y
+        st.session_state[LOG_KEY] = log_y
+    _bump()
+
+
+def _bump() -> None:
+    st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
+
+
+def widget_key(name: str) -> str:
+    """The key of a config widget in this version of the controls: `w_<name>@<version>`."""
+    return f"w_{name}@{st.session_state.get(VERSION_KEY, 0)}"
 
 
 def sync_query() -> None:
@@ -96,15 +122,16 @@ def sync_query() -> None:
         current_config(),
         preset=st.session_state.get("preset"),
         pins=st.session_state.get("pins", []),
-        log_y=bool(st.session_state.get("w_log")),
+        log_y=log_y(),
     )
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
 
 
 # --- widgets <-> config -----------------------------------------------------------------------
-def _widget_values(config: SPPConfig) -> dict[str, Any]:
-    """The value each widget shows for this config; None: the widget does not apply."""
+def widget_values(config: SPPConfig) -> dict[str, Any]:
+    """What each widget shows for this config; None: the widget is not shown. Keys that are
+    no widget's value (`*_options`, `*_label`) are what else a widget is drawn with."""
     standard = RESNET_LAYOUTS.get(config.depth or 0) == tuple(config.layout or ())
     gamma = config.gamma
     return {
@@ -113,14 +140,18 @@ def _widget_values(config: SPPConfig) -> dict[str, Any]:
         "layout": ",".join(map(str, config.layout or ())),
         "variant": config.variant,
         "norm": config.norm,
+        "norm_options": NORMS_BY_FAMILY[config.family],
         "order": config.order,
-        "conv": config.conv,
+        "conv": config.conv if config.norm != "fixup" else None,
         "activation": config.activation,
         "alpha": config.alpha,
+        "alpha_options": max(1.0, config.alpha or 0.0),
         "gamma_mode": None if gamma is None else ("auto" if gamma == "auto" else "manual"),
+        "gamma_label": GAMMA_BY_ACTIVATION.get(str(config.activation)),
         "gamma": None if gamma in (None, "auto") else float(gamma),
         "se_gain": config.se_gain,
-        "skipinit": config.skipinit,
+        "se_gain_options": max(2.0, config.se_gain or 0.0),
+        "skipinit": config.skipinit if config.norm != "fixup" else None,
         "maxpool": config.maxpool,
         "width": config.width,
         "resolution": config.resolution,
@@ -131,23 +162,16 @@ def _widget_values(config: SPPConfig) -> dict[str, Any]:
     }
 
 
-def _sync_widgets(config: SPPConfig, previous: SPPConfig | None) -> None:
-    """Write the config into the widgets whose shown value changed (or that have no state)."""
-    old = _widget_values(previous) if previous is not None else {}
-    for name, value in _widget_values(config).items():
-        key = f"w_{name}"
-        if value is not None and (key not in st.session_state or old.get(name) != value):
-            st.session_state[key] = value
-
-
 def _change_for(name: str, value: Any, config: SPPConfig) -> dict[str, Any] | None:
     """The config fields one widget's new value changes (None: no config change)."""
     if name == "depth":
+        # "custom layout": the same network, its blocks per stage now editable.
+        st.session_state[CUSTOM_KEY] = value == CUSTOM
         return None if value == CUSTOM else {"depth": int(value)}
     if name == "layout":
         return {"layout": [part.strip() for part in str(value).split(",") if part.strip()]}
     if name == "gamma_mode":
-        gamma = st.session_state.get("w_gamma") or GAMMA_BY_ACTIVATION.get(config.activation, 1.0)
+        gamma = GAMMA_BY_ACTIVATION.get(str(config.activation), 1.0)
         return {"gamma": "auto" if value == "auto" else round(float(gamma), 6)}
     if name == "family" and value != "nf_regnet" and config.family != "nf_regnet":
         return {"family": value, "depth": config.depth, "layout": config.layout}
@@ -158,22 +182,40 @@ def _change_for(name: str, value: Any, config: SPPConfig) -> dict[str, Any] | No
 
 def _on_change(name: str) -> None:
     config = current_config()
-    changes = _change_for(name, st.session_state[f"w_{name}"], config)
+    value = st.session_state[widget_key(name)]
+    changes = _change_for(name, value, config)
     if changes is None:
         return
     try:
         new = SPPConfig(**with_changes(config.model_dump(), changes))
     except ValidationError as error:
         st.session_state[ERROR_KEY] = describe_validation_error(error)
-        st.session_state[f"w_{name}"] = _widget_values(config)[name]  # undo the widget
+        _bump()  # the widgets are made afresh, showing the config that stays
         return
     st.session_state.pop(ERROR_KEY, None)
-    set_config(new, preset=st.session_state.get("preset"))
+    before, after = widget_values(config), widget_values(new)
+    st.session_state[CONFIG_KEY] = new
+    if any(before[key] != after[key] for key in after if key != name):
+        _bump()  # other widgets show other values now
 
 
-def _widget(kind: Any, label: str, name: str, **kwargs: Any) -> Any:
-    """One config widget: state under `w_<name>`, the shared callback, its paper help text."""
-    return kind(label, key=f"w_{name}", on_change=_on_change, args=(name,),
+def _on_log_change() -> None:
+    st.session_state[LOG_KEY] = bool(st.session_state[widget_key("log")])
+
+
+# Widgets whose value is given as an index into their options, not as the value itself.
+_BY_INDEX = (st.selectbox, st.radio)
+
+
+def _widget(kind: Any, label: str, name: str, shown: Any = None, **kwargs: Any) -> Any:
+    """One config widget, created from the config: its value (or `shown`), the shared
+    callback, its help."""
+    value = widget_values(current_config())[name] if shown is None else shown
+    if kind in _BY_INDEX:
+        kwargs["index"] = list(kwargs["options"]).index(value)
+    else:
+        kwargs["value"] = value
+    return kind(label, key=widget_key(name), on_change=_on_change, args=(name,),
                 help=HELP.get(name), **kwargs)  # fmt: skip
 
 
@@ -186,6 +228,7 @@ def _with(options: tuple, value: Any) -> tuple:
 def sidebar_controls() -> None:
     """Every control of the config, showing only those that apply to the chosen model."""
     config = current_config()
+    shown = widget_values(config)
     with st.sidebar:
         st.header("Model")
         _widget(st.selectbox, "Family", "family", options=tuple(FAMILIES),
@@ -193,43 +236,44 @@ def sidebar_controls() -> None:
         if config.family == "nf_regnet":
             _widget(st.selectbox, "Variant", "variant", options=tuple(NF_REGNET_VARIANTS))
         else:
-            _widget(st.selectbox, "Depth", "depth", options=DEPTHS,
+            custom = shown["depth"] == CUSTOM or bool(st.session_state.get(CUSTOM_KEY))
+            _widget(st.selectbox, "Depth", "depth", options=DEPTHS, shown=CUSTOM if custom else None,
                     format_func=lambda d: "custom layout" if d == CUSTOM else str(d))  # fmt: skip
-            if st.session_state.get("w_depth") == CUSTOM:
+            if custom:
                 _widget(st.text_input, "Blocks per stage", "layout")
-        _widget(st.selectbox, "Normalization", "norm", options=NORMS_BY_FAMILY[config.family],
+        _widget(st.selectbox, "Normalization", "norm", options=shown["norm_options"],
                 format_func=NORMS.__getitem__)  # fmt: skip
-        if config.order is not None:
+        if shown["order"] is not None:
             _widget(st.radio, "BN order", "order", options=("bn-relu-conv", "relu-bn-conv"),
                     horizontal=True)  # fmt: skip
-        if config.norm != "fixup":
+        if shown["conv"] is not None:
             _widget(st.radio, "Convolution", "conv", options=("ws", "he"), horizontal=True,
                     format_func={"ws": "Scaled WS", "he": "He init"}.__getitem__)  # fmt: skip
         _widget(st.selectbox, "Activation", "activation",
                 options=_with(BUILTIN_ACTIVATIONS, config.activation))  # fmt: skip
-        _signal_controls(config)
+        _signal_controls(shown)
         st.header("Input and measurement")
         _input_controls(config)
         if message := st.session_state.get(ERROR_KEY):
             st.error(message)
 
 
-def _signal_controls(config: SPPConfig) -> None:
-    if config.alpha is not None:
+def _signal_controls(shown: dict[str, Any]) -> None:
+    if shown["alpha"] is not None:
         _widget(st.slider, "α (alpha)", "alpha", min_value=0.05,
-                max_value=max(1.0, config.alpha), step=0.05)  # fmt: skip
-    if config.gamma is not None:
-        auto = GAMMA_BY_ACTIVATION.get(str(config.activation))
+                max_value=shown["alpha_options"], step=0.05)  # fmt: skip
+    if shown["gamma_mode"] is not None:
+        auto = shown["gamma_label"]
         _widget(st.radio, "γ (gamma)", "gamma_mode", options=("auto", "manual"), horizontal=True,
                 format_func=lambda m: f"auto ({auto:.4f})" if m == "auto" and auto else m)  # fmt: skip
-        if config.gamma != "auto":
+        if shown["gamma"] is not None:
             _widget(st.number_input, "γ value", "gamma", min_value=0.01, max_value=100.0,
                     step=0.01, format="%.4f")  # fmt: skip
     _widget(st.slider, "S+E gain", "se_gain", min_value=0.0,
-            max_value=max(2.0, config.se_gain or 0.0), step=0.25)  # fmt: skip
-    if config.norm != "fixup":
+            max_value=shown["se_gain_options"], step=0.25)  # fmt: skip
+    if shown["skipinit"] is not None:
         _widget(st.checkbox, "SkipInit", "skipinit")
-    if config.maxpool is not None:
+    if shown["maxpool"] is not None:
         _widget(st.checkbox, "Stem max-pool", "maxpool")
 
 
@@ -242,4 +286,5 @@ def _input_controls(config: SPPConfig) -> None:
     _widget(st.radio, "Input", "input", options=("gaussian", "digits"), horizontal=True,
             format_func={"gaussian": "N(0,1) noise", "digits": "digits images"}.__getitem__)  # fmt: skip
     _widget(st.toggle, "Gradients (backward pass)", "gradients")
-    st.toggle("Log-scale y axis", key="w_log", help=HELP["log"])
+    st.toggle("Log-scale y axis", value=log_y(), key=widget_key("log"), on_change=_on_log_change,
+              help=HELP["log"])  # fmt: skip

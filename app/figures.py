@@ -43,6 +43,21 @@ def themed(fig: go.Figure, *, dark: bool) -> go.Figure:
     return fig
 
 
+STALE_OPACITY = 0.3
+STALE_NOTE = "computing the new configuration..."
+
+
+def stale(fig: go.Figure) -> go.Figure:
+    """The last chart, dimmed and marked, to keep on screen while the next one computes."""
+    dimmed = go.Figure(fig)
+    dimmed.update_traces(opacity=STALE_OPACITY)
+    dimmed.add_annotation(
+        text=STALE_NOTE, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+        font={"size": 18}, bgcolor="rgba(128,128,128,0.25)",
+    )  # fmt: skip
+    return dimmed
+
+
 def image_bytes(fig: go.Figure, suffix: str = ".png") -> bytes:
     """The figure rendered as an image, in the light theme (images go into papers and slides)."""
     light = themed(go.Figure(fig), dark=False)

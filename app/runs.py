@@ -18,6 +18,7 @@ from nfcore.result import SPPResult
 
 ACTIVE_STATES = ("queued", "running")
 SUBMITTED_KEY = "submitted"  # canonical config JSON -> job id
+SUPERSEDED_KEY = "superseded"  # job ids this session gave up (`replaces`): asked again if wanted
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,46 @@ class Run:
         return int(progress.get("done", 0)), int(progress.get("total", 0))
 
 
-def track(label: str, config: SPPConfig) -> Run:
-    """The run of `config`: submitted on first sight, then followed by its job id."""
+def track(label: str, config: SPPConfig, *, wait: float = 0.0, replaces: str | None = None) -> Run:
+    """The run of `config`: submitted on first sight, then followed by its job id.
+
+    `wait`: how long the API may hold the first answer for the result. `replaces`: the job
+    this session showed before and no longer wants; the API cancels it unless someone else
+    waits for it. A job this session gave up that is wanted again is asked for again.
+    """
     submitted: dict[str, str] = st.session_state.setdefault(SUBMITTED_KEY, {})
+    superseded: set[str] = st.session_state.setdefault(SUPERSEDED_KEY, set())
     key = canonical_json(config)
     if key in submitted:
         run = follow(label, submitted[key])
-        if run is not None:
+        if run is not None and not (run.problem and run.job_id in superseded):
             return run
-    submission = get_client().submit(config.model_dump(mode="json"))
+    if replaces is not None and replaces != submitted.get(key):
+        superseded.add(replaces)
+    else:
+        replaces = None
+    submission = get_client().submit(config.model_dump(mode="json"), wait=wait, replaces=replaces)
     submitted[key] = submission.job_id
+    superseded.discard(submission.job_id)
     if submission.result is not None:
         return Run(label, submission.job_id, result=SPPResult.model_validate(submission.result))
     return Run(label, submission.job_id, job=submission.job)
+
+
+def await_run(run: Run, wait: float) -> Run:
+    """The run again after waiting up to `wait` seconds for its job to end (no polling: the
+    API answers as soon as it ends)."""
+    if not run.pending or run.job_id is None:
+        return run
+    job = get_client().job(run.job_id, wait=wait)
+    if job["state"] == "finished":
+        return Run(
+            run.label, run.job_id, result=SPPResult.model_validate(cached_result(run.job_id))
+        )
+    if job["state"] in ACTIVE_STATES:
+        return Run(run.label, run.job_id, job=job)
+    reason = job.get("error") or f"the job was {job['state']}"
+    return Run(run.label, run.job_id, job=job, problem=reason)
 
 
 def follow(label: str, job_id: str) -> Run | None:

@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class AppSettings(BaseSettings):
-    """Where the API is and how the dashboard talks to it (API_URL, API_TOKEN, APP_POLL_SECONDS)."""
+    """Where the API is and how the dashboard talks to it (API_URL, API_TOKEN, APP_POLL_SECONDS,
+    APP_SUBMIT_WAIT_SECONDS, APP_FOLLOW_SECONDS, API_TIMEOUT_SECONDS)."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=".env")
 
@@ -20,7 +21,26 @@ class AppSettings(BaseSettings):
         None, description="Sent as 'Authorization: Bearer <token>' on POST and DELETE."
     )
     app_poll_seconds: float = Field(
-        0.5, gt=0, le=60, description="Seconds between polls of a running job."
+        0.25,
+        gt=0,
+        le=30,
+        description="Seconds one wait for a running job lasts before its progress bar is "
+        "updated (the API answers at once when the job ends).",
+    )
+    app_follow_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="Seconds one page run follows running jobs before it starts over (a new "
+        "widget change interrupts it at once either way); 0: show their progress and do not "
+        "follow them (the next interaction looks again).",
+    )
+    app_submit_wait_seconds: float = Field(
+        0.3,
+        ge=0,
+        le=30,
+        description="Seconds a submission may wait for its result before the page shows "
+        "progress: a run that computes faster is drawn at once.",
     )
     api_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Timeout of one API request."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import streamlit as st
 
@@ -18,6 +19,8 @@ from nfcore.config import SPPConfig
 from nfcore.presets import PRESETS, Preset, get_preset
 
 PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
+FIGURE_KEY = "figure"  # session key: the last chart drawn (kept on screen, dimmed, meanwhile)
+PENDING_KEY = "pending_job"  # session key: the current run's job while it computes
 
 
 def render() -> None:
@@ -80,8 +83,7 @@ def _body() -> None:
     preset = active_preset()
     config = controls.current_config()
     wanted = [(r.label, r.config) for r in preset.runs] if preset else [(config.label, config)]
-    shown = [runs.track(label, run_config) for label, run_config in wanted]
-    current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
+    shown = _submit(wanted, config)
     pinned = _pinned_runs({run.job_id for run in shown})
     if preset is not None:
         plot_column, text_column = st.columns([3, 1])
@@ -90,15 +92,67 @@ def _body() -> None:
     else:
         plot_column = st.container()
     with plot_column:
-        _status(shown, wanted)
-        _plot(shown + pinned, preset)
+        shown = _follow(shown, wanted, pinned, preset)
+    current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
     finished = current.result is not None
     if finished:
         _exports(current, shown + pinned)
     _compare(current if finished else None)
+
+
+def _submit(wanted: list[tuple[str, SPPConfig]], config: SPPConfig) -> list[runs.Run]:
+    """The runs to draw, submitted (or followed). The current run replaces the one shown
+    before, so a slider dragged across many values leaves no backlog of stale jobs."""
+    settings = get_settings()
+    previous = st.session_state.get(PENDING_KEY)
+    shown = []
+    for label, run_config in wanted:
+        replaces = previous if run_config == config else None
+        shown.append(
+            runs.track(label, run_config, wait=settings.app_submit_wait_seconds, replaces=replaces)
+        )
+    current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
+    st.session_state[PENDING_KEY] = current.job_id if current.pending else None
+    return shown
+
+
+def _follow(
+    shown: list[runs.Run],
+    wanted: list[tuple[str, SPPConfig]],
+    pinned: list[runs.Run],
+    preset: Preset | None,
+) -> list[runs.Run]:
+    """Progress while jobs run, then the chart: in this one script run, without sleeping.
+
+    Until the results are in, the last chart stays on screen, dimmed; the API answers each
+    wait as soon as a job ends. A newer widget change interrupts this run at its next update.
+    """
+    status = _status(shown, wanted)
+    chart = st.empty()
     if any(run.pending for run in shown):
-        time.sleep(get_settings().app_poll_seconds)
-        st.rerun()
+        previous = st.session_state.get(FIGURE_KEY)
+        if previous is not None:
+            chart.plotly_chart(figures.stale(previous), theme=None)
+        else:
+            chart.info("The plot appears when the first run has finished.")
+    settings = get_settings()
+    deadline = time.monotonic() + settings.app_follow_seconds
+    while settings.app_follow_seconds > 0 and any(run.pending for run in shown):
+        if time.monotonic() >= deadline:
+            st.rerun()  # a long job: follow it in a fresh run, so no run lasts forever
+        shown = [runs.await_run(run, settings.app_poll_seconds) for run in shown]
+        for run, rows in zip(shown, status, strict=True):
+            if rows is None:
+                continue
+            row, bar = rows
+            if run.pending:
+                done, total = run.progress
+                bar.progress(done / total if total else 0.0, text=_progress_text(run))
+            else:
+                row.empty()
+    _problems(shown, wanted)
+    _plot(chart, shown + pinned, preset)
+    return shown
 
 
 def _preset_text(preset: Preset) -> None:
@@ -108,19 +162,36 @@ def _preset_text(preset: Preset) -> None:
     st.info(f"**Paper:** {preset.paper_setting}\n\n**Here:** {preset.scaled_setting}")
 
 
-def _status(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> None:
-    """Progress bars with Cancel for running jobs; failures with Run again."""
-    for run, (_, config) in zip(shown, wanted, strict=True):
-        if run.pending:
-            done, total = run.progress
-            state = run.job["state"] if run.job else "queued"
+def _progress_text(run: runs.Run) -> str:
+    done, total = run.progress
+    state = run.job["state"] if run.job else "queued"
+    return f"{run.label}: {state}, {done}/{total} blocks"
+
+
+def _status(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> list[Any]:
+    """A progress bar (with Cancel) per pending run, to update while it computes."""
+    bars: list[Any] = []
+    for run in shown:
+        if not run.pending:
+            bars.append(None)
+            continue
+        done, total = run.progress
+        row = st.empty()  # the whole row goes once the run is done
+        with row.container():
             bar, button = st.columns([5, 1])
-            bar.progress(done / total if total else 0.0, text=f"{run.label}: {state}, "
-                         f"{done}/{total} blocks")  # fmt: skip
+            slot = bar.empty()
+            slot.progress(done / total if total else 0.0, text=_progress_text(run))
             if button.button("Cancel", key=f"cancel_{run.job_id}") and run.job_id:
                 runs.cancel(run.job_id)
                 st.rerun()
-        elif run.problem:
+        bars.append((row, slot))
+    return bars
+
+
+def _problems(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> None:
+    """Failed or canceled runs, each with Run again."""
+    for run, (_, config) in zip(shown, wanted, strict=True):
+        if run.problem:
             message, button = st.columns([5, 1])
             message.warning(f"{run.label}: {run.problem}")
             if button.button("Run again", key=f"again_{run.job_id}"):
@@ -128,20 +199,20 @@ def _status(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> None:
                 st.rerun()
 
 
-def _plot(all_runs: list[runs.Run], preset: Preset | None) -> None:
+def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
     finished = [run for run in all_runs if run.result is not None]
     if not finished:
-        st.info("The plot appears when the first run has finished.")
+        chart.info("The plot appears when the first run has finished.")
         return
     fig = figures.dashboard_figure(
         [run.result for run in finished if run.result is not None],
         _unique([run.label for run in finished]),
-        log_y=bool(st.session_state.get("w_log")),
+        log_y=controls.log_y(),
         dark=st.context.theme.type == "dark",
         title=preset.title if preset else None,
     )
-    st.session_state["figure"] = fig
-    st.plotly_chart(fig, theme=None, key="spp_chart")
+    st.session_state[FIGURE_KEY] = fig
+    chart.plotly_chart(fig, theme=None)
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -158,7 +229,7 @@ def _exports(current: runs.Run, overlaid: list[runs.Run]) -> None:
     """Downloads: the current run's JSON and CSV, and the figure as PNG and HTML."""
     assert current.result is not None and current.job_id is not None
     name = f"spp-{current.job_id[:12]}"
-    fig = st.session_state["figure"]
+    fig = st.session_state[FIGURE_KEY]
     results = [run.result.to_json_dict() for run in overlaid if run.result is not None]
     payload = results[0] if len(results) == 1 else results
     columns = st.columns(4)

@@ -109,7 +109,20 @@ def panel_traces(spec: dict[str, Any], name: str) -> dict[str, list[dict[str, An
 
 
 def sidebar_values(at: AppTest, *names: str) -> dict[str, Any]:
-    return {name: at.session_state[f"w_{name}"] for name in names}
+    return {name: shown(at, name) for name in names}
+
+
+def control(widgets: Any, name: str) -> Any:
+    """The sidebar widget of a config field: its key is `w_<name>@<version>` (app.controls)."""
+    found = [widget for widget in widgets if str(widget.key).startswith(f"w_{name}@")]
+    assert len(found) == 1, f"{len(found)} widgets for {name}: {[w.key for w in widgets]}"
+    return found[0]
+
+
+def shown(at: AppTest, name: str) -> Any:
+    """The value the sidebar widget of a config field holds."""
+    version = at.session_state["controls_version"]
+    return at.session_state[f"w_{name}@{version}"]
 
 
 # --- the API's side ---------------------------------------------------------------------------
@@ -146,25 +159,25 @@ def compute(api_url: str, config: SPPConfig) -> str:
 # --- (a) controls -> request ------------------------------------------------------------------
 def test_controls_are_the_config_the_api_computes(api_url: str) -> None:
     at = open_explorer(urlstate.encode_config(SPPConfig(**{**TINY, "norm": "bn"})))
-    at.selectbox(key="w_norm").set_value("nf")
+    control(at.selectbox, "norm").set_value("nf")
     run(at)
-    assert at.session_state["w_alpha"] == 0.2  # a new norm brings its own alpha, conv and gamma
-    assert at.session_state["w_conv"] == "ws"
-    at.slider(key="w_alpha").set_value(0.5)
+    assert shown(at, "alpha") == 0.2  # a new norm brings its own alpha, conv and gamma
+    assert shown(at, "conv") == "ws"
+    control(at.slider, "alpha").set_value(0.5)
     run(at)
-    at.selectbox(key="w_activation").set_value("silu")
+    control(at.selectbox, "activation").set_value("silu")
     run(at)
-    at.select_slider(key="w_width").set_value(0.0625)
+    control(at.select_slider, "width").set_value(0.0625)
     run(at)
-    at.checkbox(key="w_maxpool").uncheck()  # first: 16 px needs a stride-16 (pool-free) net
+    control(at.checkbox, "maxpool").uncheck()  # first: 16 px needs a stride-16 (pool-free) net
     run(at)
-    at.select_slider(key="w_resolution").set_value(16)
+    control(at.select_slider, "resolution").set_value(16)
     run(at)
-    at.number_input(key="w_batch").set_value(3)
+    control(at.number_input, "batch").set_value(3)
     run(at)
-    at.slider(key="w_se_gain").set_value(0.5)
+    control(at.slider, "se_gain").set_value(0.5)
     run(at)
-    at.checkbox(key="w_skipinit").check()
+    control(at.checkbox, "skipinit").check()
     run(at)
 
     expected = SPPConfig(depth=14, norm="nf", alpha=0.5, activation="silu", width=0.0625,
@@ -228,7 +241,7 @@ def test_preset_button_shows_every_run_of_the_figure(api_url: str) -> None:
         finished_job(api_url, preset_run.config)
 
     # Moving a control away from the figure's runs leaves the preset: one run again.
-    at.number_input(key="w_batch").set_value(2)
+    control(at.number_input, "batch").set_value(2)
     run(at)
     assert "preset" not in at.query_params
     assert legend(wait_for_chart(at)) == [first.label]
@@ -244,7 +257,7 @@ def test_unreachable_api_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
         f"the API at {closed} is not reachable (ConnectError): start it with `python -m api`"
     ]
     assert chart(at) is None
-    assert at.selectbox(key="w_norm").value == "nf"  # the controls stay usable
+    assert control(at.selectbox, "norm").value == "nf"  # the controls stay usable
 
 
 def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
@@ -258,13 +271,13 @@ def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
     wait_for_chart(at)
 
     # A widget change that makes the config invalid is undone and explained.
-    at.select_slider(key="w_resolution").set_value(16)
+    control(at.select_slider, "resolution").set_value(16)
     run(at)
     assert [error.value for error in at.sidebar.error] == [
         "resolution: 16 is too small: this network downsamples by 32, so the resolution must "
         "be at least 32"
     ]
-    assert at.select_slider(key="w_resolution").value == 64
+    assert control(at.select_slider, "resolution").value == 64
     assert at.session_state["config"] == urlstate.default_config()
 
 
@@ -312,8 +325,8 @@ def test_link_sets_every_control_and_the_request(api_url: str) -> None:
         "se_gain": 0.25, "skipinit": True, "maxpool": True, "width": 0.125, "resolution": 32,
         "batch": 2, "seed": 3, "input": "digits", "gradients": True,
     }  # fmt: skip
-    assert at.text_input(key="w_layout").value == "1,2,1"  # shown for a custom layout
-    assert at.number_input(key="w_gamma").value == 1.5  # shown for a manual gamma
+    assert control(at.text_input, "layout").value == "1,2,1"  # shown for a custom layout
+    assert control(at.number_input, "gamma").value == 1.5  # shown for a manual gamma
     assert at.session_state["config"] == config
     assert at.query_params == query  # the page keeps the link as it was
     assert legend(wait_for_chart(at)) == [config.label]
@@ -338,7 +351,7 @@ def test_pins_in_the_link_are_overlaid(api_url: str) -> None:
     pin_button.click()
     run(at)
     assert urlstate.decode_pins(at.query_params) == [pin, job_id(config)]
-    at.number_input(key="w_seed").set_value(1)
+    control(at.number_input, "seed").set_value(1)
     run(at)
     moved = SPPConfig(**TINY, seed=1)
     assert legend(wait_for_chart(at)) == [
