@@ -36,7 +36,9 @@ def dashboard_figure(
 
 def themed(fig: go.Figure, *, dark: bool) -> go.Figure:
     """The figure in the dashboard's light or dark theme, with readable axis labels."""
-    fig.update_layout(template=DARK_TEMPLATE if dark else LIGHT_TEMPLATE, font={"size": 13})
+    if dark or fig.layout.template.layout.paper_bgcolor != "white":  # plotly_white is set
+        fig.update_layout(template=DARK_TEMPLATE if dark else LIGHT_TEMPLATE)
+    fig.update_layout(font={"size": 13})
     if dark:
         fig.update_layout(paper_bgcolor=DARK_BACKGROUND, plot_bgcolor=DARK_BACKGROUND)
     fig.update_annotations(font_size=14)  # the panel titles

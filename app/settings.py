@@ -42,6 +42,9 @@ class AppSettings(BaseSettings):
         description="Seconds a submission may wait for its result before the page shows "
         "progress: a run that computes faster is drawn at once.",
     )
+    app_trace: bool = Field(
+        False, description="Log when each phase of a page run happens (the browser benchmark)."
+    )
     api_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Timeout of one API request."
     )

@@ -25,8 +25,10 @@ class ScaledWSConv2d(nn.Conv2d):
     and no gradient flows through it to `weight`.
 
     A change is noticed through PyTorch's version counters (optimizer steps, `load_state_dict`,
-    any in-place op on the parameter). Edits through `param.data` bypass those counters: they
-    are picked up at the next `train()`/`eval()` call, or call `reset_cache()`.
+    any in-place op on the parameter) and of gamma. Edits through `param.data` bypass those
+    counters: they are picked up at the next switch between training and eval mode, or call
+    `reset_cache()`. Calling `eval()` on a model already in eval mode keeps the cache, so a
+    network measured again (the worker keeps recent ones) does not standardize again.
     """
 
     def __init__(
@@ -83,7 +85,8 @@ class ScaledWSConv2d(nn.Conv2d):
         self._cached_weight, self._cache_key = None, None
 
     def train(self, mode: bool = True) -> ScaledWSConv2d:
-        self.reset_cache()
+        if mode != self.training:
+            self.reset_cache()
         return super().train(mode)
 
     def forward(self, x: Tensor) -> Tensor:

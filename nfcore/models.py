@@ -6,6 +6,7 @@ layer and the activation, which are injected into the shared `ResidualBlock`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,9 +109,11 @@ class _Parts:
         """
         if self.config.conv == "ws":
             gamma = self.gamma if after_activation else 1.0
-            return ScaledWSConv2d(
+            conv = ScaledWSConv2d(
                 cin, cout, kernel, stride, kernel // 2, groups, bias=True, gamma=gamma
             )
+            conv.reads_activation = after_activation  # `retune` gives it the new gamma
+            return conv
         conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         conv.he_gain = self.he if after_activation else 1.0
         return conv
@@ -139,12 +142,16 @@ class _Parts:
         layers = self.norm_act(channels)
         return list(layers) if isinstance(layers, nn.Sequential) else [layers]
 
-    def squeeze_excite(self, channels: int, ratio: float, act_gain: float = 1.0) -> list[nn.Module]:
+    def squeeze_excite(
+        self, channels: int, ratio: float, act_gain: float = 1.0, gain_is_gamma: bool = False
+    ) -> list[nn.Module]:
         se_gain = self.config.se_gain or 0.0
         if se_gain == 0.0:
             return []
         hidden = max(1, int(channels * ratio))
-        return [SqueezeExcite(channels, hidden, self.act(act_gain), se_gain)]
+        activation = self.act(act_gain)
+        activation.gain_is_gamma = gain_is_gamma  # NF-RegNet bakes gamma in (see `retune`)
+        return [SqueezeExcite(channels, hidden, activation, se_gain)]
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -211,7 +218,7 @@ def _nf_regnet_block(p: _Parts, cin: int, cout: int, stride: int, expansion: flo
         p.conv(cin, width, 1),
         *p.norm_act_layers(width),
         p.conv(width, width, 3, stride, groups),
-        *p.squeeze_excite(width, NF_REGNET_SE_RATIO, se_act_gain),
+        *p.squeeze_excite(width, NF_REGNET_SE_RATIO, se_act_gain, p.config.conv == "ws"),
         *p.norm_act_layers(width),
         p.conv(width, cout, 1),
     )
@@ -381,6 +388,44 @@ def build_model(config: ModelConfig, seed: int | None = None) -> Network:
         model = _build(parts)
         init_weights(model)
     return model
+
+
+# Fields that change no weight: a network built for one value serves every other after
+# `retune`, bit for bit as a fresh build would (the S+E gain only between nonzero values: 0
+# means no S+E layers at all).
+SCALAR_FIELDS: tuple[str, ...] = ("alpha", "gamma", "se_gain")
+
+
+def weights_key(config: ModelConfig, seed: int) -> str:
+    """What the weights of `config`'s network built with `seed` depend on, as text: two
+    configs with the same key differ only in `SCALAR_FIELDS` (see `retune`)."""
+    fields = {name: getattr(config, name) for name in ModelConfig.model_fields}
+    fields.update(alpha=None, gamma=None, se_gain=bool(config.se_gain))
+    return json.dumps({**fields, "seed": seed}, sort_keys=True, default=list)
+
+
+@torch.no_grad()
+def retune(model: Network, config: ModelConfig) -> None:
+    """Give a network built for another value of `SCALAR_FIELDS` the values of `config`:
+    each block's alpha, beta and expected variance (Section 4.5), the Scaled WS gain gamma of
+    the convs that read g(.) (and NF-RegNet's S+E activation, which carries gamma), and the
+    S+E gain. Its weights are untouched; the SPP is then that of a fresh build."""
+    parts = _Parts.of(config)
+    nf = config.norm == "nf"
+    alpha = float(config.alpha) if nf else 1.0
+    variances = nf_expected_variances(config.stage_layout, alpha)
+    for block, (beta, expected_var) in zip(model.blocks, variances, strict=True):
+        block.alpha = alpha
+        block.beta = beta if nf else 1.0
+        block.expected_var = expected_var if nf else None
+    for module in model.modules():
+        if isinstance(module, ScaledWSConv2d):
+            module.gamma = parts.gamma if getattr(module, "reads_activation", True) else 1.0
+        elif isinstance(module, SqueezeExcite):
+            module.se_gain = float(config.se_gain or 0.0)
+            if getattr(module.activation, "gain_is_gamma", False):
+                module.activation.gain = parts.gamma
+    model.gamma = parts.gamma
 
 
 def parameter_count(config: ModelConfig) -> int:

@@ -117,6 +117,13 @@ def _panels(runs: Sequence[SPPResult]) -> list[tuple[str, str, int, int]]:
 
 
 def _empty_figure(panels: list[tuple[str, str, int, int]], log_y: bool) -> go.Figure:
+    """The panels without traces: a copy of one built once per layout (make_subplots and its
+    axis updates cost tens of milliseconds, a copy one)."""
+    return go.Figure(_panel_layout(tuple(panels), log_y))
+
+
+@functools.cache
+def _panel_layout(panels: tuple[tuple[str, str, int, int], ...], log_y: bool) -> go.Figure:
     rows = panels[-1][2]
     specs: list[list[dict | None]] = [[{}, {}, {}]] * rows
     fig = make_subplots(

@@ -24,6 +24,12 @@ class WorkerSettings(ServiceSettings):
         "for training jobs on dataset cifar10; unset = those jobs fail saying so.",
     )
     worker_name: str | None = Field(None, description="Name in RQ's worker list (default: random).")
+    worker_model_cache_bytes: int = Field(
+        2**30,
+        ge=0,
+        description="Bytes of recently built networks a worker keeps to measure again when only "
+        "alpha, gamma or the S+E gain changed (0: build every network anew).",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -7,10 +7,11 @@ job also appends its events (`nfcore.train_result`) to the list `key_for(EVENTS_
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -33,6 +34,9 @@ from worker.stopping import raise_if_stopped
 PROGRESS_INTERVAL = 0.2
 # Training events go to Redis at most this often (seconds): a step can take a millisecond.
 EVENTS_INTERVAL = 0.1
+
+if TYPE_CHECKING:
+    from nfcore.model_cache import ModelCache
 
 ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig)
 
@@ -70,9 +74,20 @@ def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, 
     return job, config, device
 
 
+@functools.cache
+def _models() -> ModelCache:
+    """The networks this worker built recently (WORKER_MODEL_CACHE_BYTES), to measure again."""
+    from nfcore.model_cache import ModelCache
+
+    return ModelCache(get_settings().worker_model_cache_bytes)
+
+
 def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Compute one SPP and cache it; returns where the result is and how long it took."""
-    from nfcore.spp import run_spp  # torch loads here, in the worker only
+    """Compute one SPP and cache it; returns where the result is and how long it took.
+
+    A network that differs from one built recently only in alpha, gamma or the S+E gain is
+    not built again (`nfcore.model_cache`): a slider move costs one forward pass."""
+    from nfcore.spp import resolve_device, run_spp  # torch loads here, in the worker only
 
     job, config, device = _start(SPPConfig, payload)
     settings = get_settings()
@@ -87,7 +102,8 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
             job.save_meta()
             last_saved = now
 
-    result = run_spp(config, progress=progress, device=device)
+    model = _models().model(config, resolve_device(device))
+    result = run_spp(config, progress=progress, model=model, device=device)
     _store_result(job, result.to_json_dict(), settings.result_ttl)
     return {
         "result_key": key_for("result", job.id),

@@ -12,19 +12,23 @@ from typing import Any
 
 import streamlit as st
 
-from app import controls, figures, runs
+import nfcore
+from app import controls, figures, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
-from nfcore.config import SPPConfig
+from nfcore.config import SPPConfig, config_hash
 from nfcore.presets import PRESETS, Preset, get_preset
 
 PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
 FIGURE_KEY = "figure"  # session key: the last chart drawn (kept on screen, dimmed, meanwhile)
-PENDING_KEY = "pending_job"  # session key: the current run's job while it computes
+FIGURES_KEY = "figures"  # session key: recently drawn charts, by what they show
+FIGURES_KEPT = 16  # a few hundred kB: a chart is about 15 kB of JSON
+CURRENT_KEY = "current_job"  # session key: the id of the job of the config asked for last
 
 
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
+    trace.start()
     controls.init_state()
     controls.sidebar_controls()
     active_preset()  # forget a preset the controls moved away from, before writing the URL
@@ -40,6 +44,7 @@ def render() -> None:
         _body()
     except ApiProblem as problem:
         st.error(problem.message)
+    trace.mark("end")
 
 
 def active_preset() -> Preset | None:
@@ -84,6 +89,7 @@ def _body() -> None:
     config = controls.current_config()
     wanted = [(r.label, r.config) for r in preset.runs] if preset else [(config.label, config)]
     shown = _submit(wanted, config)
+    trace.mark("answered")
     pinned = _pinned_runs({run.job_id for run in shown})
     if preset is not None:
         plot_column, text_column = st.columns([3, 1])
@@ -102,17 +108,20 @@ def _body() -> None:
 
 def _submit(wanted: list[tuple[str, SPPConfig]], config: SPPConfig) -> list[runs.Run]:
     """The runs to draw, submitted (or followed). The current run replaces the one shown
-    before, so a slider dragged across many values leaves no backlog of stale jobs."""
+    before, so a slider dragged across many values leaves no backlog of stale jobs.
+
+    The current job is noted, by its id (the hash of the config), before anything is asked
+    of the API: a newer widget change starts the next run while this one may still wait for
+    its answer, and that run must know which job it replaces."""
     settings = get_settings()
-    previous = st.session_state.get(PENDING_KEY)
+    previous = st.session_state.get(CURRENT_KEY)
+    st.session_state[CURRENT_KEY] = config_hash(config, nfcore.__version__)
     shown = []
     for label, run_config in wanted:
         replaces = previous if run_config == config else None
         shown.append(
             runs.track(label, run_config, wait=settings.app_submit_wait_seconds, replaces=replaces)
         )
-    current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
-    st.session_state[PENDING_KEY] = current.job_id if current.pending else None
     return shown
 
 
@@ -127,13 +136,19 @@ def _follow(
     Until the results are in, the last chart stays on screen, dimmed; the API answers each
     wait as soon as a job ends. A newer widget change interrupts this run at its next update.
     """
-    status = _status(shown, wanted)
-    chart = st.empty()
+    # One container for the progress rows, present in every run, so that the chart keeps its
+    # place on the page: the browser then updates the chart instead of drawing a new one.
+    with st.container():
+        status = _status(shown, wanted)
+    # The chart's place holds a chart from the start (the last one, dimmed, while jobs run):
+    # an `st.empty()` there would first blank it, and the browser draw it again from scratch.
+    chart: Any = None
     if any(run.pending for run in shown):
         previous = st.session_state.get(FIGURE_KEY)
         if previous is not None:
-            chart.plotly_chart(figures.stale(previous), theme=None)
+            chart = st.plotly_chart(figures.stale(previous), theme=None)
         else:
+            chart = st.empty()
             chart.info("The plot appears when the first run has finished.")
     settings = get_settings()
     deadline = time.monotonic() + settings.app_follow_seconds
@@ -150,8 +165,9 @@ def _follow(
                 bar.progress(done / total if total else 0.0, text=_progress_text(run))
             else:
                 row.empty()
+    trace.mark("results")
+    _plot(chart if chart is not None else st, shown + pinned, preset)
     _problems(shown, wanted)
-    _plot(chart, shown + pinned, preset)
     return shown
 
 
@@ -200,19 +216,27 @@ def _problems(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> Non
 
 
 def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
+    """The chart of the finished runs, drawn with `chart` (a placeholder, or `st` itself)."""
     finished = [run for run in all_runs if run.result is not None]
     if not finished:
         chart.info("The plot appears when the first run has finished.")
         return
-    fig = figures.dashboard_figure(
-        [run.result for run in finished if run.result is not None],
-        _unique([run.label for run in finished]),
-        log_y=controls.log_y(),
-        dark=st.context.theme.type == "dark",
-        title=preset.title if preset else None,
-    )
+    labels = _unique([run.label for run in finished])
+    dark = st.context.theme.type == "dark"
+    title = preset.title if preset else None
+    key = (tuple(run.job_id for run in finished), tuple(labels), controls.log_y(), dark, title)
+    built: dict = st.session_state.setdefault(FIGURES_KEY, {})
+    fig = built.pop(key, None)  # a config shown a moment ago: its chart is not built again
+    if fig is None:
+        results = [run.result for run in finished if run.result is not None]
+        fig = figures.dashboard_figure(results, labels, log_y=key[2], dark=dark, title=title)
+    built[key] = fig
+    while len(built) > FIGURES_KEPT:
+        built.pop(next(iter(built)))  # the least recently shown
     st.session_state[FIGURE_KEY] = fig
+    trace.mark("figure")
     chart.plotly_chart(fig, theme=None)
+    trace.mark("sent")
 
 
 def _unique(labels: list[str]) -> list[str]:

@@ -96,7 +96,9 @@ def test_the_sidebar_the_url_and_the_chart_agree_after_every_change(
     assert_one_state(page, [TINY], "opening the link")
 
     for activation in ("silu", "gelu", "tanh", "relu"):
-        page.get_by_role("combobox", name="Activation", exact=True).click()
+        box = page.get_by_role("combobox", name="Activation", exact=True)
+        box.click()
+        box.fill(activation)  # the list shows the options matching what the box holds
         page.get_by_role("option", name=activation, exact=True).click()
         expected = SPPConfig(**{**TINY.model_dump(), "activation": activation})
         settled(page, [expected.label])

@@ -195,6 +195,7 @@ def test_cached_weight_is_recomputed_after_a_change_through_data(
     conv.eval()
     conv(x)
     conv.weight.data.mul_(-1.0)
+    conv.train()
     conv.eval()  # .data bypasses the version counters: a mode switch refreshes the cache
     torch.testing.assert_close(conv(x), reference_output(conv, x), rtol=0, atol=0)
     conv.weight.data.mul_(-1.0)
@@ -291,3 +292,19 @@ def test_fixup_scalars_start_as_identity() -> None:
     assert torch.equal(ScalarScale()(x), x)
     assert [n for n, _ in ScalarBias().named_parameters()] == ["bias"]
     assert [n for n, _ in ScalarScale().named_parameters()] == ["scale"]
+
+
+def test_eval_again_keeps_the_cached_weight_and_a_new_gamma_recomputes_it(
+    conv: ScaledWSConv2d, x: Tensor
+) -> None:
+    """A network measured again (the worker keeps recent ones) is put in eval mode by every
+    SPP: that must not standardize every weight again; a retuned gamma must."""
+    conv.eval()
+    calls = count_standardizations(conv)
+    conv(x)
+    conv.eval()
+    conv(x)
+    assert len(calls) == 1
+    conv.gamma = 2.5
+    torch.testing.assert_close(conv(x), reference_output(conv, x), rtol=0, atol=0)
+    assert len(calls) == 2
