@@ -13,6 +13,13 @@ from nfcore.config import MAX_TRAIN_STEPS
 class ApiSettings(ServiceSettings):
     api_host: str = Field("127.0.0.1", description="Interface the API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes serving the port (uvicorn workers): a classroom of browsers "
+        "on cached results wants one per core.",
+    )
     api_token: SecretStr | None = Field(
         None, description="When set, POST and DELETE need 'Authorization: Bearer <token>'."
     )

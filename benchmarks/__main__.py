@@ -9,6 +9,8 @@ Targets (issue 7), each a ratio measured side by side in this run:
   3 eval Scaled WS / folded plain conv <= 1.05   4 training steps/s NF / BN >= 1.0
   5 gradient SPP / plain forward+backward <= 1.3 6 cache-hit GET result p99 < 20 ms, 0 errors
   7 SPP time linear in depth and in pixels (time per block, per pixel within 2x)
+Targets of issue 15 (the live Explorer), rows "1" (browser, bench_explorer), "15.3", "15.4" and
+"7" (a class of 64 browsers on cached results, API_WORKERS 1 and 2).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 import os
 import time
 
-from benchmarks import bench_api, bench_scaled_ws, bench_spp_targets, bench_train
+from benchmarks import bench_api, bench_explorer, bench_scaled_ws, bench_spp_targets, bench_train
 from benchmarks._report import format_table, load_average, machine_facts
 
 
@@ -46,6 +48,12 @@ def main() -> None:
     figures += bench_train.run(args.quick, args.device)
     if not args.skip_service:
         figures += bench_api.service_figures(5.0 if args.quick else 20.0, args.device)
+        figures += bench_api.classroom_figures(5.0 if args.quick else 10.0)
+        explorer_figures, explorer_notes = bench_explorer.run(args.quick)
+        figures += explorer_figures
+        extras.append(
+            f"Explorer in Chromium (medians, seconds from the browser event):\n{explorer_notes}"
+        )
     figures.sort(key=lambda figure: figure.target_id)
     print()
     print("\n\n".join(extras))

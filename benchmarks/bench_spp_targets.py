@@ -79,6 +79,87 @@ def _overhead(name: str, fields: dict, device: str, repeats: int) -> Figure:
     )  # fmt: skip
 
 
+FRESH_LIMIT = 1.25  # issue 15, target 3: build + SPP of a new network / the floor
+SCALAR_LIMIT = 1.1  # issue 15, target 4: an alpha move on a kept network / a plain forward
+
+
+def fresh_and_scalar(networks: dict, device: str, repeats: int) -> list[Figure]:
+    """Issue 15, targets 3 and 4, against honest floors.
+
+    - The floor of a new network: drawing that many N(0,1) numbers once, plus one plain
+      inference forward of the built network with its standardized weights cached (eval,
+      no_grad, after a warm-up pass). A worker's path: `build_model` + `run_spp`.
+    - An alpha move: `ModelCache` hit (retune) + `run_spp`, against the same plain forward.
+    - The issue-7 figure again, SPP of a built network against that plain forward.
+    """
+    figures = []
+    for name, fields in networks.items():
+        figures += _fresh_and_scalar(name, fields, device, repeats)
+    return figures
+
+
+def _fresh_and_scalar(name: str, fields: dict, device: str, repeats: int) -> list[Figure]:
+    import torch
+
+    from nfcore.model_cache import ModelCache
+    from nfcore.models import build_model
+    from nfcore.spp import run_spp
+
+    config, dev, model, x, sync = _setup(fields, device)
+    model.eval()
+    with torch.no_grad():
+        model(x)  # the Scaled WS weights standardized once and cached
+    count = sum(p.numel() for p in model.parameters())
+    cache = ModelCache(max_bytes=2**34)
+    cache.model(config, dev)
+    moves = iter(range(10**6))
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def fresh() -> None:
+        run_spp(config, model=build_model(config, seed=config.seed).to(dev))
+
+    def alpha_move() -> None:
+        alpha = 0.1 + (next(moves) % 50) / 100  # a new alpha each call
+        moved = config.model_copy(update={"alpha": alpha}) if config.alpha else config
+        run_spp(moved, model=cache.model(moved, dev))
+
+    times = time_side_by_side(
+        {
+            "plain": plain,
+            "draw": lambda: torch.randn(count, device=dev),
+            "fresh": fresh,
+            "spp": lambda: run_spp(config, model=model),
+            "alpha": alpha_move,
+        },
+        repeats,
+        sync=sync,
+    )
+    floor = times["draw"] + times["plain"]
+    fresh_ratio = times["fresh"] / floor
+    spp_ratio = times["spp"] / times["plain"]
+    alpha_ratio = times["alpha"] / times["plain"]
+    ms = {key: f"{1e3 * value:.0f}" for key, value in times.items()}
+    return [
+        Figure(
+            "15.3", f"fresh SPP / floor, {name} 64px N8", f"{fresh_ratio:.2f}",
+            f"<= {FRESH_LIMIT}", fresh_ratio <= FRESH_LIMIT,
+            f"build+SPP {ms['fresh']} ms; draw {ms['draw']} + plain fwd {ms['plain']} ms",
+        ),
+        Figure(
+            "15.3", f"SPP / plain fwd (weights cached), {name}", f"{spp_ratio:.2f}", "-", None,
+            f"{ms['spp']} / {ms['plain']} ms: the issue-7 ratio against an honest denominator",
+        ),
+        Figure(
+            "15.4", f"alpha move, kept network / plain fwd, {name}", f"{alpha_ratio:.2f}",
+            f"<= {SCALAR_LIMIT}", alpha_ratio <= SCALAR_LIMIT,
+            f"{ms['alpha']} / {ms['plain']} ms (ModelCache hit + retune + SPP)",
+        ),
+    ]  # fmt: skip
+
+
 def memory(depths: tuple[int, ...], device: str, repeats: int) -> list[Figure]:
     """Target 2: peak memory growth of run_spp over a plain forward, each in a fresh process."""
     figures = []
@@ -180,6 +261,7 @@ def run(quick: bool, device: str) -> tuple[list[Figure], list[str]]:
     networks = QUICK_NETWORKS if quick else NETWORKS
     repeats = 3 if quick else 11
     figures = overhead(networks, device, repeats)
+    figures += fresh_and_scalar(networks, device, 3 if quick else 5)
     figures += memory((50,) if quick else (50, 600), device, 2 if quick else 3)
     figures += gradients(
         {k: v for k, v in networks.items() if k.startswith("NF-ResNet")}, device, repeats

@@ -112,7 +112,9 @@ class _Recorder:
         self.progress = progress
         self.total = len(self.blocks) * (2 if config.gradients else 1)
         self.done = 0
-        self.records: list[dict[str, float]] = [{} for _ in self.blocks]
+        # Per block, the statistics as 0-d tensors on the model's device: read back all at once
+        # at the end (`records`), so a GPU is not made to wait for the host after every block.
+        self._pending: list[tuple[int, str, Tensor]] = []
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _tick(self) -> None:
@@ -121,8 +123,16 @@ class _Recorder:
             self.progress(self.done, self.total)
 
     def _store(self, index: int, stats: dict[str, Tensor], prefix: str = "") -> None:
-        values = torch.stack(list(stats.values())).tolist()  # one device sync per block
-        self.records[index].update({prefix + k: v for k, v in zip(stats, values, strict=True)})
+        self._pending += [(index, prefix + name, value) for name, value in stats.items()]
+
+    def records(self) -> list[dict[str, float]]:
+        """Every block's statistics as floats: one transfer from the device for the whole run."""
+        out: list[dict[str, float]] = [{} for _ in self.blocks]
+        if self._pending:
+            values = torch.stack([value for _, _, value in self._pending]).tolist()
+            for (index, name, _), value in zip(self._pending, values, strict=True):
+                out[index][name] = value
+        return out
 
     def attach(self) -> None:
         for index, block in enumerate(self.blocks):
@@ -217,10 +227,9 @@ def run_spp(
             _forward(model, x, config)
         finally:
             recorder.detach()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    records = recorder.records()  # waits for the device's last kernel
     seconds = time.perf_counter() - start
-    return _result(config, model, recorder.records, device, seconds)
+    return _result(config, model, records, device, seconds)
 
 
 def _result(

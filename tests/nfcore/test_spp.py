@@ -427,3 +427,21 @@ def test_meta_describes_the_run() -> None:
     assert meta.gamma == pytest.approx(math.sqrt(2 / (1 - 1 / math.pi)))
     assert meta.parameter_count == sum(p.numel() for p in build_model(result.config).parameters())
     assert meta.seconds > 0
+
+
+def test_the_statistics_are_read_back_once_per_run_not_once_per_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of a GPU tensor waits for the GPU: one per block would serialize the pass."""
+    reads = []
+    original = torch.Tensor.tolist
+
+    def counted(self: torch.Tensor) -> object:
+        reads.append(self.shape)
+        return original(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted)
+    result = run_spp(SPPConfig(depth=14, norm="nf", width=0.125, resolution=32, batch=2,
+                               device="cpu", gradients=True))  # fmt: skip
+    assert len(reads) == 1
+    assert all(block.grad_avg_channel_var is not None for block in result.blocks)
