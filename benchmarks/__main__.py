@@ -9,8 +9,9 @@ Targets (issue 7), each a ratio measured side by side in this run:
   3 eval Scaled WS / folded plain conv <= 1.05   4 training steps/s NF / BN >= 1.0
   5 gradient SPP / plain forward+backward <= 1.3 6 cache-hit GET result p99 < 20 ms, 0 errors
   7 SPP time linear in depth and in pixels (time per block, per pixel within 2x)
-Targets of issue 15 (the live Explorer), rows "1" (browser, bench_explorer), "15.3", "15.4" and
-"7" (a class of 64 browsers on cached results, API_WORKERS 1 and 2).
+Targets of issue 15 (the live Explorer), rows "15.<target>": 15.1 the browser (bench_explorer),
+15.3 a fresh SPP against its floor, 15.4 a scalar move on a kept network, 15.7 a class of 64
+browsers on cached results with API_WORKERS 1 and 2.
 """
 
 from __future__ import annotations
