@@ -24,7 +24,9 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 import nfcore
-from api.contract import (
+from api.errors import Conflict, Gone, Invalid, NotFound
+from api.settings import ApiSettings
+from contract import (
     ASKERS_KEY,
     ENDED_CHANNEL,
     EVENTS_KEY,
@@ -43,8 +45,6 @@ from api.contract import (
     progress_total,
     queue_for,
 )
-from api.errors import Conflict, Gone, Invalid, NotFound
-from api.settings import ApiSettings
 from nfcore.config import SPPConfig, TrainConfig, config_hash
 from nfcore.cost import FLOAT32_BYTES, Cost, estimate
 

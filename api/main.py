@@ -17,10 +17,10 @@ from fastapi.openapi.utils import get_openapi
 import nfcore
 from api import errors
 from api.body import add_body_schemas
-from api.contract import connect, connect_async
-from api.reaper import reap_abandoned
 from api.routes import catalog, health, jobs, spp, sweeps, train
 from api.settings import ApiSettings, get_settings
+from contract import connect, connect_async
+from contract.reaper import reap_abandoned
 
 log = logging.getLogger("api")
 

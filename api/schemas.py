@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.contract import JobState
+from contract import JobState
 from nfcore.config import SPPConfig, TrainConfig
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr
 
-from api.contract import ServiceSettings
+from contract import ServiceSettings
 from nfcore.config import MAX_TRAIN_STEPS
 
 

@@ -14,7 +14,7 @@ from typing import Final
 
 import redis.asyncio
 
-from api.contract import ENDED_CHANNEL, TaskJob, key_for
+from contract import ENDED_CHANNEL, TaskJob, key_for
 
 MAX_WAIT_SECONDS: Final = 30.0  # longest `wait` a request may ask for
 RECHECK_SECONDS: Final = 0.5

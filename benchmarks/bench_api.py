@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from api.local import free_port, redis_server_binary
+from api.localhost import free_port, redis_server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,9 +98,7 @@ class Stack:
         log.close()
 
     def start(self, timeout: float = 90) -> None:
-        self._spawn("redis", [redis_server_binary(), "--port", str(self.redis_port),
-                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--dir", str(self.workdir)])  # fmt: skip
+        self._spawn("redis", redis_server_command(self.redis_port, self.workdir))
         common = {"REDIS_URL": self.redis_url, "API_TOKEN": self.token}
         self._spawn(
             "worker", [sys.executable, "-m", "worker"], WORKER_DEVICE=self.worker_device, **common

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from api.local import free_port
+from api.localhost import free_port
 from app import urlstate
 from benchmarks._report import Figure, format_table, load_average, machine_facts
 from benchmarks.bench_api import Stack

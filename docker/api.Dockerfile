@@ -19,6 +19,7 @@ COPY docker/requirements-api.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 COPY nfcore/ nfcore/
+COPY contract/ contract/
 COPY api/ api/
 
 # Numeric, so a runtime can tell it is not root without reading /etc/passwd (runAsNonRoot).

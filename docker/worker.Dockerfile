@@ -27,7 +27,7 @@ COPY docker/requirements-worker.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 COPY nfcore/ nfcore/
-COPY api/ api/
+COPY contract/ contract/
 COPY worker/ worker/
 COPY docker/worker_healthcheck.py /srv/worker_healthcheck.py
 

@@ -14,7 +14,7 @@ import sys
 import redis
 from rq import Worker
 
-from api.contract import SERIALIZER, connect
+from contract import SERIALIZER, connect
 from worker.settings import get_settings
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.local import free_port, redis_server_binary
+from api.localhost import free_port, redis_server_command
 
 # The suite runs in parallel processes (pytest-xdist, `-n` in pyproject.toml), each of which
 # also starts workers; torch's default of a thread per core in each of them would oversubscribe
@@ -40,9 +40,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "always", "--dir", self.dir]  # fmt: skip
+        args = redis_server_command(self.port, self.dir, appendonly=self.appendonly)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10

@@ -3,7 +3,7 @@
 It is a `SimpleWorker` (jobs run in this process, no fork), so torch is imported once and a
 GPU keeps one CUDA context across jobs, and CUDA is never initialized in a process that forks.
 What RQ's forking worker does not give it, or gets wrong for it, is added here:
-- only our own tasks run (`api.contract.TaskJob`): a job naming any other function, a
+- only our own tasks run (`contract.TaskJob`): a job naming any other function, a
   callback or a webhook fails, and nothing it names is imported or called;
 - a heartbeat thread renews the running job's own execution record, so a job whose worker is
   killed (SIGKILL, out of memory) is seen as abandoned within `HEARTBEAT_TTL` seconds and
@@ -33,7 +33,7 @@ from rq.utils import as_text, now, utcparse
 from rq.worker import WorkerStatus
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from api.contract import (
+from contract import (
     ENDED_CHANNEL,
     META_PROGRESS,
     SERIALIZER,
@@ -44,7 +44,7 @@ from api.contract import (
     redact_url,
     refusal,
 )
-from api.reaper import reap_abandoned
+from contract.reaper import reap_abandoned
 from worker.settings import WorkerSettings, get_settings
 from worker.stopping import stop_requested
 

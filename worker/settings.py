@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from api.contract import SPP_QUEUE, TRAIN_QUEUE, ServiceSettings
+from contract import SPP_QUEUE, TRAIN_QUEUE, ServiceSettings
 
 
 class WorkerSettings(ServiceSettings):

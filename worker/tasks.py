@@ -1,4 +1,4 @@
-"""The job functions RQ runs, by dotted path (`api.contract.TASKS`): payload in, small dict out.
+"""The job functions RQ runs, by dotted path (`contract.TASKS`): payload in, small dict out.
 
 A thin adapter: it re-validates the config, runs nfcore, streams progress into the job's
 meta, and stores the result JSON in the cache under `key_for("result", job_id)`. A training
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job
 
-from api.contract import (
+from contract import (
     EVENTS_KEY,
     META_ATTEMPT,
     META_DEVICE,

@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from rq import Worker
 from rq.utils import now
 
-from api.contract import QUEUES, SERIALIZER
 from api.deps import Redis, Settings
 from api.schemas import ErrorBody, Health, Readiness
+from contract import QUEUES, SERIALIZER
 
 router = APIRouter(tags=["health"])
 

@@ -7,12 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.contract import TRAIN_QUEUE
 from api.deps import AsyncRedis, Jobs, require_token
 from api.jobs import MAX_EVENTS_PAGE
 from api.routes import WaitQuery
 from api.schemas import ErrorBody, EventsPage, JobList, JobView
 from api.waiting import wait_for_end
+from contract import TRAIN_QUEUE
 from nfcore.result import SPPResult
 from nfcore.train_result import TrainResult
 

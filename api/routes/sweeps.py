@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 import nfcore
 from api.body import body_doc, json_body
-from api.contract import JobState, key_for
 from api.deps import Jobs, Redis, Settings, require_token
 from api.errors import Invalid, NotFound
 from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
+from contract import JobState, key_for
 from nfcore.config import (
     SPPConfig,
     describe_error_items,

@@ -12,7 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
-from api.contract import SERIALIZER, SPP_QUEUE
+from contract import SERIALIZER, SPP_QUEUE
 from nfcore.config import SPPConfig
 from nfcore.cost import estimate
 from tests.api.conftest import SLOW, TINY

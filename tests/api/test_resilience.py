@@ -18,10 +18,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from api.contract import SPP_QUEUE, TASKS
 from api.jobs import JobService
 from api.main import create_app
 from api.settings import ApiSettings
+from contract import SPP_QUEUE, TASKS
 from tests.api.conftest import SLOW, TINY, WorkerProcess, wait_for
 from tests.conftest import RedisServer
 

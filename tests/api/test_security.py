@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 from rq import Queue
 from rq.utils import now, utcformat
 
-from api.contract import SERIALIZER, SPP_QUEUE, TASKS, TRAIN_QUEUE, TaskJob, key_for
-from api.reaper import reap_abandoned
 from api.settings import ApiSettings
+from contract import SERIALIZER, SPP_QUEUE, TASKS, TRAIN_QUEUE, TaskJob, key_for
+from contract.reaper import reap_abandoned
 from tests.api.conftest import TINY, WorkerProcess, wait_for
 
 DONE = ("finished", "failed", "canceled")

@@ -19,8 +19,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 import nfcore
-from api.contract import SERIALIZER, SPP_QUEUE, key_for
 from api.jobs import JobService
+from contract import SERIALIZER, SPP_QUEUE, key_for
 from nfcore.config import SPPConfig, config_hash
 from nfcore.result import CORE_KEYS
 from tests.api.conftest import SLOW, TINY, wait_for

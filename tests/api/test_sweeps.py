@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 import nfcore
-from api.contract import SERIALIZER, SPP_QUEUE
+from contract import SERIALIZER, SPP_QUEUE
 from nfcore.config import SPPConfig, config_hash
 from nfcore.cost import estimate
 from tests.api.conftest import TINY

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 from fastapi.testclient import TestClient
 
-from api.contract import ASKERS_KEY, key_for
+from contract import ASKERS_KEY, key_for
 from tests.api.conftest import SLOW, TINY, WorkerProcess, wait_for
 
 DONE = ("finished", "failed", "canceled")

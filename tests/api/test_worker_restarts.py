@@ -17,9 +17,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from api.contract import key_for
 from api.main import create_app
 from api.settings import ApiSettings
+from contract import key_for
 from tests.api.conftest import SLOW, TINY, WorkerProcess, wait_for
 from tests.api.test_resilience import running_with_progress, wait_until
 from tests.api.test_train_jobs import TINY_TRAIN

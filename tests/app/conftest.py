@@ -19,7 +19,7 @@ import pytest
 import streamlit as st
 from playwright.sync_api import Page, sync_playwright
 
-from api.local import free_port
+from api.localhost import free_port
 from app.settings import get_settings
 from tests.api.conftest import WorkerProcess
 from tests.conftest import RedisServer, session_redis_url

@@ -22,7 +22,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import nfcore
-from api.local import free_port
+from api.localhost import free_port
 from app import urlstate
 from nfcore.config import SPPConfig, config_hash
 from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import nfcore
-from api.local import free_port
+from api.localhost import free_port
 from app import urlstate
 from nfcore.config import SPPConfig, config_hash
 from tests.app.conftest import clear_app_caches

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from api.local import free_port
+from api.localhost import free_port
 from nfcore.train_plots import PANEL_TITLES
 from nfcore.train_presets import QUICK, TABLE2, auto_labels
 from tests.app.conftest import clear_app_caches

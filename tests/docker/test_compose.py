@@ -28,8 +28,8 @@ import pytest
 import redis
 from rq import Worker
 
-from api.contract import SERIALIZER, SPP_QUEUE, TRAIN_QUEUE
-from api.local import free_port
+from api.localhost import free_port
+from contract import SERIALIZER, SPP_QUEUE, TRAIN_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ("docker-compose.yml",)

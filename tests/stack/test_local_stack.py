@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.local import free_port, port_in_use
+from api.local import port_in_use
+from api.localhost import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"depth": 14, "width": 0.125, "resolution": 32, "batch": 2, "norm": "nf", "device": "cpu"}

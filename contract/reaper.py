@@ -14,7 +14,7 @@ import logging
 import redis
 from rq.job import JobStatus
 
-from api.contract import (
+from contract import (
     META_PROGRESS,
     QUEUES,
     SERIALIZER,

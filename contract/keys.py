@@ -1,0 +1,33 @@
+"""Redis key names and job meta keys that the API and the workers share."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Keys of job meta written by the API or the worker and read by the API.
+META_KIND: Final = "kind"  # the queue name: "spp" or "train"
+META_PROGRESS: Final = "progress"  # {"done": int, "total": int}: blocks, or training steps
+META_DEVICE: Final = "device"
+# 1 for the first run of a job, 2 when a worker runs it again (its worker died, or was shut
+# down): progress and events always describe this attempt.
+META_ATTEMPT: Final = "attempt"
+
+# Key kind of a training run's events (`key_for(EVENTS_KEY, job_id)`): a Redis list of JSON
+# objects (`nfcore.train_result`), emptied when the job is queued or starts, appended by the
+# worker while it runs, read by the API from any index on; it expires with the result.
+EVENTS_KEY: Final = "events"
+# Pub/sub channel kind (`key_for(ENDED_CHANNEL, job_id)`): a worker publishes on it once a job
+# has ended and its final state (and result) are in Redis, so the API's `wait` answers at once.
+ENDED_CHANNEL: Final = "ended"
+# Key kind counting the submissions that wait for a job (`key_for(ASKERS_KEY, job_id)`): a
+# client that moves on (`replaces=<id>`) gives its claim back, and a job nobody waits for
+# any more is canceled.
+ASKERS_KEY: Final = "askers"
+
+
+KEY_PREFIX: Final = "nfsp"
+
+
+def key_for(kind: str, ident: str) -> str:
+    """The one place Redis key names are made: `nfsp:<kind>:<id>`."""
+    return f"{KEY_PREFIX}:{kind}:{ident}"

@@ -1,0 +1,75 @@
+"""Settings the API and the workers share, and their Redis clients."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.jobs import TRAIN_QUEUE
+
+
+class ServiceSettings(BaseSettings):
+    """Settings the API and the workers share; read from environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis holding the queue, job state and result cache (rediss:// for TLS).",
+    )
+    redis_timeout: float = Field(
+        0.5, gt=0, le=30, description="Seconds before a Redis call gives up (answers 503)."
+    )
+    result_ttl: int = Field(
+        7 * 24 * 3600, ge=60, description="Seconds a computed result stays in the cache."
+    )
+    spp_job_timeout: int = Field(600, ge=10, description="Seconds an SPP job may run.")
+    train_job_timeout: int = Field(3600, ge=10, description="Seconds a training job may run.")
+    job_retries: int = Field(
+        1, ge=0, le=10, description="Times a job whose worker died is run again."
+    )
+    heartbeat_ttl: int = Field(
+        30,
+        ge=5,
+        le=600,
+        description="Seconds without a heartbeat after which a running job counts as abandoned.",
+    )
+
+    def job_timeout(self, queue: str) -> int:
+        return self.train_job_timeout if queue == TRAIN_QUEUE else self.spp_job_timeout
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and the console."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def connect_async(settings: ServiceSettings) -> redis.asyncio.Redis:
+    """`connect`'s asyncio twin, for requests that wait on a pub/sub channel."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=settings.redis_timeout,
+        retry_on_timeout=False,
+    )
+
+
+def connect(settings: ServiceSettings, *, blocking: bool = False) -> redis.Redis:
+    """A Redis client that fails fast: an unreachable server costs `redis_timeout`, not minutes.
+
+    `blocking` clients (a worker waiting on its queue, its pub/sub thread) have no read timeout.
+    """
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout,
+        socket_timeout=None if blocking else settings.redis_timeout,
+        health_check_interval=10 if blocking else 0,
+        retry_on_timeout=False,
+    )
