@@ -2,8 +2,8 @@
 
 Every failure becomes one `ApiProblem` carrying a sentence a user can act on: the API's own
 `detail` for 4xx/5xx answers, or how to start the API when it cannot be reached. Read-only
-calls whose answers do not change (the catalog, a finished job's result, which is keyed by
-the hash of its config) are wrapped in `st.cache_data` at the bottom of this module.
+calls whose answers do not change (a finished job's result, which is keyed by the hash of its
+config) are wrapped in `st.cache_data` at the bottom of this module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import streamlit as st
 
 from app.settings import get_settings
 
-CATALOG_TTL_SECONDS = 300  # the catalog changes only when the API is redeployed
 RESULT_TTL_SECONDS = 3600  # a job id names one config and library version: results never change
 RESULT_CACHE_ENTRIES = 256  # a few MB at most: a 600-layer result is about 100 kB of JSON
 
@@ -130,20 +129,6 @@ class ApiClient:
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
 
-    # --- catalog and health -------------------------------------------------------------------
-    def presets(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/presets").json()
-
-    def models(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/models").json()
-
-    def activations(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/activations").json()
-
-    def ready(self) -> dict[str, Any]:
-        """Redis reachable and the workers per queue; ApiProblem (503) when Redis is down."""
-        return self._request("GET", "/readyz").json()
-
 
 def _detail(response: httpx.Response) -> str:
     """The API's `detail` sentence, or the status line when the body is not the error JSON."""
@@ -162,21 +147,6 @@ def get_client() -> ApiClient:
     settings = get_settings()
     token = settings.api_token.get_secret_value() if settings.api_token else None
     return ApiClient(settings.api_url, token=token, timeout=settings.api_timeout_seconds)
-
-
-@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
-def cached_models() -> list[dict[str, Any]]:
-    return get_client().models()
-
-
-@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
-def cached_activations() -> list[dict[str, Any]]:
-    return get_client().activations()
-
-
-@st.cache_data(ttl=CATALOG_TTL_SECONDS, show_spinner=False)
-def cached_presets() -> list[dict[str, Any]]:
-    return get_client().presets()
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)

@@ -74,9 +74,10 @@ def measure(config_json: str, mode: str, repeats: int) -> dict:
     import torch
 
     from nfcore.config import SPPConfig
+    from nfcore.devices import resolve_device
     from nfcore.inputs import input_batch
     from nfcore.models import build_model
-    from nfcore.spp import measurement_mode, resolve_device, run_spp
+    from nfcore.spp import measurement_mode, run_spp
 
     config = SPPConfig.model_validate_json(config_json)
     device = resolve_device(config.device)

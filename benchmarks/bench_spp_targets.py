@@ -40,9 +40,9 @@ def _setup(config_fields: dict, device: str) -> tuple:
     import torch
 
     from nfcore.config import SPPConfig
+    from nfcore.devices import resolve_device
     from nfcore.inputs import input_batch
     from nfcore.models import build_model
-    from nfcore.spp import resolve_device
 
     config = SPPConfig(**config_fields, device=device)
     dev = resolve_device(device)

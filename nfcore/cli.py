@@ -122,7 +122,7 @@ def _add_spp(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction, cifar10_dir: str | None) -> None:
     p = sub.add_parser(
         "train",
         help="a short training run, with SPPs before and after",
@@ -138,7 +138,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--data-dir",
         type=Path,
-        default=os.environ.get("CIFAR10_DIR") or None,
+        default=cifar10_dir or None,
         help="CIFAR-10 python-version folder (default: $CIFAR10_DIR)",
     )
     data.add_argument("--resolution", type=int, help="image side in pixels (default 32)")
@@ -174,14 +174,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(cifar10_dir: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; `cifar10_dir` is the `--data-dir` default ($CIFAR10_DIR,
+    read by `main`, the only place the command line reads the environment)."""
     parser = _Parser(
         prog="nfcore", description="Signal propagation in normalized and Normalizer-Free ResNets."
     )
     parser.add_argument("--version", action="version", version=f"nfcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_spp(sub)
-    _add_train(sub)
+    _add_train(sub, cifar10_dir)
     gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
     gamma.add_argument("name", nargs="?", help="activation name (default: all)")
     gamma.add_argument("--json", action="store_true", help="print JSON")
@@ -302,7 +304,8 @@ def _progress_printer(quiet: bool):
 def cmd_spp(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _check_outputs(args)
-    from nfcore.spp import DeviceUnavailableError, run_spp  # torch loads once the input is good
+    from nfcore.devices import DeviceUnavailableError  # torch loads once the input is good
+    from nfcore.spp import run_spp
 
     try:
         result = run_spp(config, progress=_progress_printer(args.quiet))
@@ -400,7 +403,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_outputs(args)
     _check_plot_paths("--spp-plot", args.spp_plot)
     from nfcore.data import DataUnavailableError  # torch loads once the input is good
-    from nfcore.spp import DeviceUnavailableError
+    from nfcore.devices import DeviceUnavailableError
     from nfcore.train import train
 
     try:
@@ -495,8 +498,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The environment, read here only: CIFAR10_DIR (--data-dir's default) and NFCORE_DEBUG
+    # (let an unexpected error raise, with its traceback).
+    cifar10_dir, debug = os.environ.get("CIFAR10_DIR"), bool(os.environ.get("NFCORE_DEBUG"))
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(cifar10_dir).parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as error:
         sys.stderr.write(f"nfcore: error: {error}\n")
@@ -509,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("nfcore: interrupted\n")
         return 130
     except Exception as error:
-        if os.environ.get("NFCORE_DEBUG"):
+        if debug:
             raise
         sys.stderr.write(f"nfcore: error: {type(error).__name__}: {error}\n")
         return EXIT_FAILURE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -107,3 +108,8 @@ class SPPResult(BaseModel):
                 {k: "" if getattr(block, k) is None else getattr(block, k) for k in keys}
             )
         return out.getvalue()
+
+
+def finite_or_none(value: float) -> float | None:
+    """The value, or None (JSON null) for NaN and Inf."""
+    return value if math.isfinite(value) else None

@@ -11,7 +11,6 @@ cross-entropy loss on random labels is back-propagated; tensor hooks measure dLo
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +22,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from nfcore import __version__
 from nfcore.config import SPPConfig
+from nfcore.devices import describe_device, resolve_device
 from nfcore.inputs import input_batch
 from nfcore.models import Network, build_model
-from nfcore.result import BlockStats, SPPMeta, SPPResult
+from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
 from nfcore.stats import channel_stats
 
 ProgressCallback = Callable[[int, int], None]
@@ -34,27 +34,6 @@ ProgressCallback = Callable[[int, int], None]
 It may raise to stop the run (a worker cancelling a job): the exception propagates out of
 `run_spp` after the hooks are removed and the model is restored.
 """
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The config asks for CUDA on a machine without it."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError(
-            "device 'cuda' was asked for but no CUDA GPU is available; use cpu or auto"
-        )
-    return torch.device(name)
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
 
 
 @contextmanager
@@ -93,11 +72,6 @@ def measurement_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.allow_tf32,
             torch.backends.cuda.matmul.allow_tf32,
         ) = flags
-
-
-def finite_or_none(value: float) -> float | None:
-    """The value, or None (JSON null) for NaN and Inf."""
-    return value if math.isfinite(value) else None
 
 
 class _Recorder:

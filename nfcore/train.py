@@ -31,8 +31,10 @@ from torch import Tensor, nn
 from nfcore import __version__
 from nfcore.config import TrainConfig
 from nfcore.data import DataSet, load_dataset
+from nfcore.devices import describe_device, resolve_device
 from nfcore.models import Network, build_model
-from nfcore.spp import describe_device, finite_or_none, resolve_device, run_spp
+from nfcore.result import finite_or_none
+from nfcore.spp import run_spp
 from nfcore.train_result import (
     Collapse,
     EvalRecord,

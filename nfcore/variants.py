@@ -36,10 +36,6 @@ RESNET_SE_RATIO: Final[float] = 1 / 16
 class RegNetVariant(TypedDict):
     width: tuple[int, ...]
     depth: tuple[int, ...]
-    train_imsize: int
-    test_imsize: int
-    weight_decay: float
-    drop_rate: float
 
 
 # NF-RegNet B0-B5, copied from the paper's Appendix D.2 listing.
@@ -47,50 +43,26 @@ NF_REGNET_VARIANTS: Final[dict[str, RegNetVariant]] = {
     "B0": {
         "width": (48, 104, 208, 440),
         "depth": (1, 3, 6, 6),
-        "train_imsize": 192,
-        "test_imsize": 224,
-        "weight_decay": 2e-5,
-        "drop_rate": 0.2,
     },
     "B1": {
         "width": (48, 104, 208, 440),
         "depth": (2, 4, 7, 7),
-        "train_imsize": 240,
-        "test_imsize": 256,
-        "weight_decay": 2e-5,
-        "drop_rate": 0.2,
     },
     "B2": {
         "width": (56, 112, 232, 488),
         "depth": (2, 4, 8, 8),
-        "train_imsize": 240,
-        "test_imsize": 272,
-        "weight_decay": 3e-5,
-        "drop_rate": 0.3,
     },
     "B3": {
         "width": (56, 128, 248, 528),
         "depth": (2, 5, 9, 9),
-        "train_imsize": 288,
-        "test_imsize": 320,
-        "weight_decay": 4e-5,
-        "drop_rate": 0.3,
     },
     "B4": {
         "width": (64, 144, 288, 616),
         "depth": (2, 6, 11, 11),
-        "train_imsize": 320,
-        "test_imsize": 384,
-        "weight_decay": 4e-5,
-        "drop_rate": 0.4,
     },
     "B5": {
         "width": (80, 168, 336, 704),
         "depth": (3, 7, 14, 14),
-        "train_imsize": 384,
-        "test_imsize": 456,
-        "weight_decay": 5e-5,
-        "drop_rate": 0.4,
     },
 }
 # Parameter counts the paper reports in Table 3 (millions), checked by the tests.

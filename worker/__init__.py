@@ -1,1 +1,1 @@
-"""RQ workers that run SPP jobs (and later training runs) with nfcore, on a GPU when there is one."""
+"""RQ workers that run SPP jobs and short training runs with nfcore, on a GPU when there is one."""

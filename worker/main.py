@@ -280,7 +280,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     worker = build_worker(settings)
-    from nfcore.spp import resolve_device  # torch: this process runs the jobs, never forks
+    from nfcore.devices import resolve_device  # torch: this process runs jobs, never forks
 
     log.info(
         "worker %s on queues %s, device %s (WORKER_DEVICE=%s), Redis %s",

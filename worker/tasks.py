@@ -49,7 +49,7 @@ def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, 
     job's events: its number (a job run again after its worker died is attempt 2), no
     progress yet, the device. A client reading the events of attempt 1 sees the change.
     """
-    from nfcore.spp import resolve_device
+    from nfcore.devices import resolve_device
 
     job = get_current_job()
     if job is None:
@@ -87,7 +87,8 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     A network that differs from one built recently only in alpha, gamma or the S+E gain is
     not built again (`nfcore.model_cache`): a slider move costs one forward pass."""
-    from nfcore.spp import resolve_device, run_spp  # torch loads here, in the worker only
+    from nfcore.devices import resolve_device  # torch loads here, in the worker only
+    from nfcore.spp import run_spp
 
     job, config, device = _start(SPPConfig, payload)
     settings = get_settings()

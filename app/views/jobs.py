@@ -18,7 +18,7 @@ JOB_LIMIT = 50
 def render() -> None:
     """The table of jobs; an API failure is shown as its sentence, never as a traceback."""
     st.title("Jobs")
-    st.caption("The most recent SPP jobs on the API, newest first.")
+    st.caption("The most recent jobs on the API (SPPs and training runs), newest first.")
     limit = st.number_input("Show", min_value=1, max_value=500, value=JOB_LIMIT, step=10)
     st.button(
         "Refresh", icon=":material/refresh:"
