@@ -173,8 +173,6 @@ def _change_for(name: str, value: Any, config: SPPConfig) -> dict[str, Any] | No
     if name == "gamma_mode":
         gamma = GAMMA_BY_ACTIVATION.get(str(config.activation), 1.0)
         return {"gamma": "auto" if value == "auto" else round(float(gamma), 6)}
-    if name == "family" and value != "nf_regnet" and config.family != "nf_regnet":
-        return {"family": value, "depth": config.depth, "layout": config.layout}
     if isinstance(value, float):
         value = round(value, 6)  # slider steps are binary fractions: 0.30000000000000004
     return {name: value}

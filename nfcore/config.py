@@ -465,12 +465,27 @@ DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# Families whose networks are laid out by the same depth table: between them a depth (or a
+# custom layout) means the same blocks, so a change of family keeps it.
+LAYOUT_BY_DEPTH: frozenset[str] = frozenset({"resnetv2", "resnetv1"})
+
+
+def _kept_across(field: str, old: Any, new: Any) -> tuple[str, ...]:
+    """Derived fields that still mean the same after `field` went from `old` to `new`."""
+    if field == "family" and old in LAYOUT_BY_DEPTH and new in LAYOUT_BY_DEPTH:
+        return ("depth", "layout")
+    return ()
+
+
 def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`base` (e.g. a saved canonical config) with `changes` applied, as config input.
 
     Changing e.g. the norm drops what the base derived from the old norm (its conv, order,
     alpha, gamma) unless `changes` sets those too, so a saved config can be varied field by
-    field (the CLI's --config with flags, the API's sweeps).
+    field. The one rule of what follows what: the CLI's --config with flags, the API's
+    sweeps, the dashboard's widgets and `presets.rescale_config` all edit through it.
+    Between the ResNet families a depth means the same blocks, so a change of family keeps
+    the depth (or the custom layout).
 
     A field whose default depends on the norm (NORM_DEFAULTS: NF-RegNet's S+E gain and
     SkipInit) is dropped on a change of norm only while it holds the old norm's default, so
@@ -479,8 +494,9 @@ def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
     values = dict(base)
     for field, derived in DERIVED_FIELDS.items():
         if field in changes and values.get(field) != changes[field]:
+            keep = _kept_across(field, base.get(field), changes[field])
             for key in derived:
-                if key not in changes:
+                if key not in changes and key not in keep:
                     values.pop(key, None)
     family = base.get("family") or "resnetv2"
     old_norm, new_norm = base.get("norm"), changes.get("norm")

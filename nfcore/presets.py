@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nfcore.config import SPPConfig
+from nfcore.config import SPPConfig, with_changes
 
 PAPER_DEPTH: Final[int] = 600  # ResNetV2-600 / ResNet-600 in every SPP figure of the paper
 # Measured on a 2-core CPU: 0.5-0.8 s per 600-layer run, 1.7 s without the stem max-pool (Fig. 7).
@@ -97,12 +97,7 @@ def rescale_config(config: SPPConfig, **changes: Any) -> SPPConfig:
         raise ValueError(
             f"cannot rescale {', '.join(refused)}; only {', '.join(sorted(RESCALABLE_FIELDS))}"
         )
-    fields = config.model_dump()
-    if "depth" in changes and "layout" not in changes:
-        fields["layout"] = None
-    if "layout" in changes and "depth" not in changes:
-        fields["depth"] = None
-    return SPPConfig.model_validate({**fields, **changes})
+    return SPPConfig(**with_changes(config.model_dump(), changes))
 
 
 def _run(label: str, **model: Any) -> PresetRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from nfcore.config import (
+    DERIVED_FIELDS,
+    NORM_DEFAULTS,
     ModelConfig,
     SPPConfig,
     config_hash,
@@ -395,3 +398,80 @@ def test_config_import_and_validation_do_not_load_torch(statement: str) -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- one rule of what follows what ---------------------------------------------------------------
+RULE_BASES = [
+    {}, {"norm": "nf"}, {"norm": "nf", "conv": "he"}, {"norm": "bn", "order": "relu-bn-conv"},
+    {"norm": "fixup"}, {"norm": "none"}, {"family": "resnetv1"}, {"family": "nf_regnet"},
+    {"family": "nf_regnet", "norm": "bn"}, {"norm": "nf", "gamma": 1.5, "alpha": 0.3},
+    {"layout": (1, 2, 1)}, {"depth": 101, "norm": "nf", "se_gain": 1.0, "skipinit": True},
+]  # fmt: skip
+RULE_VALUES: dict[str, list] = {
+    "family": ["resnetv2", "resnetv1", "nf_regnet"], "depth": [14, 50, 600],
+    "layout": [(2, 2), (1, 1, 1, 1)], "variant": ["B0", "B3"],
+    "norm": ["bn", "nf", "none", "fixup"], "order": ["bn-relu-conv", "relu-bn-conv"],
+    "conv": ["ws", "he"], "activation": ["relu", "silu", "gelu"], "alpha": [0.1, 0.5],
+    "gamma": ["auto", 1.2], "se_gain": [0.0, 1.0, 2.0], "skipinit": [True, False],
+    "maxpool": [True, False],
+}  # fmt: skip
+
+
+def valid(fields: dict) -> SPPConfig | None:
+    try:
+        return SPPConfig(**fields)
+    except ValidationError:
+        return None
+
+
+def test_every_field_whose_default_depends_on_another_is_in_the_rule() -> None:
+    """Walk every field: where changing F changes the filled-in value of a field D the user
+    left out, a change of F must drop D (`DERIVED_FIELDS`, or a norm's own defaults), or an
+    edited config would keep a value derived from the old F."""
+    norm_defaults = {key for defaults in NORM_DEFAULTS.values() for key in defaults}
+    missing = set()
+    for base in RULE_BASES:
+        given = {"width": 0.25, "resolution": 64, "batch": 8, **base}
+        for field, values in RULE_VALUES.items():
+            configs = [c for v in values if (c := valid({**given, field: v})) is not None]
+            for first, second in itertools.combinations(configs, 2):
+                for other in ModelConfig.model_fields:
+                    if other in given or other == field:
+                        continue
+                    if getattr(first, other) == getattr(second, other):
+                        continue
+                    derived = DERIVED_FIELDS.get(field, ())
+                    if other not in derived and not (field == "norm" and other in norm_defaults):
+                        missing.add((field, other))
+    assert not missing, f"changing the first field changes the second's default: {missing}"
+
+
+@pytest.mark.parametrize("base", RULE_BASES, ids=str)
+def test_an_edit_keeps_every_field_that_does_not_follow_the_changed_one(base: dict) -> None:
+    """A change of F touches F and what follows F, nothing else (a field that stops applying,
+    such as the BN order of an NF net, reads null)."""
+    config = SPPConfig(width=0.25, resolution=64, batch=8, **base)
+    norm_defaults = {key for defaults in NORM_DEFAULTS.values() for key in defaults}
+    for field, values in RULE_VALUES.items():
+        follows = set(DERIVED_FIELDS.get(field, ())) | {field}
+        if field == "norm":
+            follows |= norm_defaults
+        for value in values:
+            edited = valid(with_changes(config.model_dump(), {field: value}))
+            if edited is None:
+                continue  # e.g. FixUp with Scaled WS: refused with its own sentence
+            for other in ModelConfig.model_fields:
+                if other in follows:
+                    continue
+                before, after = getattr(config, other), getattr(edited, other)
+                assert after == before or after in (None, False), (base, field, value, other)
+
+
+def test_a_change_between_resnet_families_keeps_the_depth() -> None:
+    v2 = SPPConfig(depth=101, width=0.25)
+    assert SPPConfig(**with_changes(v2.model_dump(), {"family": "resnetv1"})).depth == 101
+    custom = SPPConfig(layout=(1, 2, 1), width=0.25)
+    edited = SPPConfig(**with_changes(custom.model_dump(), {"family": "resnetv1"}))
+    assert edited.layout == (1, 2, 1)
+    regnet = SPPConfig(**with_changes(v2.model_dump(), {"family": "nf_regnet"}))
+    assert regnet.variant == "B0" and regnet.depth is None
