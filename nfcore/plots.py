@@ -21,18 +21,16 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from nfcore.result import SPPResult
+from nfcore.statistics import STATISTICS, measured, statistic
 
-# (block key, panel title), in the paper's panel order.
-FORWARD_PANELS: tuple[tuple[str, str], ...] = (
-    ("avg_sq_channel_mean", "Average Channel Squared Mean"),
-    ("avg_channel_var", "Average Channel Variance"),
-    ("residual_avg_channel_var", "Residual Average Channel Variance"),
+# (block key, panel title) of the drawn statistics (`nfcore.statistics`), in the paper's panel
+# order: the forward pass in the first row; the backward pass in a second row when a run
+# measured it. Read when a figure is drawn, so a statistic registered later is drawn too.
+FORWARD_PANELS: tuple[tuple[str, str], ...] = tuple(
+    (row.key, row.title) for row in STATISTICS if row.drawn and row.when != "gradients"
 )
-# The backward pass, drawn in a second row when a run measured it.
-GRADIENT_PANELS: tuple[tuple[str, str], ...] = (
-    ("grad_avg_sq_channel_mean", "Gradient Average Channel Squared Mean"),
-    ("grad_avg_channel_var", "Gradient Average Channel Variance"),
-    ("grad_residual_avg_channel_var", "Gradient Residual Average Channel Variance"),
+GRADIENT_PANELS: tuple[tuple[str, str], ...] = tuple(
+    (row.key, row.title) for row in STATISTICS if row.drawn and row.when == "gradients"
 )
 # Mid-saturation colors stay visible on both the white and a dark dashboard template.
 RUN_COLORS: tuple[str, ...] = tuple(qualitative.Plotly)
@@ -73,15 +71,16 @@ def spp_figure(
     for number, (run, name) in enumerate(zip(runs, names, strict=True)):
         color = RUN_COLORS[number % len(RUN_COLORS)]
         group = f"run-{number}"
+        keys = set(run.block_keys())
         for position, (key, _, row, col) in enumerate(panels):
-            if key.startswith("grad_") and not run.config.gradients:
-                continue
+            if key not in keys:
+                continue  # a statistic this run did not measure (gradients, Appendix G)
             traces = _stat_traces(run, key, name, color, group, show_legend=position == 0)
             if key == "avg_channel_var" and run.config.norm == "nf":
                 traces.append(_expected_var_trace(run, name, color, group))
             for trace in traces:
                 fig.add_trace(trace, row=row, col=col)
-        _mark_overflow(fig, run, color)
+        _mark_overflow(fig, run, color, [col for _, _, row, col in panels if row == 1])
     fig.update_layout(title=_title(runs, names, title))
     return fig
 
@@ -109,10 +108,15 @@ def write_figure(fig: go.Figure, path: str | Path) -> Path:
 
 
 def _panels(runs: Sequence[SPPResult]) -> list[tuple[str, str, int, int]]:
-    """(block key, title, row, col) of every panel the runs need."""
-    panels = [(key, text, 1, col) for col, (key, text) in enumerate(FORWARD_PANELS, start=1)]
-    if any(run.config.gradients for run in runs):
-        panels += [(key, text, 2, col) for col, (key, text) in enumerate(GRADIENT_PANELS, start=1)]
+    """(block key, title, row, col) of every panel the runs need: the drawn statistics of
+    `nfcore.statistics` that one of them measured."""
+    extra = any(run.config.extra_stats for run in runs)
+    gradients = any(run.config.gradients for run in runs)
+    rows = [row for row in measured(extra, gradients) if row.drawn]
+    forward = [row for row in rows if row.when != "gradients"]
+    backward = [row for row in rows if row.when == "gradients"]
+    panels = [(row.key, row.title, 1, col) for col, row in enumerate(forward, start=1)]
+    panels += [(row.key, row.title, 2, col) for col, row in enumerate(backward, start=1)]
     return panels
 
 
@@ -125,17 +129,28 @@ def _empty_figure(panels: list[tuple[str, str, int, int]], log_y: bool) -> go.Fi
 @functools.cache
 def _panel_layout(panels: tuple[tuple[str, str, int, int], ...], log_y: bool) -> go.Figure:
     rows = panels[-1][2]
-    specs: list[list[dict | None]] = [[{}, {}, {}]] * rows
+    cols = max(col for _, _, _, col in panels)
+    specs: list[list[dict | None]] = [
+        [{} if any(r == row and c == col for _, _, r, c in panels) else None
+         for col in range(1, cols + 1)]
+        for row in range(1, rows + 1)
+    ]  # fmt: skip
+    titles = [
+        next((text for _, text, r, c in panels if (r, c) == (row, col)), "")
+        for row in range(1, rows + 1)
+        for col in range(1, cols + 1)
+        if specs[row - 1][col - 1] is not None
+    ]
     fig = make_subplots(
         rows=rows,
-        cols=3,
+        cols=cols,
         specs=specs,
-        subplot_titles=[text for _, text, _, _ in panels],
+        subplot_titles=titles,
         horizontal_spacing=0.06,
         vertical_spacing=0.22 if rows > 1 else 0.0,
     )
-    for _, _, row, col in panels:
-        log = log_y or row == 2
+    for key, _, row, col in panels:
+        log = log_y or statistic(key).log_axis
         fig.update_xaxes(title_text="Residual block", rangemode="tozero", row=row, col=col)
         fig.update_yaxes(
             type="log" if log else "linear",
@@ -204,14 +219,14 @@ def _expected_var_trace(run: SPPResult, name: str, color: str, group: str) -> go
     )
 
 
-def _mark_overflow(fig: go.Figure, run: SPPResult, color: str) -> None:
+def _mark_overflow(fig: go.Figure, run: SPPResult, color: str, columns: list[int]) -> None:
     """A dotted line where the float32 signal overflowed, so the gap after it is explained."""
     block = run.meta.nonfinite_from_block
     if block is None:
         return
     line = {"color": color, "dash": "dot", "width": 1}
     note = {"annotation_text": "float32 overflow", "annotation_position": "top left"}
-    for col in range(1, len(FORWARD_PANELS) + 1):
+    for col in columns:
         fig.add_vline(x=block, line=line, row=1, col=col, **(note if col == 1 else {}))
 
 

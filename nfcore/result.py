@@ -15,31 +15,29 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nfcore.config import SPPConfig
+from nfcore.statistics import measured
 
-# Keys present in every block, in CSV column order.
-CORE_KEYS: tuple[str, ...] = (
-    "index",
-    "stage",
-    "transition",
-    "avg_sq_channel_mean",
-    "avg_channel_var",
-    "residual_avg_channel_var",
-    "expected_var",
-)
-# Appendix G statistics, present when `extra_stats` is on.
-EXTRA_KEYS: tuple[str, ...] = ("activation_mean", "avg_pixel_norm")
-# Statistics of dLoss/dx at each block output, present when `gradients` is on.
-GRADIENT_KEYS: tuple[str, ...] = (
-    "grad_avg_sq_channel_mean",
-    "grad_avg_channel_var",
-    "grad_residual_avg_channel_var",
-)
+# Keys of every block besides its statistics (`nfcore.statistics`), and where they stand.
+PLACE_KEYS: tuple[str, ...] = ("index", "stage", "transition")
+EXPECTED_KEY = "expected_var"  # the analytic beta^2, after the statistics every run measures
+
+
+def block_keys(extra_stats: bool, gradients: bool) -> tuple[str, ...]:
+    """The keys of a block, in JSON and CSV column order: its place, the statistics every run
+    measures, the expected variance, then those of Appendix G and of the backward pass."""
+    rows = measured(extra_stats, gradients)
+    always = tuple(row.key for row in rows if row.when == "always")
+    optional = tuple(row.key for row in rows if row.when != "always")
+    return (*PLACE_KEYS, *always, EXPECTED_KEY, *optional)
 
 
 class BlockStats(BaseModel):
-    """Statistics of one residual block's output x_{l+1} and its residual branch f(x)."""
+    """Statistics of one residual block's output x_{l+1} and its residual branch f(x).
 
-    model_config = ConfigDict(extra="forbid")
+    The fields are the built-in rows of `nfcore.statistics`; a statistic registered there
+    later is kept as an extra field of the same name."""
+
+    model_config = ConfigDict(extra="allow")
 
     index: int = Field(description="Block index, 0-based, in forward order.")
     stage: int = Field(description="Stage the block belongs to, 0-based.")
@@ -80,20 +78,15 @@ class SPPResult(BaseModel):
     meta: SPPMeta
 
     def block_keys(self) -> tuple[str, ...]:
-        """The statistic keys this run measured, in column order."""
-        keys = CORE_KEYS
-        if self.config.extra_stats:
-            keys += EXTRA_KEYS
-        if self.config.gradients:
-            keys += GRADIENT_KEYS
-        return keys
+        """The keys this run's blocks carry, in column order."""
+        return block_keys(self.config.extra_stats, self.config.gradients)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented JSON: every block carries exactly the keys that were asked for."""
         keys = self.block_keys()
         return {
             "config": self.config.model_dump(mode="json"),
-            "blocks": [{k: getattr(b, k) for k in keys} for b in self.blocks],
+            "blocks": [{k: getattr(b, k, None) for k in keys} for b in self.blocks],
             "meta": self.meta.model_dump(mode="json"),
         }
 
@@ -104,9 +97,8 @@ class SPPResult(BaseModel):
         writer = csv.DictWriter(out, fieldnames=list(keys), lineterminator="\n")
         writer.writeheader()
         for block in self.blocks:
-            writer.writerow(
-                {k: "" if getattr(block, k) is None else getattr(block, k) for k in keys}
-            )
+            values = {k: getattr(block, k, None) for k in keys}
+            writer.writerow({k: "" if v is None else v for k, v in values.items()})
         return out.getvalue()
 
 

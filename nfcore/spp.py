@@ -26,6 +26,7 @@ from nfcore.devices import describe_device, resolve_device
 from nfcore.inputs import input_batch
 from nfcore.models import Network, build_model
 from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
+from nfcore.statistics import measured
 from nfcore.stats import channel_stats
 
 ProgressCallback = Callable[[int, int], None]
@@ -75,17 +76,22 @@ def measurement_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 
 class _Recorder:
-    """Forward and tensor hooks that reduce each block's tensors to scalars as they pass."""
+    """Forward and tensor hooks that reduce each block's tensors to scalars as they pass.
+
+    What is taken where comes from the statistics table (`nfcore.statistics`): per tap, the
+    rows the run measures and their reductions."""
 
     def __init__(
         self, model: Network, config: SPPConfig, progress: ProgressCallback | None
     ) -> None:
         self.blocks = list(model.blocks)
-        self.extra = config.extra_stats
         self.gradients = config.gradients
         self.progress = progress
         self.total = len(self.blocks) * (2 if config.gradients else 1)
         self.done = 0
+        self.taps: dict[str, list[tuple[str, str]]] = {}  # tap -> [(key, reduction)]
+        for row in measured(config.extra_stats, config.gradients):
+            self.taps.setdefault(row.tap, []).append((row.key, row.reduction))
         # Per block, the statistics as 0-d tensors on the model's device: read back all at once
         # at the end (`records`), so a GPU is not made to wait for the host after every block.
         self._pending: list[tuple[int, str, Tensor]] = []
@@ -96,14 +102,17 @@ class _Recorder:
         if self.progress is not None:
             self.progress(self.done, self.total)
 
-    def _store(self, index: int, stats: dict[str, Tensor], prefix: str = "") -> None:
-        self._pending += [(index, prefix + name, value) for name, value in stats.items()]
+    def _measure(self, index: int, tap: str, tensor: Tensor) -> None:
+        rows = self.taps.get(tap, [])
+        if rows:
+            stats = channel_stats(tensor, {reduction for _, reduction in rows})
+            self._pending += [(index, key, stats[reduction]) for key, reduction in rows]
 
     def records(self) -> list[dict[str, float]]:
         """Every block's statistics as floats: one transfer from the device for the whole run."""
         out: list[dict[str, float]] = [{} for _ in self.blocks]
         if self._pending:
-            values = torch.stack([value for _, _, value in self._pending]).tolist()
+            values = torch.stack([value.double() for _, _, value in self._pending]).tolist()
             for (index, name, _), value in zip(self._pending, values, strict=True):
                 out[index][name] = value
         return out
@@ -121,36 +130,26 @@ class _Recorder:
 
     def _residual_hook(self, index: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, residual: Tensor) -> None:
-            stats = channel_stats(residual, variance_only=True)
-            self._store(index, {"residual_avg_channel_var": stats["avg_channel_var"]})
+            self._measure(index, "residual", residual)
             if self.gradients and residual.requires_grad:
-                residual.register_hook(self._residual_gradient_hook(index))
+                residual.register_hook(self._gradient_hook(index, "grad_residual", tick=False))
 
         return hook
 
     def _output_hook(self, index: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            self._store(index, channel_stats(output, extra=self.extra))
+            self._measure(index, "output", output)
             if self.gradients and output.requires_grad:
-                output.register_hook(self._gradient_hook(index))
+                output.register_hook(self._gradient_hook(index, "grad_output", tick=True))
             self._tick()
 
         return hook
 
-    def _residual_gradient_hook(self, index: int) -> Callable:
+    def _gradient_hook(self, index: int, tap: str, tick: bool) -> Callable:
         def hook(grad: Tensor) -> None:
-            stats = channel_stats(grad, variance_only=True)
-            self._store(index, {"grad_residual_avg_channel_var": stats["avg_channel_var"]})
-
-        return hook
-
-    def _gradient_hook(self, index: int) -> Callable:
-        def hook(grad: Tensor) -> None:
-            stats = channel_stats(grad)
-            self._store(
-                index, {k: stats[k] for k in ("avg_sq_channel_mean", "avg_channel_var")}, "grad_"
-            )
-            self._tick()
+            self._measure(index, tap, grad)
+            if tick:
+                self._tick()
 
         return hook
 

@@ -22,7 +22,7 @@ import nfcore
 from api.jobs import JobService
 from contract import SERIALIZER, SPP_QUEUE, key_for
 from nfcore.config import SPPConfig, config_hash
-from nfcore.result import CORE_KEYS
+from nfcore.result import block_keys
 from tests.api.conftest import SLOW, TINY, wait_for
 
 DONE = ("finished", "failed", "canceled")
@@ -172,7 +172,7 @@ def test_worker_result_matches_the_cli_and_a_second_post_is_a_cache_hit(
     assert table.status_code == 200
     assert table.headers["content-type"].startswith("text/csv")
     lines = table.text.splitlines()
-    assert lines[0].split(",") == list(CORE_KEYS)
+    assert lines[0].split(",") == list(block_keys(extra_stats=False, gradients=False))
     rows = list(csv.DictReader(io.StringIO(table.text)))
     assert len(rows) == len(result["blocks"]) == 4
     assert [float(row["avg_channel_var"]) for row in rows] == [

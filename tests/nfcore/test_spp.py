@@ -23,6 +23,8 @@ from nfcore.result import SPPResult
 from nfcore.spp import run_spp
 from nfcore.stats import channel_stats
 
+FORWARD = ("sq_channel_mean", "channel_var")  # the reductions of a block output
+
 SMALL = {
     "depth": 50,
     "width": 0.25,
@@ -237,14 +239,14 @@ def test_bn_regnet_has_batchnorms_signal_propagation() -> None:
 
 def test_statistics_match_the_appendix_f_numpy_definitions() -> None:
     y = torch.randn(4, 6, 5, 7) * torch.arange(1, 7).view(1, 6, 1, 1) + 0.3
-    stats = channel_stats(y, extra=True)
+    stats = channel_stats(y, {"sq_channel_mean", "channel_var", "mean", "pixel_norm"})
     nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
-    assert float(stats["avg_sq_channel_mean"]) == pytest.approx(
+    assert float(stats["sq_channel_mean"]) == pytest.approx(
         np.mean(np.mean(nhwc, axis=(0, 1, 2)) ** 2)
     )
-    assert float(stats["avg_channel_var"]) == pytest.approx(np.mean(np.var(nhwc, axis=(0, 1, 2))))
-    assert float(stats["activation_mean"]) == pytest.approx(np.mean(nhwc))
-    assert float(stats["avg_pixel_norm"]) == pytest.approx(np.mean(np.linalg.norm(nhwc, axis=-1)))
+    assert float(stats["channel_var"]) == pytest.approx(np.mean(np.var(nhwc, axis=(0, 1, 2))))
+    assert float(stats["mean"]) == pytest.approx(np.mean(nhwc))
+    assert float(stats["pixel_norm"]) == pytest.approx(np.mean(np.linalg.norm(nhwc, axis=-1)))
 
 
 @pytest.mark.parametrize("offset", [0.0, 10.0, 1000.0])
@@ -252,11 +254,11 @@ def test_cpu_statistics_stay_exact_when_the_mean_dominates(offset: float) -> Non
     # The CPU path reduces float32 in two passes; a mean 1000x the spread must not cancel.
     y = torch.randn(8, 16, 32, 32, generator=torch.Generator().manual_seed(0)) + offset
     nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
-    stats = channel_stats(y)
-    assert float(stats["avg_channel_var"]) == pytest.approx(
+    stats = channel_stats(y, FORWARD)
+    assert float(stats["channel_var"]) == pytest.approx(
         np.var(nhwc, axis=(0, 1, 2)).mean(), rel=1e-6
     )
-    assert float(stats["avg_sq_channel_mean"]) == pytest.approx(
+    assert float(stats["sq_channel_mean"]) == pytest.approx(
         np.mean(np.mean(nhwc, axis=(0, 1, 2)) ** 2), rel=1e-6
     )
 
@@ -265,27 +267,27 @@ def test_one_pass_and_chunked_statistics_agree(monkeypatch: pytest.MonkeyPatch) 
     from nfcore import stats as stats_module
 
     y = torch.randn(4, 12, 9, 9, generator=torch.Generator().manual_seed(1)) * 3 + 0.5
-    fast = channel_stats(y)
+    fast = channel_stats(y, FORWARD)
     monkeypatch.setattr(stats_module, "CPU_CHUNK_ELEMENTS", 4 * 81 * 5)  # chunks of 5 channels
-    chunked = channel_stats(y)
-    assert fast.keys() == chunked.keys() == {"avg_sq_channel_mean", "avg_channel_var"}
+    chunked = channel_stats(y, FORWARD)
+    assert fast.keys() == chunked.keys() == set(FORWARD)
     for key in fast:
         assert float(fast[key]) == pytest.approx(float(chunked[key]), rel=1e-6)
         assert fast[key].dtype == chunked[key].dtype == torch.float64
-    only_chunked = channel_stats(y, variance_only=True)
+    only_chunked = channel_stats(y, {"channel_var"})
     monkeypatch.undo()
-    only_fast = channel_stats(y, variance_only=True)
-    assert only_chunked.keys() == only_fast.keys() == {"avg_channel_var"}
-    assert float(only_chunked["avg_channel_var"]) == float(chunked["avg_channel_var"])
-    assert float(only_fast["avg_channel_var"]) == float(fast["avg_channel_var"])
+    only_fast = channel_stats(y, {"channel_var"})
+    assert only_chunked.keys() == only_fast.keys() == {"channel_var"}
+    assert float(only_chunked["channel_var"]) == float(chunked["channel_var"])
+    assert float(only_fast["channel_var"]) == float(fast["channel_var"])
 
 
 def test_variance_beyond_float32_range_is_computed_in_float64() -> None:
     y = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 1e25
     nhwc = y.permute(0, 2, 3, 1).numpy().astype(np.float64)
-    stats = channel_stats(y)
-    assert math.isfinite(float(stats["avg_channel_var"]))
-    assert float(stats["avg_channel_var"]) == pytest.approx(np.var(nhwc, axis=(0, 1, 2)).mean())
+    stats = channel_stats(y, FORWARD)
+    assert math.isfinite(float(stats["channel_var"]))
+    assert float(stats["channel_var"]) == pytest.approx(np.var(nhwc, axis=(0, 1, 2)).mean())
 
 
 def test_residual_variance_is_measured_before_alpha_and_skipinit() -> None:
