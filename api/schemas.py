@@ -123,3 +123,15 @@ class Readiness(BaseModel):
 
 
 __all__ = ["SPPConfig", "TrainConfig"]
+
+
+class Limits(BaseModel):
+    """The resource limits this API applies to a job (its settings: MAX_FLOPS, ...)."""
+
+    max_flops: float = Field(description="Largest accepted SPP job, in forward FLOPs.")
+    max_activation_bytes: float
+    max_memory_bytes: float
+    max_train_steps: int = Field(description="Most optimizer steps a training job may take.")
+    max_train_flops: float
+    max_sweep_points: int
+    max_body_bytes: int

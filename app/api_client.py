@@ -126,6 +126,10 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/jobs/{job_id}").json()
 
+    def limits(self) -> dict[str, Any]:
+        """The API's resource limits (GET /v1/limits): max_train_steps, max_flops, ..."""
+        return self._request("GET", "/v1/limits").json()
+
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
 
@@ -158,3 +162,9 @@ def cached_result(job_id: str) -> dict[str, Any]:
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)
 def cached_csv(job_id: str) -> str:
     return get_client().csv(job_id)
+
+
+@st.cache_data(ttl=RESULT_TTL_SECONDS, show_spinner=False)
+def cached_limits() -> dict[str, Any]:
+    """The API's limits; an unreachable API raises (nothing cached) and the caller falls back."""
+    return get_client().limits()

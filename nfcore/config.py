@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -523,6 +524,31 @@ def config_hash(config: BaseModel, version: str) -> str:
     """A stable id for (config, library version): the cache key and job id of a run."""
     digest = hashlib.sha256(f"{version}\n{canonical_json(config)}".encode())
     return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric field's bounds from its `Field` metadata; None where it has none."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < value (Gt), else low <= value (Ge)
+    high_open: bool = False  # value < high (Lt), else value <= high (Le)
+
+
+def field_bounds(kind: type[BaseModel], name: str) -> Bounds:
+    """The bounds of `kind`'s field `name`: the one source for widget limits and help texts."""
+    bounds = Bounds()
+    for bound in kind.model_fields[name].metadata:
+        if isinstance(bound, annotated_types.Gt):
+            bounds = replace(bounds, low=bound.gt, low_open=True)
+        elif isinstance(bound, annotated_types.Ge):
+            bounds = replace(bounds, low=bound.ge, low_open=False)
+        elif isinstance(bound, annotated_types.Lt):
+            bounds = replace(bounds, high=bound.lt, high_open=True)
+        elif isinstance(bound, annotated_types.Le):
+            bounds = replace(bounds, high=bound.le, high_open=False)
+    return bounds
 
 
 def allowed_range(field: str) -> str | None:

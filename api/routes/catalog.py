@@ -1,10 +1,12 @@
-"""/v1/models, /v1/activations, /v1/presets: what can be asked for (precomputed, no torch)."""
+"""/v1/models, /v1/activations, /v1/presets, /v1/limits: what can be asked for (precomputed,
+no torch)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.schemas import ActivationRow, ModelRow
+from api.deps import Settings
+from api.schemas import ActivationRow, Limits, ModelRow
 from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG
 from nfcore.presets import PRESETS, Preset
 
@@ -27,3 +29,10 @@ def activations() -> list[ActivationRow]:
 def presets() -> list[Preset]:
     """Figs. 1, 2 and 6-11 as configs (scaled to run in seconds), each with its finding."""
     return list(PRESETS)
+
+
+@router.get("/limits", response_model=Limits, summary="The resource limits a job must meet")
+def limits(settings: Settings) -> Limits:
+    """The limits a job is checked against (a 422 names the one it is over), so a client can
+    bound its own inputs: the dashboard's Steps control stops at `max_train_steps`."""
+    return Limits(**{name: getattr(settings, name) for name in Limits.model_fields})

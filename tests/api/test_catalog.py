@@ -173,3 +173,13 @@ def test_the_api_process_never_imports_torch(redis_url: str):
         "sweep": 202,
     }
     assert report["torch"] is False
+
+
+def test_limits_are_the_settings_a_job_is_checked_against(make_client):
+    client = make_client(max_train_steps=123, max_flops=4e9)
+    limits = client.get("/v1/limits")
+    assert limits.status_code == 200
+    assert limits.json()["max_train_steps"] == 123
+    assert limits.json()["max_flops"] == 4e9
+    over = client.post("/v1/train", json={"steps": 124, "depth": 14, "width": 0.25})
+    assert over.status_code == 422 and "MAX_TRAIN_STEPS = 123" in over.json()["detail"]
