@@ -1,9 +1,10 @@
-"""Ready-made sets of short training runs for the dashboard's Train page (torch-free).
+"""Ready-made sets of short training runs to compare (torch-free).
 
 A preset is a data table: the settings every run shares (data set, steps, recipe) and one
-row per run (the model, and optionally its own batch size and learning rate). The page shows
-the rows in its runs table and the settings in its controls; `run_config` turns a row and the
-settings into the `TrainConfig` that is submitted. Every preset validates (tests check it).
+mapping per run (the model, and optionally its own batch size and learning rate, in
+`TrainConfig`'s terms, and a legend label); `run_config` turns a run and the settings into the
+`TrainConfig` that is submitted. The dashboard's Train page shows the runs in its runs table
+and the settings in its controls. Every preset validates (tests check it).
 
 Sizes are chosen for a CPU worker: ResNet-26 at width 0.25 on the scikit-learn digits at
 32 px for 200 steps, rather than the paper's ResNet-50 on ImageNet for many epochs.
@@ -12,51 +13,15 @@ Sizes are chosen for a CPU worker: ResNet-26 at width 0.25 on the scikit-learn d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
 from nfcore.config import TrainConfig
 
-# Columns of the runs table: the model per run, and per-run overrides of batch and lr.
-RUN_COLUMNS: Final[tuple[str, ...]] = (
-    "label",
-    "norm",
-    "depth",
-    "width",
-    "activation",
-    "skipinit",
-    "batch",
-    "lr",
-)
-OVERRIDES: Final[tuple[str, ...]] = ("batch", "lr")  # blank in a row: the shared setting
-# The shared settings the page has controls for, in TrainConfig's terms.
-SETTING_FIELDS: Final[tuple[str, ...]] = (
-    "dataset",
-    "resolution",
-    "batch",
-    "steps",
-    "lr",
-    "warmup_steps",
-    "weight_decay",
-    "label_smoothing",
-    "ema_decay",
-    "clip_grad_norm",
-    "eval_every",
-    "eval_examples",
-    "stochdepth_rate",
-    "drop_rate",
-    "seed",
-)
-# TrainConfig's defaults, with fewer steps (a CPU finishes 200 in about a minute) and more
-# frequent evaluation (a curve of eight points rather than four).
-DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        **{name: TrainConfig.model_fields[name].default for name in SETTING_FIELDS},
-        "steps": 200,
-        "eval_every": 25,
-    }
-)
+# Where every preset departs from TrainConfig's defaults: fewer steps (a CPU finishes 200 in
+# about a minute) and more frequent evaluation (a curve of eight points rather than four).
+DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType({"steps": 200, "eval_every": 25})
 NORM_PREFIX: Final[dict[str, str]] = {
     "bn": "BN",
     "nf": "NF",
@@ -70,37 +35,30 @@ class TrainPreset:
     """Runs to compare, the settings they share, and what the user should see."""
 
     id: str
-    button: str
     title: str
     caption: str
     settings: Mapping[str, Any]
     runs: tuple[Mapping[str, Any], ...]
-    help: str = field(default="")
 
     def all_settings(self) -> dict[str, Any]:
-        """Every shared setting: the preset's own over the page's defaults."""
+        """The shared settings: the preset's own over DEFAULT_SETTINGS (TrainConfig's
+        defaults for the rest)."""
         return {**DEFAULT_SETTINGS, **self.settings}
-
-    def rows(self) -> list[dict[str, Any]]:
-        """The runs table: every column present, blank (None) where the preset leaves it."""
-        return [{column: run.get(column) for column in RUN_COLUMNS} for run in self.runs]
 
     def configs(self) -> list[TrainConfig]:
         settings = self.all_settings()
-        return [run_config(settings, row) for row in self.rows()]
+        return [run_config(settings, run) for run in self.runs]
 
 
-def run_config(settings: Mapping[str, Any], row: Mapping[str, Any]) -> TrainConfig:
-    """The config of one table row: the shared settings, the row's model and its overrides.
+def run_config(settings: Mapping[str, Any], run: Mapping[str, Any]) -> TrainConfig:
+    """The config of one run: the shared settings, the run's model and its overrides.
 
-    Blank cells (None) fall back to the shared setting or the config's default; pydantic's
-    ValidationError says what is wrong otherwise (`describe_validation_error` words it).
+    Blank values (None) fall back to the shared setting or the config's default; the label
+    names the run, not its config. Pydantic's ValidationError says what is wrong otherwise
+    (`describe_validation_error` words it).
     """
     fields = {name: value for name, value in settings.items() if value is not None}
-    for column in RUN_COLUMNS:
-        value = row.get(column)
-        if column != "label" and value is not None:
-            fields[column] = value
+    fields |= {name: value for name, value in run.items() if name != "label" and value is not None}
     return TrainConfig(**fields)
 
 
@@ -140,7 +98,6 @@ def auto_labels(configs: Sequence[TrainConfig]) -> list[str]:
 
 BN_VS_NF = TrainPreset(
     id="bn-vs-nf",
-    button="BN vs NF",
     title="BN-ResNet vs NF-ResNet",
     caption=(
         "A BatchNorm ResNet-26 and a Normalizer-Free ResNet-26 (Scaled WS, α = 0.2, SkipInit) "
@@ -152,7 +109,6 @@ BN_VS_NF = TrainPreset(
         {"norm": "bn", "depth": 26, "width": 0.25, "activation": "relu", "skipinit": False},
         {"norm": "nf", "depth": 26, "width": 0.25, "activation": "relu", "skipinit": True},
     ),
-    help="The default runs: BN-ResNet-26 and NF-ResNet-26 at batch 32.",
 )
 
 # Table 2 of the paper: ResNet-50 on ImageNet at batch sizes 4 and 8, learning rates 0.01 and
@@ -166,7 +122,6 @@ BN_VS_NF = TrainPreset(
 _TABLE2_BATCHES: Final[tuple[tuple[int, float], ...]] = ((64, 0.05), (8, 0.025), (4, 0.01))
 TABLE2 = TrainPreset(
     id="table2",
-    button="Table 2: small batches",
     title="Table 2: training at small batch sizes",
     caption=(
         "BatchNorm estimates its statistics from the batch, so at batch 4 or 8 they are noisy "
@@ -194,12 +149,10 @@ TABLE2 = TrainPreset(
         for batch, lr in _TABLE2_BATCHES
         for norm in ("bn", "nf")
     ),
-    help="BN- and NF-ResNet-26 at batch 64, 8 and 4 (lr 0.05, 0.025, 0.01), 200 steps each.",
 )
 
 QUICK = TrainPreset(
     id="quick",
-    button="Quick check",
     title="Quick check",
     caption=(
         "Two tiny networks (ResNet-14 at width 0.125, 32 px) for 20 steps: a few seconds, to "
@@ -210,7 +163,6 @@ QUICK = TrainPreset(
         {"norm": "bn", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": False},
         {"norm": "nf", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": True},
     ),
-    help="BN- and NF-ResNet-14, tiny, 20 steps: a smoke test of the whole stack.",
 )
 
 TRAIN_PRESETS: Final[tuple[TrainPreset, ...]] = (BN_VS_NF, TABLE2, QUICK)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
+from app.train_controls import preset_settings
 from nfcore.train_plots import PANEL_TITLES
 from nfcore.train_presets import QUICK, auto_labels
 
@@ -68,7 +69,7 @@ def test_quick_runs_train_with_live_curves(
     # Start was clicked as soon as it showed, racing the page's first run: the settings must
     # still be the preset's (they once came back as the widgets' bare minimums: batch 1,
     # 1 step, lr 0.0001, which the next Start would have trained with).
-    settings = QUICK.all_settings()
+    settings = preset_settings(QUICK)
     shown = page.locator('input[type="number"]').evaluate_all("els => els.map(e => e.value)")
     assert shown[:3] == [str(settings["batch"]), str(settings["steps"]), f"{settings['lr']:.4g}"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,9 +22,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from api.localhost import free_port
+from nfcore.config import MAX_TRAIN_STEPS
 from nfcore.train_plots import PANEL_TITLES
 from nfcore.train_presets import QUICK, TABLE2, auto_labels
-from tests.app.conftest import clear_app_caches
+from tests.app.conftest import ServerProcess, clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run
@@ -99,7 +101,7 @@ def texts(elements: Any) -> list[str]:
 def wait_until_done(at: AppTest) -> None:
     """Rerun the page (each run polls the events once) until no run is queued or running."""
     deadline = time.monotonic() + TRAIN_DEADLINE
-    while any(run["state"] in ("queued", "running") for run in at.session_state["train_runs"]):
+    while any(run.state in ("queued", "running") for run in at.session_state["train_runs"]):
         assert time.monotonic() < deadline, at.session_state["train_runs"]
         time.sleep(0.3)
         run(at)
@@ -131,6 +133,31 @@ def test_page_renders_with_its_controls(closed_api: str) -> None:
     setting(at, "radio", "dataset").set_value("cifar10")
     run(at)
     assert any("CIFAR10_DIR" in caption.value for caption in at.caption)
+
+
+def test_steps_stop_at_the_apis_limit(
+    redis_url: str, tmp_path: Path, server_logs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Steps control ends at the API's MAX_TRAIN_STEPS (GET /v1/limits), which the API
+    enforces, not at the config's far larger bound; without an API, at the config's bound."""
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "API_HOST": "127.0.0.1", "API_PORT": str(port),
+           "MAX_TRAIN_STEPS": "1234"}  # fmt: skip
+    api = ServerProcess("api", [sys.executable, "-m", "api"], env, tmp_path)
+    server_logs.append(api.log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        api.wait_ready(f"{url}/readyz", timeout=30)
+        monkeypatch.setenv("API_URL", url)
+        steps = setting(open_train_page(), "number_input", "steps")
+        assert (steps.min, steps.max) == (1, 1234)
+        assert "The API trains at most 1,234." in steps.help
+    finally:
+        api.stop()
+
+    clear_app_caches()
+    monkeypatch.setenv("API_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    assert setting(open_train_page(), "number_input", "steps").max == MAX_TRAIN_STEPS
 
 
 def test_preset_fills_the_runs(closed_api: str) -> None:
@@ -182,7 +209,7 @@ def test_two_tiny_runs_train_to_the_end(api_server: str, worker: object, monkeyp
     assert [row["depth"] for row in table(at)] == [14, 14]
     at.button(key="t_start").click()
     run(at)
-    job_ids = [run["job_id"] for run in at.session_state["train_runs"]]
+    job_ids = [run.job_id for run in at.session_state["train_runs"]]
     assert at.query_params["jobs"] == ",".join(job_ids)
     assert at.button(key="t_start").disabled  # while the runs are active
     wait_until_done(at)
@@ -219,7 +246,7 @@ def test_cancel_stops_a_run(api_server: str, worker: object, monkeypatch) -> Non
     at.button(key="t_start").click()
     run(at)
     deadline = time.monotonic() + TRAIN_DEADLINE
-    while at.session_state["train_runs"][0]["done"] == 0:  # until the first run trains
+    while at.session_state["train_runs"][0].done == 0:  # until the first run trains
         assert time.monotonic() < deadline, at.session_state["train_runs"]
         time.sleep(0.3)
         run(at)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from app.train_controls import RUN_COLUMNS, SETTING_FIELDS
 from nfcore.config import TrainConfig
 from nfcore.train_presets import (
     DEFAULT_PRESET,
     DEFAULT_SETTINGS,
-    RUN_COLUMNS,
-    SETTING_FIELDS,
     TABLE2,
     TRAIN_PRESETS,
     auto_labels,

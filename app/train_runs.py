@@ -1,0 +1,214 @@
+"""Training runs as the Train page follows them: planned from the table, submitted, polled.
+
+A row of the runs table and the shared settings make a `PlannedRun`: its validated config,
+or the sentence saying what is wrong. Start submits one job per distinct config (POST
+/v1/train) and follows each as a `TrainRun`; while it is active, `TrainRun.refresh` reads its
+new events (GET /v1/jobs/{id}/events?since=N), starting the curves over when its worker died
+and the job started again, and once it has finished, its result. Nothing here draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from app.api_client import ApiProblem, Submission, cached_result, get_client
+from app.runs import ACTIVE_STATES
+from nfcore.config import TrainConfig, canonical_json, describe_validation_error
+from nfcore.train_plots import runs_from_events
+from nfcore.train_presets import NORM_PREFIX, TRAIN_PRESETS, TrainPreset, auto_labels, run_config
+
+MAX_PAGES_PER_POLL = 20  # pages of events read for one run in one poll
+GONE = (404, 410)  # the API no longer knows the job (it expired)
+
+Notice = tuple[Literal["info", "error"], str]  # shown above the runs until the next Start
+
+
+# --- planning ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedRun:
+    """One row of the runs table with the shared settings: its config or what is wrong."""
+
+    number: int  # the row's number, as the user counts (from 1)
+    label: str
+    config: TrainConfig | None
+    error: str | None = None
+
+
+def plan(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> list[PlannedRun]:
+    """Per row: its label and its validated config, or the sentence saying what is wrong."""
+    checked: list[tuple[TrainConfig | None, str | None]] = []
+    for row in rows:
+        try:
+            checked.append((run_config(settings, row), None))
+        except ValidationError as error:
+            checked.append((None, describe_validation_error(error)))
+    labels = iter(auto_labels([config for config, _ in checked if config is not None]))
+    planned = []
+    for number, (row, (config, error)) in enumerate(zip(rows, checked, strict=True), start=1):
+        auto = next(labels) if config is not None else _row_name(row)
+        planned.append(PlannedRun(number, row.get("label") or auto, config, error))
+    return planned
+
+
+def _row_name(row: dict[str, Any]) -> str:
+    """What an invalid row is called: its model as far as the row says."""
+    prefix = NORM_PREFIX.get(str(row.get("norm")), str(row.get("norm") or "?"))
+    return f"{prefix}-ResNet-{row.get('depth') or '?'}"
+
+
+def matching_preset(planned: Sequence[PlannedRun]) -> TrainPreset | None:
+    """The preset whose runs these are, while the table and settings still are its own."""
+    if any(run.config is None for run in planned):
+        return None
+    current = [canonical_json(run.config) for run in planned]
+    for preset in TRAIN_PRESETS:
+        if current == [canonical_json(config) for config in preset.configs()]:
+            return preset
+    return None
+
+
+def problems(planned: Sequence[PlannedRun]) -> list[str]:
+    """Why Start must submit nothing: a sentence per invalid run, or that there is none."""
+    if not planned:
+        return ["Add at least one run to the table."]
+    return [f"Run {run.number} ({run.label}): {run.error}" for run in planned if run.error]
+
+
+# --- following --------------------------------------------------------------------------------
+@dataclass
+class TrainRun:
+    """One followed run: its job, state and progress, its events so far, its result."""
+
+    label: str
+    job_id: str | None  # None: the API refused the run (`error` says why)
+    total: int  # steps to train
+    state: str = "queued"  # the job's state, or "rejected"
+    done: int = 0  # steps trained
+    error: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    next_event: int = 0  # index of the first event not read yet
+    attempt: int | None = None  # the job's attempt the events belong to
+    result: dict[str, Any] | None = None
+    result_gone: bool = False  # finished, but its result expired: the events draw it
+
+    @classmethod
+    def submitted(cls, label: str, steps: int, submission: Submission) -> TrainRun:
+        """The run of what POST /v1/train answered: a cached result, or a job to follow."""
+        run = cls(label, submission.job_id, steps)
+        if submission.result is not None:
+            run.state, run.result, run.done = "finished", submission.result, steps
+        elif submission.job is not None:
+            run.update_from_job(submission.job)
+        return run
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The run's records: its result when finished, else what its events said so far."""
+        return self.result if self.result is not None else runs_from_events(self.events)
+
+    def update_from_job(self, job: dict[str, Any]) -> None:
+        """Take the state, progress and error of a job's view (or of an events page)."""
+        progress = job.get("progress") or {}
+        self.state = job.get("state", self.state)
+        self.done = int(progress.get("done", self.done) or 0)
+        self.total = int(progress.get("total", self.total) or self.total)
+        self.error = job.get("error") or self.error
+
+    def refresh(self) -> None:
+        """New events of an active run; the result of a finished one; the error of a failed
+        one. Raises ApiProblem when the API fails otherwise than by having forgotten the job."""
+        if self.job_id is None:
+            return
+        if self.active:
+            self._read_events(self.job_id)
+        if self.state == "finished" and self.result is None and not self.result_gone:
+            try:
+                self.result = cached_result(self.job_id)
+            except ApiProblem:
+                self.result_gone = True
+                if not self.events:
+                    answer = get_client().events(self.job_id, since=0)
+                    self.events = answer.get("events") or []
+
+    def _read_events(self, job_id: str) -> None:
+        for _ in range(MAX_PAGES_PER_POLL):
+            try:
+                answer = get_client().events(job_id, since=self.next_event, attempt=self.attempt)
+            except ApiProblem as problem:
+                if problem.status not in GONE:
+                    raise
+                self.state, self.error = "failed", "the API no longer knows this job (it expired)"
+                return
+            events = answer.get("events") or []
+            if answer.get("restarted"):  # its worker died: the curves start over
+                self.events = []
+            self.attempt = answer.get("attempt")
+            self.events.extend(events)
+            self.next_event = int(answer.get("next", self.next_event + len(events)))
+            self.update_from_job(answer)
+            # A final state is read before its page: read on until a page comes back empty.
+            if not events or self.active:
+                break
+        if self.state == "failed" and not self.error:
+            self.error = get_client().job(job_id).get("error")
+
+    def cancel(self) -> None:
+        """Cancel the queued job, or stop the running one after its current step."""
+        if self.job_id is not None:
+            self.update_from_job(get_client().cancel(self.job_id))
+
+
+def submit(planned: Sequence[PlannedRun]) -> tuple[list[TrainRun], list[Notice]]:
+    """One job per distinct config of valid runs (`problems` says none is invalid); the runs
+    the API refused are kept, with its sentence. An unreachable API stops the submitting."""
+    runs: list[TrainRun] = []
+    notices: list[Notice] = []
+    seen: set[str] = set()
+    client = get_client()
+    for run in planned:
+        if run.config is None:
+            continue
+        key = canonical_json(run.config)
+        if key in seen:
+            notices.append(("info", f"Run {run.number} ({run.label}) repeats an earlier run; "
+                            "it is trained once."))  # fmt: skip
+            continue
+        seen.add(key)
+        try:
+            submission = client.submit_train(run.config.model_dump(mode="json"))
+        except ApiProblem as problem:
+            if problem.status is None or problem.status >= 500:
+                notices.append(("error", problem.message))  # the API is down: stop here
+                break
+            runs.append(TrainRun(run.label, None, run.config.steps, state="rejected",
+                                 error=problem.message))  # fmt: skip
+            continue
+        runs.append(TrainRun.submitted(run.label, run.config.steps, submission))
+    return runs, notices
+
+
+def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[str]]:
+    """The runs of the jobs a link named, and the short ids of those the API no longer knows.
+    Raises ApiProblem when the API cannot answer."""
+    runs: list[TrainRun] = []
+    gone: list[str] = []
+    for job_id in job_ids:
+        try:
+            job = get_client().job(job_id)
+        except ApiProblem as problem:
+            if problem.status not in GONE:
+                raise
+            gone.append(job_id[:12])
+            continue
+        run = TrainRun(job.get("label") or job_id[:12], job_id, 0)
+        run.update_from_job(job)
+        runs.append(run)
+    return runs, gone
