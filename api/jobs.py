@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,14 +46,10 @@ from contract import (
     queue_for,
 )
 from nfcore.config import SPPConfig, TrainConfig, config_hash
-from nfcore.cost import FLOAT32_BYTES, Cost, estimate
+from nfcore.cost import EVAL_BATCH, Cost, estimate, train_costs
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
-# A training step computes the input gradients (what `estimate` counts with gradients) and
-# the weight gradients too: about one more forward pass, so 3 forward passes in all.
-TRAIN_STEP_FACTOR = 1.5
-EVAL_BATCH = 256  # held-out examples per forward pass of an evaluation (nfcore.train's)
 MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
 
 JobConfig = SPPConfig | TrainConfig
@@ -372,39 +368,6 @@ class JobService:
             "device": _text(_meta(job).get(META_DEVICE)),
             "error": _error_message(job, self.redis) if state == JobState.failed else None,
         }
-
-
-@dataclass(frozen=True)
-class TrainCost:
-    """What a training run costs: one step (forward and backward on the batch), one of its
-    SPPs and one evaluation batch (forward), and the FLOPs of all steps, evaluations and SPPs.
-    """
-
-    step: Cost
-    spp: Cost
-    eval: Cost
-    total: int
-
-
-def train_costs(config: TrainConfig) -> TrainCost:
-    """The `TrainCost` of `config`; evaluations are counted on `eval_examples` (a data set
-    may hold fewer)."""
-    spp = config.spp_config()
-    step = estimate(spp.model_copy(update={"batch": config.batch, "gradients": True}))
-    # Beside the weights: their gradients, the momentum buffers, the EMA copy, and with Scaled
-    # WS the standardized weights that autograd keeps for the backward pass.
-    copies = 3 + int(config.ema_decay is not None) + int(config.conv == "ws")
-    step = replace(
-        step,
-        flops=round(step.flops * TRAIN_STEP_FACTOR),
-        weight_bytes=copies * FLOAT32_BYTES * step.parameters,
-    )
-    snapshot = estimate(spp)
-    evaluation = estimate(config, min(EVAL_BATCH, config.eval_examples), config.resolution)
-    per_example = estimate(config, batch=1, resolution=config.resolution).flops
-    evaluations = len(config.eval_steps) * config.eval_examples * per_example
-    total = config.steps * step.flops + evaluations + len(config.spp_steps) * snapshot.flops
-    return TrainCost(step, snapshot, evaluation, total)
 
 
 def _progress(job: Job) -> tuple[int, int]:

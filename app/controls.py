@@ -1,7 +1,7 @@
 """Sidebar widgets for one `SPPConfig`, kept in step with the URL query string.
 
 The validated config in `st.session_state["config"]` is the truth; the widgets are made from
-it on every run. A widget's callback applies its one change with `nfcore.config.with_changes`
+it on every run. A widget's callback applies its one change with `nfcore.edits.with_changes`
 (so e.g. a new norm also resets the conv, alpha and gamma derived from the old one) and
 validates it; when other widgets must then show other values, the widgets are made afresh
 under new keys (see VERSION_KEY). An invalid change is undone the same way and explained.
@@ -17,12 +17,13 @@ from pydantic import ValidationError
 
 from app import urlstate
 from nfcore.catalog import GAMMA_TABLE
-from nfcore.config import NORMS_BY_FAMILY, SPPConfig, describe_validation_error, with_changes
+from nfcore.config import MAX_GAMMA, SPPConfig
+from nfcore.edits import with_changes
+from nfcore.families import FAMILIES, family
+from nfcore.fields import describe_validation_error, field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS
+from nfcore.variants import RESNET_LAYOUTS
 
-FAMILIES = {"resnetv2": "ResNetV2 (pre-activation)", "resnetv1": "ResNetV1 (post-activation)",
-            "nf_regnet": "NF-RegNet (or its BN twin)"}  # fmt: skip
 NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
 CUSTOM = "custom"
 DEPTHS = (14, 26, 50, 101, 152, 200, 288, 600, CUSTOM)
@@ -134,13 +135,15 @@ def widget_values(config: SPPConfig) -> dict[str, Any]:
     no widget's value (`*_options`, `*_label`) are what else a widget is drawn with."""
     standard = RESNET_LAYOUTS.get(config.depth or 0) == tuple(config.layout or ())
     gamma = config.gamma
+    row = family(config.family)
     return {
         "family": config.family,
-        "depth": (config.depth if standard else CUSTOM) if config.family != "nf_regnet" else None,
+        "depth": (config.depth if standard else CUSTOM) if row.sized_by == "depth" else None,
         "layout": ",".join(map(str, config.layout or ())),
         "variant": config.variant,
         "norm": config.norm,
-        "norm_options": NORMS_BY_FAMILY[config.family],
+        "norm_options": row.norms,
+        "variant_options": tuple(row.variants),
         "order": config.order,
         "conv": config.conv if config.norm != "fixup" else None,
         "activation": config.activation,
@@ -230,9 +233,9 @@ def sidebar_controls() -> None:
     with st.sidebar:
         st.header("Model")
         _widget(st.selectbox, "Family", "family", options=tuple(FAMILIES),
-                format_func=FAMILIES.__getitem__)  # fmt: skip
-        if config.family == "nf_regnet":
-            _widget(st.selectbox, "Variant", "variant", options=tuple(NF_REGNET_VARIANTS))
+                format_func=lambda name: FAMILIES[name].title)  # fmt: skip
+        if shown["depth"] is None:
+            _widget(st.selectbox, "Variant", "variant", options=shown["variant_options"])
         else:
             custom = shown["depth"] == CUSTOM or bool(st.session_state.get(CUSTOM_KEY))
             _widget(st.selectbox, "Depth", "depth", options=DEPTHS, shown=CUSTOM if custom else None,
@@ -265,7 +268,7 @@ def _signal_controls(shown: dict[str, Any]) -> None:
         _widget(st.radio, "γ (gamma)", "gamma_mode", options=("auto", "manual"), horizontal=True,
                 format_func=lambda m: f"auto ({auto:.4f})" if m == "auto" and auto else m)  # fmt: skip
         if shown["gamma"] is not None:
-            _widget(st.number_input, "γ value", "gamma", min_value=0.01, max_value=100.0,
+            _widget(st.number_input, "γ value", "gamma", min_value=0.01, max_value=MAX_GAMMA,
                     step=0.01, format="%.4f")  # fmt: skip
     _widget(st.slider, "S+E gain", "se_gain", min_value=0.0,
             max_value=shown["se_gain_options"], step=0.25)  # fmt: skip
@@ -275,12 +278,18 @@ def _signal_controls(shown: dict[str, Any]) -> None:
         _widget(st.checkbox, "Stem max-pool", "maxpool")
 
 
+def _limits(name: str) -> dict[str, Any]:
+    """A number input's min_value and max_value: the config field's own (inclusive) bounds."""
+    bounds = field_bounds(SPPConfig, name)
+    return {"min_value": bounds.low, "max_value": bounds.high}
+
+
 def _input_controls(config: SPPConfig) -> None:
     _widget(st.select_slider, "Width multiplier", "width", options=_with(WIDTHS, config.width))
     _widget(st.select_slider, "Resolution (px)", "resolution",
             options=_with(RESOLUTIONS, config.resolution))  # fmt: skip
-    _widget(st.number_input, "Batch", "batch", min_value=1, max_value=4096, step=1)
-    _widget(st.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, step=1)
+    _widget(st.number_input, "Batch", "batch", step=1, **_limits("batch"))
+    _widget(st.number_input, "Seed", "seed", step=1, **_limits("seed"))
     _widget(st.radio, "Input", "input", options=("gaussian", "digits"), horizontal=True,
             format_func={"gaussian": "N(0,1) noise", "digits": "digits images"}.__getitem__)  # fmt: skip
     _widget(st.toggle, "Gradients (backward pass)", "gradients")

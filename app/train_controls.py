@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from app.api_client import ApiProblem, cached_limits
-from nfcore.config import TrainConfig, field_bounds
+from nfcore.config import TrainConfig
+from nfcore.fields import field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
 from nfcore.train_presets import TrainPreset, get_train_preset
 

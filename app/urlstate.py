@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nfcore.config import SPPConfig, describe_validation_error
+from nfcore.config import SPPConfig
+from nfcore.fields import describe_validation_error
 
 # What the explorer shows on first load: an NF-ResNetV2-50, small enough for a CPU in a second.
 APP_DEFAULTS: dict[str, Any] = {"norm": "nf", "width": 0.25, "resolution": 64, "batch": 8}

@@ -41,7 +41,8 @@ from api.localhost import free_port
 from app import urlstate
 from benchmarks._report import Figure, format_table, load_average, machine_facts
 from benchmarks.bench_api import Stack
-from nfcore.config import SPPConfig, with_changes
+from nfcore.config import SPPConfig
+from nfcore.edits import with_changes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -13,8 +13,6 @@ for the others beta = alpha = 1.
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from nfcore.layers import SkipInitGain, StochasticDepth
@@ -68,22 +66,3 @@ class ResidualBlock(nn.Module):
         if self.expected_var is not None:
             parts.append(f"expected_var={self.expected_var:.4f}")
         return ", ".join(parts)
-
-
-def nf_expected_variances(layout: tuple[int, ...], alpha: float) -> list[tuple[float, float]]:
-    """(beta_l, expected Var(x_{l+1})) for every block of an NF network (Section 4.5).
-
-    Var(x_0) = 1 and grows by alpha^2 per block; a transition block's skip path sees x/beta,
-    so the variance resets to 1 + alpha^2 after it. The first block of each stage is a
-    transition.
-    """
-    expected_var = 1.0
-    rows = []
-    for stage_depth in layout:
-        for block_index in range(stage_depth):
-            beta = math.sqrt(expected_var)
-            if block_index == 0:
-                expected_var = 1.0
-            expected_var += alpha**2
-            rows.append((beta, expected_var))
-    return rows

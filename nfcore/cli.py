@@ -18,187 +18,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
-from nfcore import __version__
-from nfcore.config import (
-    Conv,
-    Dataset,
-    Device,
-    Family,
-    InputKind,
-    Norm,
-    Order,
-    SPPConfig,
-    TrainConfig,
-    Variant,
-    describe_validation_error,
-    with_changes,
-)
-from nfcore.registry import BUILTIN_ACTIVATIONS
+from nfcore.cli_options import UsageError, build_parser
+from nfcore.config import SPPConfig, TrainConfig
+from nfcore.edits import with_changes
+from nfcore.fields import describe_validation_error
 
 PLOT_SUFFIXES = (".html", ".png", ".svg", ".pdf", ".json")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-
-
-class UsageError(Exception):
-    """Input the user can fix; reported as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected blocks per stage like 3,4,6,3, got {text!r}"
-        ) from None
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    model = p.add_argument_group("model")
-    model.add_argument("--family", choices=get_args(Family), help="default resnetv2")
-    model.add_argument(
-        "--depth", type=int, help="ResNet depth: 50, 101, 152, 200, 288, 600 (or 14, 26)"
-    )
-    model.add_argument(
-        "--layout", type=_int_list, help="custom ResNet blocks per stage, e.g. 2,2,2,2"
-    )
-    model.add_argument("--variant", choices=get_args(Variant), help="NF-RegNet variant")
-    model.add_argument("--norm", choices=get_args(Norm), help="normalization (default bn)")
-    model.add_argument("--order", choices=get_args(Order), help="BN ResNetV2 order")
-    model.add_argument(
-        "--conv", choices=get_args(Conv), help="Scaled WS or He-init conv (default ws for nf)"
-    )
-    model.add_argument("--activation", help=f"nonlinearity: {', '.join(BUILTIN_ACTIVATIONS)}")
-    model.add_argument("--alpha", type=float, help="NF variance growth per block (default 0.2)")
-    model.add_argument("--gamma", help="Scaled WS gain: auto (default) or a number, e.g. 1.4142")
-    model.add_argument(
-        "--se-gain", type=float, help="Squeeze-Excite gain: 0 none, 1 plain, 2 corrected"
-    )
-    model.add_argument(
-        "--skipinit", action=argparse.BooleanOptionalAction, help="zero-init residual gain"
-    )
-    model.add_argument(
-        "--maxpool", action=argparse.BooleanOptionalAction, help="stem max-pool (default on)"
-    )
-    model.add_argument("--width", type=float, help="channel-width multiplier (default 1)")
-    return model
-
-
-def _add_spp(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("spp", help="compute a Signal Propagation Plot", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    model = _add_model_args(p)
-    model.add_argument("--num-classes", type=int, help="classifier outputs (default 1000)")
-    run = p.add_argument_group("input and measurement")
-    run.add_argument("--resolution", type=int, help="input height and width (default 128)")
-    run.add_argument("--batch", type=int, help="batch size N (default 16)")
-    run.add_argument("--input", choices=get_args(InputKind), help="N(0,1) noise or digit images")
-    run.add_argument("--seed", type=int, help="seeds the weights and the input (default 0)")
-    run.add_argument("--device", choices=get_args(Device), help="default auto")
-    run.add_argument(
-        "--gradients", action="store_true", default=None, help="also the backward pass"
-    )
-    run.add_argument(
-        "--extra-stats", action="store_true", default=None, help="Appendix G statistics"
-    )
-    run.add_argument(
-        "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
-    )
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
-    out.add_argument("--csv", type=Path, help="per-block CSV")
-    out.add_argument("--plot", type=Path, action="append", default=[],
-                     help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
-    out.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
-    out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
-
-
-def _add_train(sub: argparse._SubParsersAction, cifar10_dir: str | None) -> None:
-    p = sub.add_parser(
-        "train",
-        help="a short training run, with SPPs before and after",
-        description="Train a model with the paper's recipe scaled down (SGD + Nesterov, warm-up "
-        "and cosine decay, label smoothing, weight decay on weights only), with the SPP measured "
-        "before and after. Exit status 0 also when the run collapsed (the summary says so).",
-    )
-    model = _add_model_args(p)
-    model.add_argument("--stochdepth-rate", type=float, help="stochastic depth rate (default 0)")
-    model.add_argument("--drop-rate", type=float, help="dropout before the classifier (default 0)")
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=get_args(Dataset), help="default digits")
-    data.add_argument(
-        "--data-dir",
-        type=Path,
-        default=cifar10_dir or None,
-        help="CIFAR-10 python-version folder (default: $CIFAR10_DIR)",
-    )
-    data.add_argument("--resolution", type=int, help="image side in pixels (default 32)")
-    recipe = p.add_argument_group("recipe")
-    recipe.add_argument("--batch", type=int, help="batch size (default 32)")
-    recipe.add_argument("--steps", type=int, help="optimizer steps (default 300)")
-    recipe.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
-    recipe.add_argument("--warmup-steps", type=int, help="linear warm-up (default 5%% of steps)")
-    recipe.add_argument("--momentum", type=float, help="Nesterov momentum (default 0.9)")
-    recipe.add_argument("--weight-decay", type=float, help="on weights only (default 5e-5)")
-    recipe.add_argument("--label-smoothing", type=float, help="default 0.1")
-    recipe.add_argument("--ema-decay", type=float, help="EMA of the weights, e.g. 0.999")
-    recipe.add_argument("--clip-grad-norm", type=float, help="clip the gradient norm")
-    recipe.add_argument("--eval-every", type=int, help="held-out evaluation period (default 50)")
-    recipe.add_argument("--eval-examples", type=int, help="held-out examples (default 1000)")
-    recipe.add_argument("--spp-every", type=int, help="also an SPP every this many steps")
-    recipe.add_argument("--spp-batch", type=int, help="Gaussian batch of the SPPs (default 8)")
-    recipe.add_argument(
-        "--collapse-factor", type=float, help="collapse above this x ln(classes) (default 10)"
-    )
-    recipe.add_argument("--seed", type=int, help="seeds weights, data order, dropout")
-    recipe.add_argument("--device", choices=get_args(Device), help="default auto")
-    recipe.add_argument(
-        "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
-    )
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
-    out.add_argument("--csv", type=Path, help="per-step CSV")
-    out.add_argument("--plot", type=Path, action="append", default=[],
-                     help="training curves: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
-    out.add_argument("--spp-plot", type=Path, action="append", default=[],
-                     help="the SPPs before and after training, overlaid (repeatable)")  # fmt: skip
-    out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
-
-
-def build_parser(cifar10_dir: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; `cifar10_dir` is the `--data-dir` default ($CIFAR10_DIR,
-    read by `main`, the only place the command line reads the environment)."""
-    parser = _Parser(
-        prog="nfcore", description="Signal propagation in normalized and Normalizer-Free ResNets."
-    )
-    parser.add_argument("--version", action="version", version=f"nfcore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_spp(sub)
-    _add_train(sub, cifar10_dir)
-    gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
-    gamma.add_argument("name", nargs="?", help="activation name (default: all)")
-    gamma.add_argument("--json", action="store_true", help="print JSON")
-    plot = sub.add_parser("plot", help="overlay saved SPP results in one figure (as Fig. 2)")
-    plot.add_argument(
-        "results", type=Path, nargs="+", help="result JSON files written by `nfcore spp`"
-    )
-    plot.add_argument("--out", type=Path, action="append", required=True, dest="plot",
-                      help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
-    plot.add_argument("--label", action="append", help="legend label per result, in order")
-    plot.add_argument("--title", help="figure title")
-    plot.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
-    models = sub.add_parser("models", help="families, depths and variants with parameter counts")
-    models.add_argument("--json", action="store_true", help="print JSON")
-    return parser
 
 
 def config_from_args(
@@ -502,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (let an unexpected error raise, with its traceback).
     cifar10_dir, debug = os.environ.get("CIFAR10_DIR"), bool(os.environ.get("NFCORE_DEBUG"))
     try:
-        args = build_parser(cifar10_dir).parse_args(argv)
+        args = build_parser(cifar10_dir, __doc__ or "").parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as error:
         sys.stderr.write(f"nfcore: error: {error}\n")

@@ -11,25 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
-from functools import cache
 from typing import Annotated, Any, Literal
 
-import annotated_types
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
-    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from nfcore.families import DEFAULT_FAMILY, FAMILIES, family
 from nfcore.registry import canonical_activation
-from nfcore.variants import NF_REGNET_VARIANTS, RESNET_LAYOUTS, resnet_depth
+from nfcore.variants import RESNET_LAYOUTS, resnet_depth
 
-Family = Literal["resnetv2", "resnetv1", "nf_regnet"]
 Norm = Literal["bn", "nf", "none", "fixup"]
 Order = Literal["bn-relu-conv", "relu-bn-conv"]
 Conv = Literal["ws", "he"]
@@ -38,73 +34,36 @@ InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal["digits", "cifar10", "gaussian"]
 
-NORMS_BY_FAMILY: dict[str, tuple[str, ...]] = {
-    "resnetv2": ("bn", "nf", "none", "fixup"),
-    "resnetv1": ("bn", "none"),
-    # "bn": NF-RegNet's batch-normalized twin, the baseline of its speed comparison (Table 5).
-    "nf_regnet": ("nf", "bn"),
-}
 
-# Values a user may leave out; they depend on the family (the paper's choices for each).
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "resnetv2": {
-        "depth": 50,
-        "norm": "bn",
-        "activation": "relu",
-        "se_gain": 0.0,
-        "skipinit": False,
-    },
-    "resnetv1": {
-        "depth": 50,
-        "norm": "bn",
-        "activation": "relu",
-        "se_gain": 0.0,
-        "skipinit": False,
-    },
-    # Appendix D.2: SiLU, S+E corrected by 2, SkipInit gain, alpha 0.2. Its BN twin changes
-    # two of these, see NORM_DEFAULTS.
-    "nf_regnet": {
-        "variant": "B0",
-        "norm": "nf",
-        "activation": "silu",
-        "se_gain": 2.0,
-        "skipinit": True,
-    },
-}
-
-# Defaults that also depend on the norm: they override FAMILY_DEFAULTS for one (family, norm).
-NORM_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # NF-RegNet's batch-normalized twin keeps the S+E layers but not the NF-specific fixes: the
-    # factor 2 undoes the S+E attenuation that an unnormalized net would carry forward
-    # (Section 4.4), and here the BN after the S+E renormalizes it anyway (plain S+E, gain 1);
-    # the paper's BN baselines use no SkipInit. Both can still be set explicitly.
-    ("nf_regnet", "bn"): {"se_gain": 1.0, "skipinit": False},
-}
-
-
-def family_defaults(family: str, norm: str | None = None) -> dict[str, Any]:
-    """The values filled in for fields left out: the family's, then its norm's (`norm` None:
-    the family's default norm)."""
-    defaults = dict(FAMILY_DEFAULTS.get(family, {}))
-    defaults.update(NORM_DEFAULTS.get((family, norm or defaults.get("norm", "")), {}))
+def family_defaults(family_name: str, norm: str | None = None) -> dict[str, Any]:
+    """The values filled in for fields left out: the family row's, then its norm's (`norm`
+    None: the family's default norm); nothing for a name that is not a family."""
+    row = FAMILIES.get(family_name)
+    if row is None:
+        return {}
+    defaults = dict(row.defaults)
+    defaults.update(row.norm_defaults.get(norm or defaults.get("norm", ""), {}))
     return defaults
 
+
+def norm_default_fields() -> set[str]:
+    """Fields whose default depends on the norm in some family (NF-RegNet's S+E gain and
+    SkipInit): a change of norm swaps them while they hold the old norm's default."""
+    return {key for row in FAMILIES.values() for d in row.norm_defaults.values() for key in d}
+
+
+NORM_PREFIX: dict[str, str] = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}
 
 MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-600)
 
 MAX_GAMMA = 100.0  # far above any activation gain (sigmoid needs about 4.8)
 
 
-def _fmt(value: Any, limit: int = 60) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class ModelConfig(BaseModel):
     """Which network to build: family, depth, normalization, conv and activation choices.
 
-    Fields left out take the family's defaults (FAMILY_DEFAULTS), and where a norm needs other
-    ones, that norm's (NORM_DEFAULTS). `family="nf_regnet", norm="bn"` is NF-RegNet's
+    Fields left out take the family's defaults (its row in `nfcore.families`), and where a
+    norm needs other ones, that norm's. `family="nf_regnet", norm="bn"` is NF-RegNet's
     batch-normalized twin: the same network with pre-activation BN (BN then g) before every
     activation, He-initialized plain convs, no alpha/beta scaling, and by default plain S+E
     (se_gain 1) and no SkipInit, since the S+E factor 2 and SkipInit are NF-specific fixes
@@ -113,7 +72,11 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    family: Family = Field("resnetv2", description="Network family.")
+    family: str = Field(
+        DEFAULT_FAMILY,
+        description="Network family (a row of nfcore.families).",
+        json_schema_extra=lambda schema: schema.update(enum=list(FAMILIES)),
+    )
     depth: int | None = Field(
         None,
         ge=2,
@@ -130,16 +93,23 @@ class ModelConfig(BaseModel):
     norm: Norm | None = Field(
         None, description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup."
     )
-    order: Order | None = Field(None, description="Order of BN and ReLU in a pre-activation block.")
+    order: Order | None = Field(
+        None, description="Order of BN and ReLU in a BN ResNetV2 block; default bn-relu-conv."
+    )
     conv: Conv | None = Field(
-        None, description="ws (Scaled Weight Standardization) or he (Gaussian He init)."
+        None,
+        description="ws (Scaled Weight Standardization) or he (Gaussian He init); default ws for nf, else he.",
     )
     activation: str | None = Field(None, description="Nonlinearity g, e.g. relu, silu, identity.")
     alpha: float | None = Field(
-        None, gt=0, le=10, description="NF variance growth per block (Var grows by alpha^2)."
+        None,
+        gt=0,
+        le=10,
+        description="NF variance growth per block (Var grows by alpha^2); default 0.2 for nf.",
     )
     gamma: Literal["auto"] | float | None = Field(
-        None, description="Scaled WS gain: 'auto' = 1/sqrt(Var g(x)), or a number (Fig. 8: sqrt 2)."
+        None,
+        description="Scaled WS gain: 'auto' = 1/sqrt(Var g(x)), or a number (Fig. 8: sqrt 2); default auto.",
     )
     se_gain: float | None = Field(
         None,
@@ -148,7 +118,7 @@ class ModelConfig(BaseModel):
         description="Squeeze-Excite output gain: 0 = no SE, 1 = plain, 2 = corrected.",
     )
     skipinit: bool | None = Field(None, description="Learnable residual gain initialized to 0.")
-    maxpool: bool | None = Field(None, description="3x3 max-pool in the ResNet stem.")
+    maxpool: bool | None = Field(None, description="3x3 max-pool in the ResNet stem; default on.")
     width: float = Field(1.0, gt=0, le=4, description="Channel-width multiplier.")
     stochdepth_rate: float = Field(
         0.0,
@@ -160,6 +130,17 @@ class ModelConfig(BaseModel):
         0.0, ge=0, lt=1, description="Dropout before the classifier (training only)."
     )
     num_classes: int = Field(1000, ge=2, le=100_000, description="Classifier outputs.")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in FAMILIES:
+            names = [repr(name) for name in FAMILIES]
+            expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return value
 
     @field_validator("gamma", mode="before")
     @classmethod
@@ -181,14 +162,15 @@ class ModelConfig(BaseModel):
             return data
         given = {key for key, value in data.items() if value is not None}
         data = dict(data)
-        family = data.get("family") or "resnetv2"
-        if not isinstance(family, str):
+        name = data.get("family") or DEFAULT_FAMILY
+        if not isinstance(name, str) or name not in FAMILIES:
             return data  # the field's own validation reports it
         norm = data.get("norm")
-        for key, value in family_defaults(family, norm if isinstance(norm, str) else None).items():
+        for key, value in family_defaults(name, norm if isinstance(norm, str) else None).items():
             if data.get(key) is None:
                 data[key] = value
-        if family != "nf_regnet" and data.get("layout") is not None and "depth" not in given:
+        sized_by_depth = FAMILIES[name].sized_by == "depth"
+        if sized_by_depth and data.get("layout") is not None and "depth" not in given:
             data["depth"] = None  # the layout decides the depth
         return data
 
@@ -204,17 +186,22 @@ class ModelConfig(BaseModel):
             object.__setattr__(self, key, value)
 
     def _resolve_architecture(self) -> None:
-        if self.norm not in NORMS_BY_FAMILY[self.family]:
-            allowed = ", ".join(NORMS_BY_FAMILY[self.family])
+        row = family(self.family)
+        if self.norm not in row.norms:
             raise ValueError(
-                f"norm: {self.norm!r} is not available for {self.family}; choose {allowed}"
+                f"norm: {self.norm!r} is not available for {self.family}; "
+                f"choose {', '.join(row.norms)}"
             )
-        if self.family == "nf_regnet":
-            assert self.variant is not None
-            layout = NF_REGNET_VARIANTS[self.variant]["depth"]
+        if row.sized_by == "variant":
+            if self.variant not in row.variants:
+                raise ValueError(
+                    f"variant: {self.variant!r} is not a variant of {self.family}; "
+                    f"choose {', '.join(row.variants)}"
+                )
+            layout = tuple(row.variants[self.variant]["depth"])
             if self.layout is not None and tuple(self.layout) != layout:
                 raise ValueError(
-                    f"layout: NF-RegNet-{self.variant} has the fixed layout "
+                    f"layout: NF-{row.label}-{self.variant} has the fixed layout "
                     f"{','.join(map(str, layout))}; custom layouts are for the ResNet families"
                 )
             self._set(depth=None, layout=layout, maxpool=None)
@@ -238,7 +225,9 @@ class ModelConfig(BaseModel):
                 )
             layout = RESNET_LAYOUTS[self.depth]
         self._set(depth=resnet_depth(tuple(layout)), layout=tuple(layout), variant=None)
-        if self.maxpool is None:
+        if not row.has_maxpool:
+            self._set(maxpool=None)
+        elif self.maxpool is None:
             self._set(maxpool=True)
 
     def _resolve_options(self) -> None:
@@ -253,7 +242,9 @@ class ModelConfig(BaseModel):
             )
         conv = self.conv or ("ws" if norm == "nf" else "he")
         order = (
-            (self.order or "bn-relu-conv") if (norm == "bn" and self.family == "resnetv2") else None
+            (self.order or "bn-relu-conv")
+            if (norm == "bn" and family(self.family).bn_order)
+            else None
         )
         alpha = (self.alpha if self.alpha is not None else 0.2) if norm == "nf" else None
         gamma = (self.gamma if self.gamma is not None else "auto") if conv == "ws" else None
@@ -274,22 +265,19 @@ class ModelConfig(BaseModel):
     @property
     def total_stride(self) -> int:
         """Downsampling factor from the input image to the last stage."""
-        stages = len(self.stage_layout)
-        if self.family == "nf_regnet":
-            return 2 ** (1 + stages)  # stride-2 stem conv, then every stage starts with stride 2
-        return 2 ** (1 + int(bool(self.maxpool)) + stages - 1)  # stem conv (+ pool), stages 2..n
+        # The stride-2 stem conv (and its max-pool), then the first block of every stage after
+        # the first (and of the first too where the family's row says so).
+        strided_stages = len(self.stage_layout) - 1 + int(family(self.family).first_stage_strided)
+        return 2 ** (1 + int(bool(self.maxpool)) + strided_stages)
 
     @property
     def label(self) -> str:
         """A short human name, e.g. 'NF-ResNetV2-600 (ws, relu, alpha=0.2)' or, for NF-RegNet's
         batch-normalized twin, 'BN-RegNet-B0 (he, silu, SE x1)'."""
-        prefix = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}[str(self.norm)]
-        if self.family == "nf_regnet":
-            name = f"{prefix}-RegNet-{self.variant}"
-        else:
-            name = (
-                f"{prefix}-{'ResNetV2' if self.family == 'resnetv2' else 'ResNetV1'}-{self.depth}"
-            )
+        row = family(self.family)
+        name = (
+            f"{NORM_PREFIX[str(self.norm)]}-{row.label}-{row.size_name(self.depth, self.variant)}"
+        )
         parts = [p for p in (self.order, self.conv, self.activation) if p]
         if self.alpha is not None:
             parts.append(f"alpha={self.alpha:g}")
@@ -453,68 +441,6 @@ class TrainConfig(ModelConfig):
         return sorted({0, *every, self.steps})
 
 
-# Fields a canonical config filled in from another field's value: changing that field
-# invalidates them. (The NORM_DEFAULTS fields are handled apart in `with_changes`.)
-DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
-    "family": ("depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
-               "gamma", "se_gain", "skipinit", "maxpool"),
-    "depth": ("layout",),
-    "layout": ("depth",),
-    "variant": ("layout",),
-    "norm": ("order", "conv", "alpha", "gamma"),
-    "conv": ("gamma",),
-}  # fmt: skip
-
-
-# Families whose networks are laid out by the same depth table: between them a depth (or a
-# custom layout) means the same blocks, so a change of family keeps it.
-LAYOUT_BY_DEPTH: frozenset[str] = frozenset({"resnetv2", "resnetv1"})
-
-
-def _kept_across(field: str, old: Any, new: Any) -> tuple[str, ...]:
-    """Derived fields that still mean the same after `field` went from `old` to `new`."""
-    if field == "family" and old in LAYOUT_BY_DEPTH and new in LAYOUT_BY_DEPTH:
-        return ("depth", "layout")
-    return ()
-
-
-def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` (e.g. a saved canonical config) with `changes` applied, as config input.
-
-    Changing e.g. the norm drops what the base derived from the old norm (its conv, order,
-    alpha, gamma) unless `changes` sets those too, so a saved config can be varied field by
-    field. The one rule of what follows what: the CLI's --config with flags, the API's
-    sweeps, the dashboard's widgets and `presets.rescale_config` all edit through it.
-    Between the ResNet families a depth means the same blocks, so a change of family keeps
-    the depth (or the custom layout).
-
-    A field whose default depends on the norm (NORM_DEFAULTS: NF-RegNet's S+E gain and
-    SkipInit) is dropped on a change of norm only while it holds the old norm's default, so
-    NF-RegNet <-> its BN twin swaps those defaults but keeps a value the user chose.
-    """
-    values = dict(base)
-    for field, derived in DERIVED_FIELDS.items():
-        if field in changes and values.get(field) != changes[field]:
-            keep = _kept_across(field, base.get(field), changes[field])
-            for key in derived:
-                if key not in changes and key not in keep:
-                    values.pop(key, None)
-    family = base.get("family") or "resnetv2"
-    old_norm, new_norm = base.get("norm"), changes.get("norm")
-    if (
-        "norm" in changes
-        and old_norm != new_norm
-        and changes.get("family", family) == family
-        and all(isinstance(v, str | None) for v in (family, old_norm, new_norm))
-    ):
-        old, new = family_defaults(family, old_norm), family_defaults(family, new_norm)
-        for key in sorted({k for (f, _), d in NORM_DEFAULTS.items() if f == family for k in d}):
-            if key not in changes and key in values and values[key] == old.get(key) != new.get(key):
-                values.pop(key)
-    values.update(changes)
-    return values
-
-
 def canonical_json(config: BaseModel) -> str:
     """The config as compact JSON with sorted keys: the text that is hashed."""
     return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -524,172 +450,3 @@ def config_hash(config: BaseModel, version: str) -> str:
     """A stable id for (config, library version): the cache key and job id of a run."""
     digest = hashlib.sha256(f"{version}\n{canonical_json(config)}".encode())
     return digest.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """A numeric field's bounds from its `Field` metadata; None where it has none."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low < value (Gt), else low <= value (Ge)
-    high_open: bool = False  # value < high (Lt), else value <= high (Le)
-
-
-def field_bounds(kind: type[BaseModel], name: str) -> Bounds:
-    """The bounds of `kind`'s field `name`: the one source for widget limits and help texts."""
-    bounds = Bounds()
-    for bound in kind.model_fields[name].metadata:
-        if isinstance(bound, annotated_types.Gt):
-            bounds = replace(bounds, low=bound.gt, low_open=True)
-        elif isinstance(bound, annotated_types.Ge):
-            bounds = replace(bounds, low=bound.ge, low_open=False)
-        elif isinstance(bound, annotated_types.Lt):
-            bounds = replace(bounds, high=bound.lt, high_open=True)
-        elif isinstance(bound, annotated_types.Le):
-            bounds = replace(bounds, high=bound.le, high_open=False)
-    return bounds
-
-
-def allowed_range(field: str) -> str | None:
-    """The numeric bounds of a config field as text, e.g. '0 < alpha <= 10'."""
-    info = SPPConfig.model_fields.get(field) or TrainConfig.model_fields.get(field)
-    if info is None:
-        return None
-    low = high = ""
-    for bound in info.metadata:
-        if isinstance(bound, annotated_types.Gt):
-            low = f"{bound.gt} < "
-        elif isinstance(bound, annotated_types.Ge):
-            low = f"{bound.ge} <= "
-        elif isinstance(bound, annotated_types.Lt):
-            high = f" < {bound.lt}"
-        elif isinstance(bound, annotated_types.Le):
-            high = f" <= {bound.le}"
-    return f"{low}{field}{high}" if low or high else None
-
-
-def json_type_errors(kind: type[BaseModel], data: Any) -> list[dict[str, Any]]:
-    """Pydantic-style error items for the fields of `data` (decoded JSON) whose JSON type is
-    not one the config's schema documents, which validation would otherwise coerce:
-    `"depth": "50"`, `"batch": true`, `"skipinit": 1`, `"alpha": "0.2"`. Values of the right
-    type (right or wrong) are left to validation, as are unknown fields.
-
-    The API takes the JSON types its schema documents; the CLI and the dashboard, which
-    read text, keep pydantic's coercion.
-    """
-    if not isinstance(data, dict):
-        return [{"type": "model_type", "loc": (), "msg": "Input should be a JSON object",
-                 "input": data}]  # fmt: skip
-    errors: list[dict[str, Any]] = []
-    for name, value in data.items():
-        schema = _field_schema(kind, name) if isinstance(name, str) else None
-        if schema is not None and not _admits(schema, value):
-            errors.append({"type": "json_type", "loc": (name,), "input": value,
-                           "msg": f"Input should be {_json_type_words(schema)}"})  # fmt: skip
-    return errors
-
-
-@cache
-def _field_schema(kind: type[BaseModel], name: str) -> dict[str, Any] | None:
-    """The JSON schema of a field's type (None for a field the config does not have)."""
-    field = kind.model_fields.get(name)
-    return None if field is None else TypeAdapter(field.annotation).json_schema()
-
-
-def _json_type_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
-def _admits(schema: dict[str, Any], value: Any, among: bool = False) -> bool:
-    """Whether a JSON value has one of the JSON types `schema` allows (an integer is a number).
-
-    A field of one literal type (norm: a string) admits any value of that type, and leaves a
-    wrong one to validation's message; where literals are one option `among` others
-    (gamma: "auto" or a number), a string must be one of them.
-    """
-    if "anyOf" in schema:
-        options = schema["anyOf"]
-        mixed = any(
-            "const" not in o and "enum" not in o and o.get("type") != "null" for o in options
-        )
-        return any(_admits(option, value, among=mixed) for option in options)
-    kind = _json_type_of(value)
-    literals = schema.get("enum", [schema["const"]] if "const" in schema else None)
-    if literals is not None and among:
-        return any(value == v and kind == _json_type_of(v) for v in literals)
-    if literals is not None:
-        allowed = {_json_type_of(v) for v in literals}
-    else:
-        allowed = {schema["type"]} if "type" in schema else {kind}
-    if "number" in allowed:
-        allowed.add("integer")
-    if kind not in allowed:
-        return False
-    if kind == "array" and "items" in schema:
-        return all(_admits(schema["items"], item) for item in value)
-    return True
-
-
-_JSON_TYPE_WORDS = {"integer": "an integer", "number": "a number", "boolean": "a boolean",
-                    "string": "a string", "null": "null", "array": "an array",
-                    "object": "an object"}  # fmt: skip
-
-
-def _json_type_words(schema: dict[str, Any]) -> str:
-    """'an integer or null', "'auto', a number or null": what a field's JSON schema admits."""
-    options = []
-    for option in schema.get("anyOf", [schema]):
-        if "const" in option:
-            options.append(json.dumps(option["const"]))
-        elif "enum" in option:
-            options.append("one of " + ", ".join(json.dumps(value) for value in option["enum"]))
-        elif option.get("type") == "array" and "items" in option:
-            options.append(f"an array of {_json_type_words(option['items']).removeprefix('an ')}s")
-        else:
-            options.append(_JSON_TYPE_WORDS.get(option.get("type", ""), "a JSON value"))
-    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
-
-
-_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-
-def describe_error_items(items: list[dict[str, Any]]) -> str:
-    """One readable sentence per pydantic error item, naming the field (and its range)."""
-    lines = []
-    for item in items:
-        loc = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if item["type"] == "json_invalid":
-            reason = (item.get("ctx") or {}).get("error", "")
-            lines.append(f"the body is not valid JSON ({reason})" if reason else message)
-            continue
-        if item["type"] == "json_type":  # JSON's words for true, false and null
-            value = item.get("input")
-            shown = json.dumps(value) if value is None or isinstance(value, bool) else _fmt(value)
-            lines.append(f"{loc}: {message} (got {shown})")
-            continue
-        if item["type"] in ("literal_error", "enum"):
-            message = f"{message}, got {_fmt(item.get('input'))}"
-        elif "input" in item and item["type"] not in ("value_error", "assertion_error", "missing"):
-            message = f"{message} (got {_fmt(item['input'])})"
-        bounds = allowed_range(loc) if item["type"] in _BOUND_ERRORS else None
-        if bounds:
-            message = f"{message}; allowed: {bounds}"
-        lines.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(lines)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable line per problem, naming the field, e.g. 'depth: 51 has no layout ...'."""
-    return describe_error_items(error.errors())

@@ -1,20 +1,24 @@
 """What a run will cost, known before it runs: FLOPs, activation memory and parameters.
 
 The API refuses jobs that are too expensive before enqueueing them, and it never imports
-torch; so this module walks the networks of `nfcore.models` on paper, layer by layer, from the
-same config and tables. A change to a layer there needs the same change here:
-tests/nfcore/test_cost.py checks the parameters exactly and the FLOPs against torch's counter.
+torch; so this module sums over the same plan of layers (`nfcore.plan`) that `nfcore.models`
+builds the network from: tests/nfcore/test_cost.py checks the parameters exactly, the FLOPs
+against torch's counter and the memory against the storages torch creates.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from nfcore import variants
-from nfcore.config import ModelConfig, SPPConfig
+from nfcore import plan
+from nfcore.config import ModelConfig, SPPConfig, TrainConfig
 
 FLOAT32_BYTES = 4
+# A training step computes the input gradients (what `estimate` counts with gradients) and
+# the weight gradients too: about one more forward pass, so 3 forward passes in all.
+TRAIN_STEP_FACTOR = 1.5
+EVAL_BATCH = 256  # held-out examples per forward pass of an evaluation (`nfcore.train`)
 
 
 @dataclass(frozen=True)
@@ -105,14 +109,6 @@ class _Path:
         self.size = size
         return self.map(saves=False)
 
-    def squeeze_excite(self, ratio: float, se_gain: float | None) -> _Path:
-        """S+E (layers.SqueezeExcite): two biased 1x1 convs on the pooled N,C,1,1 vector."""
-        if not se_gain:
-            return self
-        channels, hidden = self.channels, max(1, int(self.channels * ratio))
-        self.flops += 4 * channels * hidden
-        return self.map(2 * channels * hidden + hidden + channels)
-
     def largest_pair(self) -> int:
         """Most elements alive at once along the path: a layer's output and the next one's."""
         sizes = [0, 0, *self.created]  # the first layer reads the path's input, counted apart
@@ -134,120 +130,58 @@ class _Unit:
         return cls(path.flops + flops, path.params + params, held + path.largest_pair(), path.saved)
 
 
-def _block(config: ModelConfig, x: _Path, pre: _Path, branch: _Path, short: _Path | None) -> _Unit:
-    """x_{l+1} = post(skip + alpha * gain * f(pre(x) / beta)) (`nfcore.blocks.ResidualBlock`)."""
+def _run(path: _Path, layer: plan.Layer | None) -> _Path:
+    """Tally the planned layers along `path`, in the order they run."""
+    for step in plan.flat(layer):
+        match step:
+            case plan.Conv():
+                path.conv(step.cout, step.kernel, step.stride, step.groups)
+            case plan.BatchNorm():
+                path.map(2 * path.channels)
+            case plan.Act():
+                path.map()
+            case plan.Bias() | plan.Scale():
+                path.map(1, saves=False)  # FixUp's scalars
+            case plan.SqueezeExcite(channels, hidden):
+                # Two biased 1x1 convs on the pooled N,C,1,1 vector.
+                path.flops += 4 * channels * hidden
+                path.map(2 * channels * hidden + hidden + channels)
+            case plan.MaxPool():
+                path.pool(conv_out(path.size, 3, 2))
+            case plan.AvgPool():
+                path.pool(avg_pool_out(path.size))
+    return path
+
+
+def _block(block: plan.BlockPlan, x: _Path) -> tuple[_Unit, _Path]:
+    """x_{l+1} = post(skip + alpha * gain * f(pre(x) / beta)) (`nfcore.blocks.ResidualBlock`),
+    and the path of its output."""
+    pre = _run(x.fork(), block.pre).map(saves=False)  # / beta
+    branch = _run(pre.fork(), block.branch)
+    short = None if block.shortcut is None else _run(pre.fork(), block.shortcut)
     paths = [p for p in (pre, branch, short) if p is not None]
     skip = short.numel if short else 0  # an identity skip is x itself
     end = skip + max(branch.largest_pair(), 3 * branch.numel)  # f, alpha * f and the sum at most
-    post = int(config.family == "resnetv1")  # g(the sum), the only op at the end that saves
+    post = int(block.post is not None)  # g(the sum), the only op at the end that saves
     during = max(short.largest_pair() if short else 0, end)
-    return _Unit(
+    unit = _Unit(
         sum(p.flops for p in paths),
-        sum(p.params for p in paths) + int(bool(config.skipinit)),  # SkipInit's scalar gain
+        sum(p.params for p in paths) + int(block.skipinit),  # SkipInit's scalar gain
         x.numel + max(pre.largest_pair(), pre.numel + during),
         sum(p.saved for p in paths) + post * branch.numel,
     )
-
-
-def _norm_act(path: _Path, norm: str | None) -> _Path:
-    """Between two ResNetV2 (or NF-RegNet) convs: BN and g in either order, FixUp's bias, g,
-    bias, or g (`models._Parts.norm_act`)."""
-    if norm == "bn":
-        return path.map(2 * path.channels).map()
-    return path.map(1, saves=False).map().map(1, saves=False) if norm == "fixup" else path.map()
-
-
-def _resnet_v2_block(config: ModelConfig, x: _Path, cout: int, stride: int, _: int) -> _Unit:
-    """Pre-activation bottleneck, stride on the 3x3 conv (`models._resnet_v2_block`)."""
-    mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
-    pre = x.fork()
-    if config.norm == "fixup":
-        pre.map().map(1, saves=False)  # g, then FixUp's bias
-    else:
-        _norm_act(pre, "bn" if config.norm == "bn" else None)
-    pre.map(saves=False)  # / beta
-    branch = _norm_act(pre.fork().conv(mid, 1), config.norm).conv(mid, 3, stride)
-    _norm_act(branch, config.norm).conv(cout, 1)
-    if config.norm == "fixup":
-        branch.map(1, saves=False).map(1, saves=False)  # FixUp's scale and bias
-    branch.squeeze_excite(variants.RESNET_SE_RATIO, config.se_gain)
-    short = pre.fork().conv(cout, 1, stride) if stride > 1 or x.channels != cout else None
-    return _block(config, x, pre, branch, short)
-
-
-def _resnet_v1_block(config: ModelConfig, x: _Path, cout: int, stride: int, _: int) -> _Unit:
-    """Post-activation bottleneck: g(skip + BN(conv(...))) (`models._resnet_v1_block`)."""
-    mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
-
-    def bn(path: _Path) -> _Path:
-        return path.map(2 * path.channels) if config.norm == "bn" else path
-
-    pre = x.fork().map(saves=False)  # no pre-activation, but / beta
-    branch = bn(pre.fork().conv(mid, 1)).map().conv(mid, 3, stride)
-    bn(bn(branch).map().conv(cout, 1)).squeeze_excite(variants.RESNET_SE_RATIO, config.se_gain)
-    short = bn(pre.fork().conv(cout, 1, stride)) if stride > 1 or x.channels != cout else None
-    return _block(config, x, pre, branch, short)
-
-
-def _nf_regnet_block(config: ModelConfig, x: _Path, cout: int, stride: int, index: int) -> _Unit:
-    """Inverted bottleneck, grouped 3x3 conv, S+E (`models._nf_regnet_block`); the BN twin
-    has BN before every g."""
-    # Following EfficientNets, the very first block does not expand (Appendix C).
-    expansion = variants.NF_REGNET_EXPANSION if index > 0 else 1.0
-    groups = max(1, int(x.channels * expansion) // variants.NF_REGNET_GROUP_SIZE)
-    width = variants.NF_REGNET_GROUP_SIZE * groups
-    pre = _norm_act(x.fork(), config.norm).map(saves=False)  # (BN,) g, / beta
-    branch = _norm_act(pre.fork().conv(width, 1), config.norm).conv(width, 3, stride, groups)
-    branch.squeeze_excite(variants.NF_REGNET_SE_RATIO, config.se_gain)
-    _norm_act(branch, config.norm).conv(cout, 1)
-    short = None
-    if stride > 1 or x.channels != cout:
-        short = pre.fork().pool(avg_pool_out(x.size)) if stride > 1 else pre.fork()
-        short.conv(cout, 1)
-    return _block(config, x, pre, branch, short)
-
-
-_BLOCKS = {
-    "resnetv2": _resnet_v2_block,
-    "resnetv1": _resnet_v1_block,
-    "nf_regnet": _nf_regnet_block,
-}
+    return unit, _Path(branch.channels, branch.size, x.ws)
 
 
 def _units(config: ModelConfig, resolution: int) -> list[_Unit]:
     """Stem, every residual block, and the head with the classifier, in order."""
-    regnet = config.family == "nf_regnet"
-    x = _Path(3, resolution, ws=config.conv == "ws")
-    if regnet:
-        variant = variants.NF_REGNET_VARIANTS[str(config.variant)]
-        # Same float expression as the builder: int() truncates, so the order of products counts.
-        widths = [
-            max(1, int(w * variants.NF_REGNET_WIDTH * config.width)) for w in variant["width"]
-        ]
-        x.conv(widths[0], 3, 2)
-    else:
-        widths = [max(1, round(w * config.width)) for w in variants.RESNET_STAGE_WIDTHS]
-        x.conv(max(1, round(variants.RESNET_STEM_WIDTH * config.width)), 7, 2)
-        if config.family == "resnetv1":
-            (x.map(2 * x.channels) if config.norm == "bn" else x).map()  # BN, g
-        if config.maxpool:
-            x.pool(conv_out(x.size, 3, 2))
+    layers = plan.plan(config)
+    x = _run(_Path(3, resolution, ws=config.conv == "ws"), layers.stem)
     units = [_Unit.along(x)]  # the image is counted in `estimate`
-    index = 0
-    for stage, (cout, depth) in enumerate(zip(widths, config.stage_layout, strict=False)):
-        for block_in_stage in range(depth):
-            stride = 2 if block_in_stage == 0 and (stage > 0 or regnet) else 1
-            units.append(_BLOCKS[config.family](config, x.fork(), cout, stride, index))
-            x = _Path(cout, conv_out(x.size, 3, stride), x.ws)
-            index += 1
-    head = x.fork()
-    if regnet:  # a 1x1 conv to int(1280 * c_last // 440) channels, then (BN and) g
-        final = (
-            variants.NF_REGNET_FINAL_WIDTH * head.channels // variants.NF_REGNET_FINAL_WIDTH_BASE
-        )
-        _norm_act(head.conv(final, 1), config.norm)
-    elif config.family == "resnetv2":
-        _norm_act(head, "bn" if config.norm == "bn" else None)
+    for block in layers.blocks:
+        unit, x = _block(block, x.fork())
+        units.append(unit)
+    head = _run(x.fork(), layers.head)
     features, classes = head.channels, config.num_classes  # global average pool, classifier
     units.append(_Unit.along(head, x.numel, 2 * features * classes, features * classes + classes))
     return units
@@ -283,3 +217,36 @@ def estimate(
         blocks=config.num_blocks,
         weight_bytes=FLOAT32_BYTES * parameters * (2 if config.conv == "ws" else 1),
     )
+
+
+@dataclass(frozen=True)
+class TrainCost:
+    """What a training run costs: one step (forward and backward on the batch), one of its
+    SPPs and one evaluation batch (forward), and the FLOPs of all steps, evaluations and SPPs.
+    """
+
+    step: Cost
+    spp: Cost
+    eval: Cost
+    total: int
+
+
+def train_costs(config: TrainConfig) -> TrainCost:
+    """The `TrainCost` of `config`; evaluations are counted on `eval_examples` (a data set
+    may hold fewer)."""
+    spp = config.spp_config()
+    step = estimate(spp.model_copy(update={"batch": config.batch, "gradients": True}))
+    # Beside the weights: their gradients, the momentum buffers, the EMA copy, and with Scaled
+    # WS the standardized weights that autograd keeps for the backward pass.
+    copies = 3 + int(config.ema_decay is not None) + int(config.conv == "ws")
+    step = replace(
+        step,
+        flops=round(step.flops * TRAIN_STEP_FACTOR),
+        weight_bytes=copies * FLOAT32_BYTES * step.parameters,
+    )
+    snapshot = estimate(spp)
+    evaluation = estimate(config, min(EVAL_BATCH, config.eval_examples), config.resolution)
+    per_example = estimate(config, batch=1, resolution=config.resolution).flops
+    evaluations = len(config.eval_steps) * config.eval_examples * per_example
+    total = config.steps * step.flops + evaluations + len(config.spp_steps) * snapshot.flops
+    return TrainCost(step, snapshot, evaluation, total)

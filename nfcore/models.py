@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from nfcore import plan
 from nfcore.activations import get_activation, he_gain, resolve_gamma
-from nfcore.blocks import ResidualBlock, nf_expected_variances
+from nfcore.blocks import ResidualBlock
 from nfcore.config import ModelConfig
+from nfcore.families import FAMILIES
 from nfcore.layers import (
     Activation,
     ScalarBias,
@@ -25,20 +27,7 @@ from nfcore.layers import (
     ScaledWSConv2d,
     SqueezeExcite,
 )
-from nfcore.variants import (
-    NF_REGNET_EXPANSION,
-    NF_REGNET_FINAL_WIDTH,
-    NF_REGNET_FINAL_WIDTH_BASE,
-    NF_REGNET_GROUP_SIZE,
-    NF_REGNET_SE_RATIO,
-    NF_REGNET_VARIANTS,
-    NF_REGNET_WIDTH,
-    RESNET_BOTTLENECK_RATIO,
-    RESNET_LAYOUTS,
-    RESNET_SE_RATIO,
-    RESNET_STAGE_WIDTHS,
-    RESNET_STEM_WIDTH,
-)
+from nfcore.variants import RESNET_LAYOUTS
 
 
 class Network(nn.Module):
@@ -122,208 +111,59 @@ class _Parts:
         name = str(self.config.activation)
         return Activation(get_activation(name), name, gain)
 
-    def norm_act(self, channels: int) -> nn.Module:
-        """What sits between two convs: BN and g in the configured order, g alone, or FixUp's g + biases."""
-        norm = self.config.norm
-        if norm == "bn":
-            bn = nn.BatchNorm2d(channels)
-            if self.config.order == "relu-bn-conv":
-                return nn.Sequential(self.act(), bn)
-            return nn.Sequential(bn, self.act())
-        if norm == "fixup":
-            return nn.Sequential(ScalarBias(), self.act(), ScalarBias())
-        return self.act()
+    def squeeze_excite(self, layer: plan.SqueezeExcite) -> SqueezeExcite:
+        activation = self.act(self.gamma if layer.gain_is_gamma else 1.0)
+        activation.gain_is_gamma = layer.gain_is_gamma  # NF-RegNet bakes gamma in (`retune`)
+        return SqueezeExcite(layer.channels, layer.hidden, activation, layer.se_gain)
 
-    def norm_act_layers(self, channels: int) -> list[nn.Module]:
-        """`norm_act` as layers to splice into a Sequential: [g] for NF, [BN, g] for BN.
+    def module(self, layer: plan.Layer) -> nn.Module:
+        """The module of one planned layer; a `Seq` is an nn.Sequential of its layers'."""
+        match layer:
+            case plan.Seq(layers):
+                return nn.Sequential(*(self.module(inner) for inner in layers))
+            case plan.Conv():
+                conv = self.conv(
+                    layer.cin, layer.cout, layer.kernel, layer.stride, layer.groups,
+                    after_activation=layer.reads_activation,
+                )  # fmt: skip
+                if layer.fixup_scale is not None:
+                    conv.fixup_scale = layer.fixup_scale
+                return conv
+            case plan.BatchNorm(channels):
+                return nn.BatchNorm2d(channels)
+            case plan.Act():
+                return self.act()
+            case plan.Bias():
+                return ScalarBias()
+            case plan.Scale():
+                return ScalarScale()
+            case plan.Identity():
+                return nn.Identity()
+            case plan.SqueezeExcite():
+                return self.squeeze_excite(layer)
+            case plan.MaxPool():
+                return nn.MaxPool2d(3, stride=2, padding=1)
+            case plan.AvgPool():
+                return nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+        raise TypeError(f"no module for the planned layer {layer!r}")
 
-        Spliced rather than nested, a layer's input dies as soon as the layer has run (a nested
-        BN-g would keep the conv output alive beside BN's and g's outputs)."""
-        layers = self.norm_act(channels)
-        return list(layers) if isinstance(layers, nn.Sequential) else [layers]
-
-    def squeeze_excite(
-        self, channels: int, ratio: float, act_gain: float = 1.0, gain_is_gamma: bool = False
-    ) -> list[nn.Module]:
-        se_gain = self.config.se_gain or 0.0
-        if se_gain == 0.0:
-            return []
-        hidden = max(1, int(channels * ratio))
-        activation = self.act(act_gain)
-        activation.gain_is_gamma = gain_is_gamma  # NF-RegNet bakes gamma in (see `retune`)
-        return [SqueezeExcite(channels, hidden, activation, se_gain)]
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
-
-
-def _resnet_v2_block(p: _Parts, cin: int, cout: int, stride: int, num_blocks: int) -> dict:
-    """Pre-activation bottleneck (He et al., 2016a; the paper's Fig. 4)."""
-    mid = max(1, cout // RESNET_BOTTLENECK_RATIO)
-    # In ReLU-BN-Conv every conv reads a BN output, which is not rectified.
-    fed = not (p.config.norm == "bn" and p.config.order == "relu-bn-conv")
-    conv1 = p.conv(cin, mid, 1, after_activation=fed)
-    conv2 = p.conv(mid, mid, 3, stride, after_activation=fed)
-    conv3 = p.conv(mid, cout, 1, after_activation=fed)
-    tail: list[nn.Module] = []
-    if p.config.norm == "fixup":
-        # FixUp (Zhang et al., 2019): branch convs scaled by L^(-1/(2m-2)) with m = 3, last conv zero.
-        conv1.fixup_scale = conv2.fixup_scale = num_blocks ** (-1 / 4)
-        conv3.fixup_scale = 0.0
-        tail = [ScalarScale(), ScalarBias()]
-    if p.config.norm == "bn":
-        pre = p.norm_act(cin)  # BN-ReLU or ReLU-BN
-    elif p.config.norm == "fixup":
-        pre = nn.Sequential(p.act(), ScalarBias())  # g(x), then FixUp's bias before conv1
-    else:
-        pre = p.act()  # g(x); the block divides it by beta
-    branch = nn.Sequential(conv1, p.norm_act(mid), conv2, p.norm_act(mid), conv3, *tail)
-    branch.extend(p.squeeze_excite(cout, RESNET_SE_RATIO))
-    shortcut = (
-        p.conv(cin, cout, 1, stride, after_activation=fed) if stride > 1 or cin != cout else None
-    )
-    return {"pre": pre, "branch": branch, "shortcut": shortcut}
-
-
-def _resnet_v1_block(p: _Parts, cin: int, cout: int, stride: int, num_blocks: int) -> dict:
-    """Post-activation bottleneck (He et al., 2016b; Fig. 5): relu(skip + BN(conv(...)))."""
-    mid = max(1, cout // RESNET_BOTTLENECK_RATIO)
-    bn = nn.BatchNorm2d if p.config.norm == "bn" else (lambda _: nn.Identity())
-    branch = nn.Sequential(
-        p.conv(cin, mid, 1), bn(mid), p.act(),
-        p.conv(mid, mid, 3, stride), bn(mid), p.act(),
-        p.conv(mid, cout, 1), bn(cout),
-    )  # fmt: skip
-    branch.extend(p.squeeze_excite(cout, RESNET_SE_RATIO))
-    shortcut = (
-        nn.Sequential(p.conv(cin, cout, 1, stride), bn(cout)) if stride > 1 or cin != cout else None
-    )
-    return {"pre": nn.Identity(), "branch": branch, "shortcut": shortcut, "post": p.act()}
-
-
-def _nf_regnet_block(p: _Parts, cin: int, cout: int, stride: int, expansion: float) -> dict:
-    """NF-RegNet inverted bottleneck with grouped 3x3 conv and S+E (Appendix D.2 `NFBlock`).
-
-    Its BN twin (norm "bn") is the pre-activation form of the same block, as in the BN
-    ResNetV2: every g becomes BN then g (`_Parts.norm_act`, which is g alone for NF, so the NF
-    network is unchanged).
-    """
-    width = int(cin * expansion)
-    groups = max(1, width // NF_REGNET_GROUP_SIZE)
-    width = NF_REGNET_GROUP_SIZE * groups  # round to whole groups, as the listing does
-    # The listing bakes gamma into its activations, so the S+E MLP sees gamma * g too.
-    se_act_gain = p.gamma if p.config.conv == "ws" else 1.0
-    branch = nn.Sequential(
-        p.conv(cin, width, 1),
-        *p.norm_act_layers(width),
-        p.conv(width, width, 3, stride, groups),
-        *p.squeeze_excite(width, NF_REGNET_SE_RATIO, se_act_gain, p.config.conv == "ws"),
-        *p.norm_act_layers(width),
-        p.conv(width, cout, 1),
-    )
-    shortcut = None
-    if stride > 1 or cin != cout:
-        # Appendix B.4: average pooling then a 1x1 conv instead of a strided 1x1 conv.
-        pool = (
-            nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
-            if stride > 1
-            else nn.Identity()
+    def block(self, block: plan.BlockPlan) -> ResidualBlock:
+        pre = self.module(block.pre)
+        branch = self.module(block.branch)
+        shortcut = None if block.shortcut is None else self.module(block.shortcut)
+        post = None if block.post is None else self.module(block.post)
+        return ResidualBlock(
+            pre=pre,
+            branch=branch,
+            shortcut=shortcut,
+            post=post,
+            beta=block.beta,
+            alpha=block.alpha,
+            skipinit=block.skipinit,
+            stochdepth_rate=block.stochdepth_rate,
+            stage=block.stage,
+            expected_var=block.expected_var,
         )
-        shortcut = nn.Sequential(pool, p.conv(cin, cout, 1))
-    # NF: g(x), which the block divides by beta; BN: BN then g, as BN-ResNetV2's `pre`.
-    return {"pre": p.norm_act(cin), "branch": branch, "shortcut": shortcut}
-
-
-def _blocks(
-    p: _Parts, stage_widths: list[int], cin: int, make: Callable[..., dict]
-) -> list[ResidualBlock]:
-    """Lay out the stages; for NF nets track beta and the expected variance (Section 4.5)."""
-    config = p.config
-    layout = config.stage_layout
-    nf = config.norm == "nf"
-    alpha = float(config.alpha) if nf else 1.0
-    variances = nf_expected_variances(layout, alpha)
-    num_blocks = sum(layout)
-    blocks, index = [], 0
-    for stage, (cout, stage_depth) in enumerate(zip(stage_widths, layout, strict=False)):
-        for block_in_stage in range(stage_depth):
-            stride = 2 if block_in_stage == 0 and (stage > 0 or config.family == "nf_regnet") else 1
-            parts = make(p, cin, cout, stride, index)
-            beta, expected_var = variances[index]
-            blocks.append(
-                ResidualBlock(
-                    **parts,
-                    beta=beta if nf else 1.0,
-                    alpha=alpha,
-                    skipinit=bool(config.skipinit),
-                    stochdepth_rate=config.stochdepth_rate * index / num_blocks,
-                    stage=stage,
-                    expected_var=expected_var if nf else None,
-                )
-            )
-            cin, index = cout, index + 1
-    return blocks
-
-
-def _build_resnet(p: _Parts) -> Network:
-    config = p.config
-    width = config.width
-    stem_width = _scaled(RESNET_STEM_WIDTH, width)
-    stage_widths = [_scaled(w, width) for w in RESNET_STAGE_WIDTHS][: len(config.stage_layout)]
-    num_blocks = config.num_blocks
-    v1 = config.family == "resnetv1"
-    stem: list[nn.Module] = [p.conv(3, stem_width, 7, 2, after_activation=False)]
-    if v1:
-        stem += [nn.BatchNorm2d(stem_width)] if config.norm == "bn" else []
-        stem.append(p.act())
-    if config.maxpool:
-        stem.append(nn.MaxPool2d(3, stride=2, padding=1))
-
-    def make(parts: _Parts, cin: int, cout: int, stride: int, _index: int) -> dict:
-        build = _resnet_v1_block if v1 else _resnet_v2_block
-        return build(parts, cin, cout, stride, num_blocks)
-
-    blocks = _blocks(p, stage_widths, stem_width, make)
-    # Pre-activation nets end with one more norm + activation before pooling.
-    head = (
-        nn.Identity() if v1 else (p.norm_act(stage_widths[-1]) if config.norm == "bn" else p.act())
-    )
-    return Network(
-        nn.Sequential(*stem), blocks, head, stage_widths[-1], config.num_classes, config.drop_rate
-    )
-
-
-def _build_nf_regnet(p: _Parts) -> Network:
-    """NF-RegNet as the Appendix D.2 listing builds it, with the listing's slips fixed (or, for
-    norm "bn", its batch-normalized twin: see `_nf_regnet_block`; the head's g is BN then g).
-
-    The fixes: the final conv is given its output width (`which_conv(in_channels, ch, ...)`);
-    dropout uses the resolved rate; the shortcut pools only in strided blocks, with
-    `ceil_mode` so odd sizes match the strided 3x3 conv; a group count is at least 1 for
-    narrow widths; gamma sits in the Scaled WS convs instead of being baked into the
-    activations (same function, except the final conv's output, which feeds only pooling).
-    Parameter counts then match Table 3 within 0.2% (tests/nfcore/test_models.py).
-    """
-    config = p.config
-    variant = NF_REGNET_VARIANTS[str(config.variant)]
-    stage_widths = [max(1, int(w * NF_REGNET_WIDTH * config.width)) for w in variant["width"]]
-    stem = p.conv(3, stage_widths[0], 3, 2, after_activation=False)
-
-    def make(parts: _Parts, cin: int, cout: int, stride: int, index: int) -> dict:
-        # Following EfficientNets, the very first block does not expand (Appendix C).
-        return _nf_regnet_block(parts, cin, cout, stride, NF_REGNET_EXPANSION if index > 0 else 1.0)
-
-    blocks = _blocks(p, stage_widths, stage_widths[0], make)
-    # Final 1x1 expansion conv to 1280 * w channels, following EfficientNets (Appendix C): w
-    # scales with the variant's compound width, as the listing's int(1280 * in_channels // 440).
-    final_width = int(NF_REGNET_FINAL_WIDTH * stage_widths[-1] // NF_REGNET_FINAL_WIDTH_BASE)
-    # The conv reads the last block's sum (no g before it); the BN twin normalizes its output.
-    head = nn.Sequential(
-        p.conv(stage_widths[-1], final_width, 1, after_activation=False),
-        *p.norm_act_layers(final_width),
-    )
-    return Network(stem, blocks, head, final_width, config.num_classes, config.drop_rate)
 
 
 @torch.no_grad()
@@ -370,9 +210,13 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def _build(parts: _Parts) -> Network:
-    """The uninitialized network: the family's builder with the config's parts."""
-    build = _build_nf_regnet if parts.config.family == "nf_regnet" else _build_resnet
-    model = build(parts)
+    """The uninitialized network of the config's plan, made in the plan's order (the order
+    the S+E convs' default init draws its random numbers in)."""
+    layers = plan.plan(parts.config)
+    stem = parts.module(layers.stem)
+    blocks = [parts.block(block) for block in layers.blocks]
+    head = parts.module(layers.head)
+    model = Network(stem, blocks, head, layers.num_features, layers.num_classes, layers.drop_rate)
     model.gamma = parts.gamma  # the resolved Scaled WS gain, reported in the SPP's meta
     return model
 
@@ -413,7 +257,7 @@ def retune(model: Network, config: ModelConfig) -> None:
     parts = _Parts.of(config)
     nf = config.norm == "nf"
     alpha = float(config.alpha) if nf else 1.0
-    variances = nf_expected_variances(config.stage_layout, alpha)
+    variances = plan.nf_expected_variances(config.stage_layout, alpha)
     for block, (beta, expected_var) in zip(model.blocks, variances, strict=True):
         block.alpha = alpha
         block.beta = beta if nf else 1.0
@@ -437,15 +281,16 @@ def parameter_count(config: ModelConfig) -> int:
 
 
 def model_catalog() -> list[dict]:
-    """Every named model at width 1 with 1000 classes: family, depth or variant, parameters."""
+    """Every named model at width 1 with 1000 classes, per family and each of its catalog
+    norms: family, norm, depth or variant, layout, parameters."""
     rows = []
-    for family, norm in (("resnetv2", "nf"), ("resnetv2", "bn"), ("resnetv1", "bn")):
-        for depth, layout in RESNET_LAYOUTS.items():
-            config = ModelConfig(family=family, depth=depth, norm=norm)
-            rows.append({"family": family, "norm": norm, "depth": depth, "variant": None,
-                         "layout": list(layout), "parameters": parameter_count(config)})  # fmt: skip
-    for variant in NF_REGNET_VARIANTS:
-        config = ModelConfig(family="nf_regnet", variant=variant)
-        rows.append({"family": "nf_regnet", "norm": "nf", "depth": None, "variant": variant,
-                     "layout": list(config.stage_layout), "parameters": parameter_count(config)})  # fmt: skip
+    for row in FAMILIES.values():
+        sizes = row.variants if row.sized_by == "variant" else RESNET_LAYOUTS
+        for norm in row.catalog_norms:
+            for size in sizes:
+                key = "variant" if row.sized_by == "variant" else "depth"
+                config = ModelConfig(family=row.name, norm=norm, **{key: size})
+                rows.append({"family": row.name, "norm": norm, "depth": config.depth,
+                             "variant": config.variant, "layout": list(config.stage_layout),
+                             "parameters": parameter_count(config)})  # fmt: skip
     return rows

@@ -17,7 +17,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nfcore.config import SPPConfig, with_changes
+from nfcore.config import SPPConfig
+from nfcore.edits import with_changes
 
 PAPER_DEPTH: Final[int] = 600  # ResNetV2-600 / ResNet-600 in every SPP figure of the paper
 # Measured on a 2-core CPU: 0.5-0.8 s per 600-layer run, 1.7 s without the stem max-pool (Fig. 7).

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from nfcore import __version__
 from nfcore.config import TrainConfig
+from nfcore.cost import EVAL_BATCH
 from nfcore.data import DataSet, load_dataset
 from nfcore.devices import describe_device, resolve_device
 from nfcore.models import Network, build_model
@@ -46,8 +47,6 @@ from nfcore.train_result import (
 
 EventCallback = Callable[[dict[str, Any]], None]
 """Called with each event (see `nfcore.train_result`); it may raise to stop the run."""
-
-EVAL_BATCH = 256  # held-out examples per forward pass
 
 
 # --- the recipe, piece by piece ---------------------------------------------------------------

@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from nfcore.config import TrainConfig
+from nfcore.config import NORM_PREFIX, TrainConfig
+from nfcore.families import family
 
 # Where every preset departs from TrainConfig's defaults: fewer steps (a CPU finishes 200 in
 # about a minute) and more frequent evaluation (a curve of eight points rather than four).
 DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType({"steps": 200, "eval_every": 25})
-NORM_PREFIX: Final[dict[str, str]] = {
-    "bn": "BN",
-    "nf": "NF",
-    "none": "Unnormalized",
-    "fixup": "FixUp",
-}
 
 
 @dataclass(frozen=True)
@@ -64,9 +59,9 @@ def run_config(settings: Mapping[str, Any], run: Mapping[str, Any]) -> TrainConf
 
 def short_name(config: TrainConfig) -> str:
     """'NF-ResNet-26', 'BN-ResNet-50': the model as the paper's tables name it."""
-    if config.family == "nf_regnet":
-        return f"{'BN' if config.norm == 'bn' else 'NF'}-RegNet-{config.variant}"
-    return f"{NORM_PREFIX.get(str(config.norm), str(config.norm))}-ResNet-{config.depth}"
+    row = family(config.family)
+    prefix = NORM_PREFIX.get(str(config.norm), str(config.norm))
+    return f"{prefix}-{row.table_name}-{row.size_name(config.depth, config.variant)}"
 
 
 def auto_labels(configs: Sequence[TrainConfig]) -> list[str]:

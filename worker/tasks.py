@@ -26,7 +26,8 @@ from contract import (
     key_for,
     progress_total,
 )
-from nfcore.config import SPPConfig, TrainConfig, describe_validation_error
+from nfcore.config import SPPConfig, TrainConfig
+from nfcore.fields import describe_validation_error
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
 

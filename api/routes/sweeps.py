@@ -16,13 +16,9 @@ from api.deps import Jobs, Redis, Settings, require_token
 from api.errors import Invalid, NotFound
 from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
 from contract import JobState, key_for
-from nfcore.config import (
-    SPPConfig,
-    describe_error_items,
-    describe_validation_error,
-    json_type_errors,
-    with_changes,
-)
+from nfcore.config import SPPConfig
+from nfcore.edits import with_changes
+from nfcore.fields import describe_error_items, describe_validation_error, json_type_errors
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}

@@ -317,8 +317,8 @@ def test_weights_too_large_for_memory_are_422_though_flops_and_activations_fit(
 def test_training_counts_gradients_momentum_and_the_ema_copy_against_max_memory_bytes(
     make_client: Callable[..., TestClient],
 ):
-    from api.jobs import train_costs
     from nfcore.config import TrainConfig
+    from nfcore.cost import train_costs
 
     body = {"depth": 14, "width": 0.25, "norm": "nf", "resolution": 32, "batch": 2, "steps": 10,
             "eval_examples": 2, "spp_batch": 2}  # fmt: skip

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 import nfcore
-from api.jobs import train_costs
 from contract import EVENTS_KEY, SERIALIZER, SPP_QUEUE, TRAIN_QUEUE, key_for
 from nfcore.config import TrainConfig, config_hash
+from nfcore.cost import train_costs
 from nfcore.train_result import EVAL_KEYS, STEP_KEYS
 from tests.api.conftest import wait_for
 

@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nfcore.config import (
-    DERIVED_FIELDS,
-    NORM_DEFAULTS,
-    ModelConfig,
-    SPPConfig,
-    config_hash,
-    describe_validation_error,
-    with_changes,
-)
+from nfcore.config import ModelConfig, SPPConfig, config_hash, norm_default_fields
+from nfcore.edits import DERIVED_FIELDS, with_changes
+from nfcore.fields import describe_validation_error
 from nfcore.variants import PAPER_RESNET_DEPTHS, RESNET_LAYOUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -428,7 +422,7 @@ def test_every_field_whose_default_depends_on_another_is_in_the_rule() -> None:
     """Walk every field: where changing F changes the filled-in value of a field D the user
     left out, a change of F must drop D (`DERIVED_FIELDS`, or a norm's own defaults), or an
     edited config would keep a value derived from the old F."""
-    norm_defaults = {key for defaults in NORM_DEFAULTS.values() for key in defaults}
+    norm_defaults = norm_default_fields()
     missing = set()
     for base in RULE_BASES:
         given = {"width": 0.25, "resolution": 64, "batch": 8, **base}
@@ -451,7 +445,7 @@ def test_an_edit_keeps_every_field_that_does_not_follow_the_changed_one(base: di
     """A change of F touches F and what follows F, nothing else (a field that stops applying,
     such as the BN order of an NF net, reads null)."""
     config = SPPConfig(width=0.25, resolution=64, batch=8, **base)
-    norm_defaults = {key for defaults in NORM_DEFAULTS.values() for key in defaults}
+    norm_defaults = norm_default_fields()
     for field, values in RULE_VALUES.items():
         follows = set(DERIVED_FIELDS.get(field, ())) | {field}
         if field == "norm":

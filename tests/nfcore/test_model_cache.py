@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nfcore.config import SPPConfig, with_changes
+from nfcore.config import SPPConfig
+from nfcore.edits import with_changes
 from nfcore.model_cache import ModelCache
 from nfcore.models import build_model, retune, weights_key
 from nfcore.spp import run_spp

@@ -13,10 +13,10 @@ from torch import Tensor, nn
 
 from nfcore import activations
 from nfcore.activations import gamma_quadrature, he_gain
-from nfcore.blocks import nf_expected_variances
 from nfcore.config import ModelConfig
 from nfcore.layers import Activation, ScaledWSConv2d, SqueezeExcite
 from nfcore.models import Network, build_model, model_catalog, parameter_count
+from nfcore.plan import nf_expected_variances
 from nfcore.variants import (
     NF_REGNET_PAPER_PARAMS_M,
     NF_REGNET_VARIANTS,
