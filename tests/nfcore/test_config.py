@@ -383,6 +383,9 @@ def test_several_problems_are_all_reported() -> None:
     [
         "import nfcore.config as c; c.config_hash(c.SPPConfig(norm='nf', activation='silu'), 'v')",
         "import nfcore; nfcore.__version__",
+        "import nfcore.plan as p, nfcore.config as c; p.plan(c.SPPConfig(family='nf_regnet'))",
+        "import nfcore.edits, nfcore.fields, nfcore.cli_options",
+        "import api.main; api.main.create_app()",
     ],
 )
 def test_config_import_and_validation_do_not_load_torch(statement: str) -> None:
