@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -25,13 +24,12 @@ from rq.job import Job
 
 import nfcore
 from api.errors import Conflict, Gone, Invalid, NotFound
+from api.job_view import attempt_of, job_view, meta_of, progress_of
 from api.settings import ApiSettings
 from contract import (
     ASKERS_KEY,
     ENDED_CHANNEL,
     EVENTS_KEY,
-    META_ATTEMPT,
-    META_DEVICE,
     META_KIND,
     META_PROGRESS,
     SERIALIZER,
@@ -240,7 +238,7 @@ class JobService:
 
     def kind(self, job: Job) -> str:
         """The job's kind: "spp" or "train" (its queue)."""
-        return str(_meta(job).get(META_KIND, job.origin))
+        return str(meta_of(job).get(META_KIND, job.origin))
 
     def result(self, job_id: str) -> bytes:
         """The cached result JSON, or a 404/409/410 saying why there is none."""
@@ -250,7 +248,7 @@ class JobService:
         job = self.get(job_id)
         state = self.state(job)
         if state in ACTIVE:
-            done, total = _progress(job)
+            done, total = progress_of(job)
             unit = "steps" if self.kind(job) == TRAIN_QUEUE else "blocks"
             raise Conflict(f"job {job_id} is {state} ({done}/{total} {unit}); no result yet")
         if state == JobState.finished:
@@ -284,7 +282,7 @@ class JobService:
         """
         job = self.get(job_id)
         state = self.state(job)
-        done, total = _progress(job)
+        done, total = progress_of(job)
         current, raw = self._events_from(job, since, limit)
         restarted = attempt is not None and attempt != current
         if restarted:
@@ -304,7 +302,7 @@ class JobService:
             pipe.hget(job.key, "meta")
             pipe.lrange(key_for(EVENTS_KEY, job.id), start, start + limit - 1)
             meta, raw = pipe.execute()
-        return _attempt(meta, job.serializer), raw
+        return attempt_of(meta, job.serializer), raw
 
     def recent(self, limit: int) -> list[Job]:
         """The most recently enqueued jobs on every queue, newest first."""
@@ -349,78 +347,4 @@ class JobService:
     # --- views --------------------------------------------------------------------------------
     def view(self, job: Job) -> dict[str, Any]:
         """The JSON a user reads about a job (the `JobView` schema)."""
-        state = self.state(job)
-        done, total = _progress(job)
-        started, ended = job.started_at, job.ended_at
-        return {
-            "id": job.id,
-            "kind": self.kind(job),
-            "label": job.description,
-            "state": state,
-            "progress": {"done": done, "total": total},
-            "attempt": _count(_meta(job).get(META_ATTEMPT)),
-            "url": f"/v1/jobs/{job.id}",
-            "result_url": f"/v1/jobs/{job.id}/result" if state == JobState.finished else None,
-            "enqueued_at": _iso(job.enqueued_at),
-            "started_at": _iso(started),
-            "ended_at": _iso(ended),
-            "run_seconds": (ended - started).total_seconds() if started and ended else None,
-            "device": _text(_meta(job).get(META_DEVICE)),
-            "error": _error_message(job, self.redis) if state == JobState.failed else None,
-        }
-
-
-def _progress(job: Job) -> tuple[int, int]:
-    """Done and total of the job's progress; (0, 0) where the meta is not what the worker
-    writes (a job written into Redis by someone else must not break the API)."""
-    progress = _meta(job).get(META_PROGRESS)
-    if not isinstance(progress, dict):
-        return 0, 0
-    return _count(progress.get("done")), _count(progress.get("total"))
-
-
-def _meta(job: Job) -> dict[str, Any]:
-    return job.meta if isinstance(job.meta, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _attempt(meta: bytes | None, serializer: Any) -> int:
-    """The attempt number in a job's raw meta (0: not started yet)."""
-    try:
-        value = serializer.loads(meta) if meta else None
-    except ValueError:
-        return 0
-    return _count(value.get(META_ATTEMPT) if isinstance(value, dict) else None)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def _error_message(job: Job, connection: redis.Redis) -> str:
-    """The exception's last line, or a sentence saying the worker died."""
-    latest = job.latest_result()
-    text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
-    if "AbandonedJobError" in text:
-        attempts = int(connection.get(key_for("attempts", job.id)) or 1)
-        return (
-            "the worker running this job stopped (killed, or out of memory); "
-            f"it was tried {attempts} time{'s' if attempts != 1 else ''}"
-        )
-    return _exception_line(text) or "the job failed without a message"
-
-
-def _exception_line(traceback_text: str) -> str:
-    """'ValueError: ...' from a formatted traceback: the first line after the last frame."""
-    lines = traceback_text.strip().splitlines()
-    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
-    after = lines[frames[-1] + 1 :] if frames else lines
-    headers = [line for line in after if line and not line.startswith(" ")]
-    return headers[0] if headers else (lines[-1] if lines else "")
+        return job_view(job, self.state(job), self.kind(job), self.redis)

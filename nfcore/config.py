@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nfcore.families import DEFAULT_FAMILY, FAMILIES, family
+from nfcore.families import DEFAULT_FAMILY, FAMILIES, family, family_defaults
 from nfcore.registry import canonical_activation
 from nfcore.variants import RESNET_LAYOUTS, resnet_depth
 
@@ -33,23 +33,6 @@ Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal["digits", "cifar10", "gaussian"]
-
-
-def family_defaults(family_name: str, norm: str | None = None) -> dict[str, Any]:
-    """The values filled in for fields left out: the family row's, then its norm's (`norm`
-    None: the family's default norm); nothing for a name that is not a family."""
-    row = FAMILIES.get(family_name)
-    if row is None:
-        return {}
-    defaults = dict(row.defaults)
-    defaults.update(row.norm_defaults.get(norm or defaults.get("norm", ""), {}))
-    return defaults
-
-
-def norm_default_fields() -> set[str]:
-    """Fields whose default depends on the norm in some family (NF-RegNet's S+E gain and
-    SkipInit): a change of norm swaps them while they hold the old norm's default."""
-    return {key for row in FAMILIES.values() for d in row.norm_defaults.values() for key in d}
 
 
 NORM_PREFIX: dict[str, str] = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}

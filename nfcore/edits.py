@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nfcore.config import family_defaults
-from nfcore.families import DEFAULT_FAMILY, FAMILIES
+from nfcore.families import DEFAULT_FAMILY, FAMILIES, family_defaults
 
 # Fields a canonical config filled in from another field's value: changing that field
 # invalidates them. (`norm_default_fields` are handled apart in `with_changes`.)

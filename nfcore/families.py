@@ -81,6 +81,24 @@ def family(name: str) -> FamilyRow:
 
 DEFAULT_FAMILY = "resnetv2"
 
+
+def family_defaults(family_name: str, norm: str | None = None) -> dict[str, Any]:
+    """The values filled in for fields left out: the family row's, then its norm's (`norm`
+    None: the family's default norm); nothing for a name that is not a family."""
+    row = FAMILIES.get(family_name)
+    if row is None:
+        return {}
+    defaults = dict(row.defaults)
+    defaults.update(row.norm_defaults.get(norm or defaults.get("norm", ""), {}))
+    return defaults
+
+
+def norm_default_fields() -> set[str]:
+    """Fields whose default depends on the norm in some family (NF-RegNet's S+E gain and
+    SkipInit): a change of norm swaps them while they hold the old norm's default."""
+    return {key for row in FAMILIES.values() for d in row.norm_defaults.values() for key in d}
+
+
 register_family(
     FamilyRow(
         "resnetv2", "ResNetV2", "ResNetV2 (pre-activation)", "ResNet",

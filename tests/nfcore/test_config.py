@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nfcore.config import ModelConfig, SPPConfig, config_hash, norm_default_fields
+from nfcore.config import ModelConfig, SPPConfig, config_hash
 from nfcore.edits import DERIVED_FIELDS, with_changes
+from nfcore.families import norm_default_fields
 from nfcore.fields import describe_validation_error
 from nfcore.variants import PAPER_RESNET_DEPTHS, RESNET_LAYOUTS
 
