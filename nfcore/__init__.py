@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "nfcore.models",
     "run_spp": "nfcore.spp",
+    "measure": "nfcore.foreign_spp",
     "register_activation": "nfcore.activations",
     "SPPConfig": "nfcore.config",
     "ModelConfig": "nfcore.config",

@@ -133,6 +133,13 @@ def _progress_printer(quiet: bool):
 
 
 def cmd_spp(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        from nfcore.cli_foreign import foreign_config, run_foreign_spp
+
+        foreign = foreign_config(args)
+        _check_outputs(args)
+        result = run_foreign_spp(foreign, _progress_printer(args.quiet))
+        return _spp_outputs(args, result)
     config = config_from_args(args)
     _check_outputs(args)
     from nfcore.devices import DeviceUnavailableError  # torch loads once the input is good
@@ -142,6 +149,11 @@ def cmd_spp(args: argparse.Namespace) -> int:
         result = run_spp(config, progress=_progress_printer(args.quiet))
     except DeviceUnavailableError as error:
         raise UsageError(f"--device: {error}") from None
+    return _spp_outputs(args, result)
+
+
+def _spp_outputs(args: argparse.Namespace, result: Any) -> int:
+    """The result JSON, CSV, figures and summary an `spp` run writes."""
     _write_result(args, result)
     if args.plot:
         from nfcore.plots import spp_figure, write_figure
@@ -160,11 +172,13 @@ def _summary(result: Any, written: Sequence[Path]) -> None:
     def fmt(value: float | None) -> str:
         return "overflow" if value is None else f"{value:.4g}"
 
+    unmeasured = result.foreign and result.config.residual is None
+    residual = "not measured (--residual)" if unmeasured else fmt(last.residual_avg_channel_var)
     lines = [
         f"{meta.model}: {meta.num_blocks} blocks, {meta.parameter_count:,} parameters, "
         f"{meta.device}, {meta.seconds:.2f} s",
         f"last block: avg channel var {fmt(last.avg_channel_var)}, avg sq channel mean "
-        f"{fmt(last.avg_sq_channel_mean)}, residual var {fmt(last.residual_avg_channel_var)}",
+        f"{fmt(last.avg_sq_channel_mean)}, residual var {residual}",
     ]
     if meta.nonfinite_from_block is not None:
         lines.append(f"the signal overflowed float32 from block {meta.nonfinite_from_block} on")
@@ -319,8 +333,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from nfcore.cli_foreign import cmd_blocks as blocks
+
+    return blocks(args)
+
+
 COMMANDS = {
     "spp": cmd_spp,
+    "blocks": cmd_blocks,
     "train": cmd_train,
     "plot": cmd_plot,
     "gamma": cmd_gamma,

@@ -115,7 +115,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                  help=f"Nonlinearity g: {', '.join(BUILTIN_ACTIVATIONS)}")  # fmt: skip
     field_option(model, SPPConfig, "alpha")
     field_option(model, SPPConfig, "gamma", type=str)
-    for name in ("se_gain", "skipinit", "maxpool", "width"):
+    for name in ("se_gain", "skipinit", "maxpool", "padding", "width"):
         field_option(model, SPPConfig, name)
     return model
 
@@ -131,6 +131,9 @@ def _add_spp(sub: argparse._SubParsersAction, description: str) -> None:
     run.add_argument(
         "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
     )
+    from nfcore.cli_foreign import add_foreign_group
+
+    add_foreign_group(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
     out.add_argument("--csv", type=Path, help="per-block CSV")
@@ -203,6 +206,9 @@ def build_parser(cifar10_dir: str | None = None, description: str = "") -> argpa
     plot.add_argument("--label", action="append", help="legend label per result, in order")
     plot.add_argument("--title", help="figure title")
     plot.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
+    from nfcore.cli_foreign import add_blocks_command
+
+    add_blocks_command(sub)
     models = sub.add_parser("models", help="families, depths and variants with parameter counts")
     models.add_argument("--json", action="store_true", help="print JSON")
     return parser

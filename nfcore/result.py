@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nfcore.config import SPPConfig
+from nfcore.foreign_config import ForeignConfig
 from nfcore.statistics import measured
 
 # Keys of every block besides its statistics (`nfcore.statistics`), and where they stand.
@@ -22,13 +23,18 @@ PLACE_KEYS: tuple[str, ...] = ("index", "stage", "transition")
 EXPECTED_KEY = "expected_var"  # the analytic beta^2, after the statistics every run measures
 
 
-def block_keys(extra_stats: bool, gradients: bool) -> tuple[str, ...]:
-    """The keys of a block, in JSON and CSV column order: its place, the statistics every run
-    measures, the expected variance, then those of Appendix G and of the backward pass."""
+NAME_KEY = "name"  # a foreign network's block: its module name, after its place
+
+
+def block_keys(extra_stats: bool, gradients: bool, named: bool = False) -> tuple[str, ...]:
+    """The keys of a block, in JSON and CSV column order: its place (and, for a foreign
+    network, its module name), the statistics every run measures, the expected variance, then
+    those of Appendix G and of the backward pass."""
     rows = measured(extra_stats, gradients)
     always = tuple(row.key for row in rows if row.when == "always")
     optional = tuple(row.key for row in rows if row.when != "always")
-    return (*PLACE_KEYS, *always, EXPECTED_KEY, *optional)
+    place = (*PLACE_KEYS, NAME_KEY) if named else PLACE_KEYS
+    return (*place, *always, EXPECTED_KEY, *optional)
 
 
 class BlockStats(BaseModel):
@@ -41,7 +47,11 @@ class BlockStats(BaseModel):
 
     index: int = Field(description="Block index, 0-based, in forward order.")
     stage: int = Field(description="Stage the block belongs to, 0-based.")
-    transition: bool = Field(description="First block of a stage (shortcut convolution).")
+    transition: bool = Field(
+        description="First block of a stage: a shortcut convolution (in a foreign network, "
+        "an output shape other than the input's)."
+    )
+    name: str | None = Field(None, description="A foreign network's block: its module name.")
     avg_sq_channel_mean: float | None = Field(description="mean_C (mean_NHW x)^2.")
     avg_channel_var: float | None = Field(description="mean_C var_NHW x.")
     residual_avg_channel_var: float | None = Field(
@@ -70,24 +80,36 @@ class SPPMeta(BaseModel):
     nonfinite_from_block: int | None = Field(
         None, description="First block whose statistics overflowed float32 (null when none)."
     )
+    reduced_over: str | None = Field(
+        None,
+        description="A foreign network's statistics: the axes each channel's statistics were "
+        "taken over, e.g. 'N,H,W' or 'N,L' (null: N,H,W of image tensors).",
+    )
 
 
 class SPPResult(BaseModel):
-    config: SPPConfig
+    config: SPPConfig | ForeignConfig  # a network of nfcore's, or one of the user's own
     blocks: list[BlockStats]
     meta: SPPMeta
 
+    @property
+    def foreign(self) -> bool:
+        return isinstance(self.config, ForeignConfig)
+
     def block_keys(self) -> tuple[str, ...]:
         """The keys this run's blocks carry, in column order."""
-        return block_keys(self.config.extra_stats, self.config.gradients)
+        return block_keys(self.config.extra_stats, self.config.gradients, named=self.foreign)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The documented JSON: every block carries exactly the keys that were asked for."""
         keys = self.block_keys()
+        meta = self.meta.model_dump(mode="json")
+        if not self.foreign:
+            meta.pop("reduced_over")  # N,H,W of images: the built-in networks' JSON as before
         return {
             "config": self.config.model_dump(mode="json"),
             "blocks": [{k: getattr(b, k, None) for k in keys} for b in self.blocks],
-            "meta": self.meta.model_dump(mode="json"),
+            "meta": meta,
         }
 
     def to_csv(self) -> str:
