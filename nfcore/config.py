@@ -33,6 +33,7 @@ Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal["digits", "cifar10", "gaussian"]
+Padding = Literal["zeros", "circular"]
 
 
 NORM_PREFIX: dict[str, str] = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}
@@ -102,6 +103,12 @@ class ModelConfig(BaseModel):
     )
     skipinit: bool | None = Field(None, description="Learnable residual gain initialized to 0.")
     maxpool: bool | None = Field(None, description="3x3 max-pool in the ResNet stem; default on.")
+    padding: Padding = Field(
+        "zeros",
+        description="Border of the convs and pools wider than 1x1: zeros (the paper's) or "
+        "circular (periodic: every position sees the same statistics, no border effect at "
+        "small images).",
+    )
     width: float = Field(1.0, gt=0, le=4, description="Channel-width multiplier.")
     stochdepth_rate: float = Field(
         0.0,
@@ -270,6 +277,8 @@ class ModelConfig(BaseModel):
             parts.append(f"SE x{self.se_gain:g}")
         if self.skipinit:
             parts.append("SkipInit")
+        if self.padding != "zeros":
+            parts.append(f"{self.padding} padding")
         return f"{name} ({', '.join(parts)})"
 
 

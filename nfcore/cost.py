@@ -8,7 +8,6 @@ against torch's counter and the memory against the storages torch creates.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field, replace
 
 from nfcore import plan
@@ -78,6 +77,9 @@ class _Path:
     flops: int = 0
     params: int = 0
     created: list[int] = field(default_factory=list)
+    # Beside each created tensor: elements alive only while the layer making it runs (the
+    # padded copy of its input that a circular border needs).
+    scratch: list[int] = field(default_factory=list)
     saved: int = 0  # elements autograd keeps: the inputs of convs, BN, activations, S+E, pools
 
     @property
@@ -88,31 +90,41 @@ class _Path:
         """A new path that reads this one's output."""
         return _Path(self.channels, self.size, self.ws)
 
-    def conv(self, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> _Path:
-        fan_in = self.channels // groups * kernel**2
-        self.saved += self.numel
-        self.size = conv_out(self.size, kernel, stride)
-        self.channels = cout
-        self.flops += 2 * fan_in * cout * self.size**2
-        return self.map(fan_in * cout + (2 * cout if self.ws else 0), saves=False)
+    def padded(self, border: int, circular: bool) -> int:
+        """Elements of the padded copy of the path's tensor that a circular border makes
+        (`border` pixels before, `border` after); none with zeros padding, done in the op."""
+        return self.channels * (self.size + 2 * border) ** 2 if circular and border else 0
 
-    def map(self, params: int = 0, saves: bool = True) -> _Path:
+    def conv(self, step: plan.Conv) -> _Path:
+        fan_in = self.channels // step.groups * step.kernel**2
+        padded = self.padded(step.kernel // 2, step.padding == "circular")
+        self.saved += padded or self.numel  # autograd keeps what the conv read
+        self.size = conv_out(self.size, step.kernel, step.stride)
+        self.channels = step.cout
+        self.flops += 2 * fan_in * step.cout * self.size**2
+        params = fan_in * step.cout + (2 * step.cout if self.ws else 0)
+        return self.map(params, saves=False, scratch=padded)
+
+    def map(self, params: int = 0, saves: bool = True, scratch: int = 0) -> _Path:
         """A shape-keeping op: BN (2C parameters) or an activation, which autograd saves the
         input (or output) of; a FixUp scalar or / beta (`saves=False`), which it does not."""
         self.saved += self.numel if saves else 0
         self.params += params
         self.created.append(self.numel)
+        self.scratch.append(scratch)
         return self
 
-    def pool(self, size: int) -> _Path:
-        self.saved += self.numel
+    def pool(self, size: int, padded: int = 0) -> _Path:
+        self.saved += padded or self.numel
         self.size = size
-        return self.map(saves=False)
+        return self.map(saves=False, scratch=padded)
 
     def largest_pair(self) -> int:
-        """Most elements alive at once along the path: a layer's output and the next one's."""
-        sizes = [0, 0, *self.created]  # the first layer reads the path's input, counted apart
-        return max(a + b for a, b in itertools.pairwise(sizes))
+        """Most elements alive at once along the path: a layer's input and output (and its
+        padded copy of the input)."""
+        inputs = [0, *self.created][: len(self.created)]  # the path's input is counted apart
+        alive = (a + s + b for a, s, b in zip(inputs, self.scratch, self.created, strict=True))
+        return max(alive, default=0)
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ def _run(path: _Path, layer: plan.Layer | None) -> _Path:
     for step in plan.flat(layer):
         match step:
             case plan.Conv():
-                path.conv(step.cout, step.kernel, step.stride, step.groups)
+                path.conv(step)
             case plan.BatchNorm():
                 path.map(2 * path.channels)
             case plan.Act():
@@ -146,10 +158,13 @@ def _run(path: _Path, layer: plan.Layer | None) -> _Path:
                 # Two biased 1x1 convs on the pooled N,C,1,1 vector.
                 path.flops += 4 * channels * hidden
                 path.map(2 * channels * hidden + hidden + channels)
-            case plan.MaxPool():
-                path.pool(conv_out(path.size, 3, 2))
-            case plan.AvgPool():
-                path.pool(avg_pool_out(path.size))
+            case plan.MaxPool(padding):
+                path.pool(conv_out(path.size, 3, 2), path.padded(1, padding == "circular"))
+            case plan.AvgPool(padding):
+                # Circular completes an odd side's last window: a copy one pixel larger.
+                odd = path.size % 2 == 1 and padding == "circular"
+                padded = path.channels * (path.size + 1) ** 2 if odd else 0
+                path.pool(avg_pool_out(path.size), padded)
     return path
 
 

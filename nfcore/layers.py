@@ -42,10 +42,12 @@ class ScaledWSConv2d(nn.Conv2d):
         bias: bool = True,
         gamma: float = 1.0,
         eps: float = SCALED_WS_EPS,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
-        )
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias,
+            padding_mode=padding_mode,
+        )  # fmt: skip
         self.gain = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
         self.gamma = float(gamma)
         self.eps = eps
@@ -99,18 +101,45 @@ class ScaledWSConv2d(nn.Conv2d):
         return super().train(mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(
-            x,
-            self._weight_for_forward(),
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
+        weight = self._weight_for_forward()
+        if self.padding_mode == "zeros":
+            return F.conv2d(
+                x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
+        # As nn.Conv2d does for a padding mode: pad first, then convolve without padding.
+        pad_h, pad_w = self.padding  # type: ignore[misc]  # an int pair, never "same"
+        padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=self.padding_mode)
+        return F.conv2d(padded, weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gamma={self.gamma:.4f}, eps={self.eps:g}"
+
+
+class CircularMaxPool2d(nn.MaxPool2d):
+    """The stem's 3x3 stride-2 max-pool padded by 1 with the opposite side of the image, so
+    that a border window takes the max of 9 real values, as every other window does (with
+    nn.MaxPool2d's padding it takes the max of 6 or 4). The output has the same size."""
+
+    def __init__(self) -> None:
+        super().__init__(3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (1, 1, 1, 1), mode="circular"))
+
+
+class CircularAvgPool2d(nn.AvgPool2d):
+    """NF-RegNet's 2x2 stride-2 average pool (ceil_mode) whose last window on an odd side is
+    completed with the first row or column, so it averages 4 values as the others do; on
+    even sides there is no border and it is the plain pool."""
+
+    def __init__(self) -> None:
+        super().__init__(2, ceil_mode=True, count_include_pad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, width % 2, 0, height % 2), mode="circular")
+        return super().forward(x)
 
 
 class Activation(nn.Module):

@@ -22,6 +22,8 @@ from nfcore.config import ModelConfig
 from nfcore.families import FAMILIES
 from nfcore.layers import (
     Activation,
+    CircularAvgPool2d,
+    CircularMaxPool2d,
     ScalarBias,
     ScalarScale,
     ScaledWSConv2d,
@@ -90,20 +92,27 @@ class _Parts:
         groups: int = 1,
         *,
         after_activation: bool = True,
+        padding: str = "zeros",
     ) -> nn.Conv2d:
         """A Scaled WS conv, or a plain conv that `init_weights` He-initializes.
 
         `after_activation` says whether the conv's input is g(.) (then Scaled WS uses gamma and
         He init the gain 1/sqrt(E[g^2])) or a linear map of it such as BN or the image (gain 1).
+        `padding`: the mode of the kernel // 2 border (a 1x1 conv has none, so stays "zeros":
+        another mode would copy its input for nothing).
         """
+        mode = padding if kernel > 1 else "zeros"
         if self.config.conv == "ws":
             gamma = self.gamma if after_activation else 1.0
             conv = ScaledWSConv2d(
-                cin, cout, kernel, stride, kernel // 2, groups, bias=True, gamma=gamma
-            )
+                cin, cout, kernel, stride, kernel // 2, groups, bias=True, gamma=gamma,
+                padding_mode=mode,
+            )  # fmt: skip
             conv.reads_activation = after_activation  # `retune` gives it the new gamma
             return conv
-        conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        conv = nn.Conv2d(
+            cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False, padding_mode=mode
+        )
         conv.he_gain = self.he if after_activation else 1.0
         return conv
 
@@ -124,7 +133,7 @@ class _Parts:
             case plan.Conv():
                 conv = self.conv(
                     layer.cin, layer.cout, layer.kernel, layer.stride, layer.groups,
-                    after_activation=layer.reads_activation,
+                    after_activation=layer.reads_activation, padding=layer.padding,
                 )  # fmt: skip
                 if layer.fixup_scale is not None:
                     conv.fixup_scale = layer.fixup_scale
@@ -141,8 +150,12 @@ class _Parts:
                 return nn.Identity()
             case plan.SqueezeExcite():
                 return self.squeeze_excite(layer)
+            case plan.MaxPool(padding="circular"):
+                return CircularMaxPool2d()
             case plan.MaxPool():
                 return nn.MaxPool2d(3, stride=2, padding=1)
+            case plan.AvgPool(padding="circular"):
+                return CircularAvgPool2d()
             case plan.AvgPool():
                 return nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
         raise TypeError(f"no module for the planned layer {layer!r}")

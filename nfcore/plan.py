@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from nfcore import variants
 from nfcore.config import ModelConfig
@@ -24,13 +25,21 @@ from nfcore.families import FamilyRow, family
 # --- layers -------------------------------------------------------------------------------
 
 
+Padding = Literal["zeros", "circular"]
+"""What lies beyond the border of a conv or pool wider than 1x1: zeros (the paper's, and
+PyTorch's default: a max-pool ignores the border, an average counts only real values), or
+the opposite side of the image (circular: a periodic signal, so every output position sees
+as many real inputs as every other and the statistics do not depend on the position)."""
+
+
 @dataclass(frozen=True)
 class Conv:
     """A conv padded by kernel // 2: Scaled WS or He-initialized, as the config says.
 
     `reads_activation`: its input is g(.) (Scaled WS then uses gamma, He init the gain
     1/sqrt(E[g^2])), not a linear map of it such as BN or the image (gain 1).
-    `fixup_scale`: FixUp's rescaling of the He init (Zhang et al., 2019)."""
+    `fixup_scale`: FixUp's rescaling of the He init (Zhang et al., 2019).
+    `padding`: what the kernel // 2 border holds (a 1x1 conv has none)."""
 
     cin: int
     cout: int
@@ -39,6 +48,7 @@ class Conv:
     groups: int = 1
     reads_activation: bool = True
     fixup_scale: float | None = None
+    padding: Padding = "zeros"
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,19 @@ class SqueezeExcite:
 
 @dataclass(frozen=True)
 class MaxPool:
-    """The ResNet stem's 3x3 stride-2 max-pool, padded by 1."""
+    """The ResNet stem's 3x3 stride-2 max-pool, padded by 1: with zeros padding the border
+    windows take the max of the 6 or 4 real values they cover; circular wraps them round."""
+
+    padding: Padding = "zeros"
 
 
 @dataclass(frozen=True)
 class AvgPool:
-    """2x2 stride-2 average pool with ceil_mode (NF-RegNet's shortcut, Appendix B.4)."""
+    """2x2 stride-2 average pool with ceil_mode (NF-RegNet's shortcut, Appendix B.4). Only an
+    odd side has a border: its last window covers one row (or column) and, with zeros
+    padding, averages that alone; circular completes it with the first row."""
+
+    padding: Padding = "zeros"
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,11 @@ class _Ctx:
     config: ModelConfig
     row: FamilyRow
     num_blocks: int
+
+    @property
+    def padding(self) -> Padding:
+        """The border of every conv and pool wider than 1x1 (the config's `padding`)."""
+        return self.config.padding
 
     def norm_act(self, channels: int) -> Layer:
         """Between two convs: BN and g in the configured order, g alone, or FixUp's bias, g, bias."""
@@ -243,12 +265,12 @@ BlockParts = tuple[Layer, Layer, Layer | None, Layer | None]  # pre, branch, sho
 def _resnet_stem(ctx: _Ctx, _widths: list[int], post_activation: bool = False) -> tuple[Layer, int]:
     """A 7x7 stride-2 conv on the image, (BN and g when post-activation), the 3x3 max-pool."""
     width = max(1, round(variants.RESNET_STEM_WIDTH * ctx.config.width))
-    layers: list[Layer] = [Conv(3, width, 7, 2, reads_activation=False)]
+    layers: list[Layer] = [Conv(3, width, 7, 2, reads_activation=False, padding=ctx.padding)]
     if post_activation:
         layers += [BatchNorm(width)] if ctx.config.norm == "bn" else []
         layers.append(Act())
     if ctx.config.maxpool:
-        layers.append(MaxPool())
+        layers.append(MaxPool(ctx.padding))
     return Seq(tuple(layers)), width
 
 
@@ -256,9 +278,9 @@ def _resnet_postact_stem(ctx: _Ctx, widths: list[int]) -> tuple[Layer, int]:
     return _resnet_stem(ctx, widths, post_activation=True)
 
 
-def _nf_regnet_stem(_ctx: _Ctx, widths: list[int]) -> tuple[Layer, int]:
+def _nf_regnet_stem(ctx: _Ctx, widths: list[int]) -> tuple[Layer, int]:
     """A 3x3 stride-2 conv to the first stage's width (Appendix D.2)."""
-    return Conv(3, widths[0], 3, 2, reads_activation=False), widths[0]
+    return Conv(3, widths[0], 3, 2, reads_activation=False, padding=ctx.padding), widths[0]
 
 
 def _resnet_v2_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -> BlockParts:
@@ -271,7 +293,8 @@ def _resnet_v2_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
     # FixUp: branch convs scaled by L^(-1/(2m-2)) with m = 3, the last conv zero.
     scale = ctx.num_blocks ** (-1 / 4) if fixup else None
     conv1 = Conv(cin, mid, 1, reads_activation=fed, fixup_scale=scale)
-    conv2 = Conv(mid, mid, 3, stride, reads_activation=fed, fixup_scale=scale)
+    conv2 = Conv(mid, mid, 3, stride, reads_activation=fed, fixup_scale=scale,
+                 padding=ctx.padding)  # fmt: skip
     conv3 = Conv(mid, cout, 1, reads_activation=fed, fixup_scale=0.0 if fixup else None)
     if config.norm == "bn":
         pre = ctx.norm_act(cin)  # BN-ReLU or ReLU-BN
@@ -298,7 +321,7 @@ def _resnet_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
 
     branch = Seq(
         (Conv(cin, mid, 1), bn(mid), Act(),
-         Conv(mid, mid, 3, stride), bn(mid), Act(),
+         Conv(mid, mid, 3, stride, padding=ctx.padding), bn(mid), Act(),
          Conv(mid, cout, 1), bn(cout),
          *ctx.squeeze_excite(cout, variants.RESNET_SE_RATIO))
     )  # fmt: skip
@@ -321,14 +344,15 @@ def _nf_regnet_block(ctx: _Ctx, cin: int, cout: int, stride: int, index: int) ->
     gain_is_gamma = ctx.config.conv == "ws"
     branch = Seq(
         (Conv(cin, width, 1), *ctx.norm_act_layers(width),
-         Conv(width, width, 3, stride, groups),
+         Conv(width, width, 3, stride, groups, padding=ctx.padding),
          *ctx.squeeze_excite(width, variants.NF_REGNET_SE_RATIO, gain_is_gamma),
          *ctx.norm_act_layers(width), Conv(width, cout, 1))
     )  # fmt: skip
     shortcut = None
     if stride > 1 or cin != cout:
         # Appendix B.4: average pooling then a 1x1 conv instead of a strided 1x1 conv.
-        shortcut = Seq((AvgPool() if stride > 1 else Identity(), Conv(cin, cout, 1)))
+        pool = AvgPool(ctx.padding) if stride > 1 else Identity()
+        shortcut = Seq((pool, Conv(cin, cout, 1)))
     # NF: g(x), which the block divides by beta; BN: BN then g, as BN-ResNetV2's `pre`.
     return ctx.norm_act(cin), branch, shortcut, None
 

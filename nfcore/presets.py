@@ -2,8 +2,9 @@
 
 One `Preset` per SPP figure of Brock, De & Smith (2021): Figs. 1 and 2 (Sections 3-4) and
 Figs. 6-11 (Appendix F). Each preset holds the runs the figure compares, a caption saying what
-the paper found and why, and both the paper's setting and the smaller one used here. The API
-serves them at /v1/presets; the dashboard sets its controls from them.
+the paper found and why, both the paper's setting and the smaller one used here, and what the
+convs' zero border does at that smaller size (`runs_with("circular")` is the figure without
+it). The API serves them at /v1/presets; the dashboard sets its controls from them.
 
 Every run keeps the paper's depth, 600 layers, because the findings are about how signals grow
 with depth; width, resolution and batch are scaled down so that a run takes one or two seconds
@@ -34,6 +35,12 @@ SCALED_SETTING: Final[str] = (
     "one or two seconds on a laptop CPU."
 )
 PAPER_INPUT: Final[str] = "N(0,1) input at 512 px"
+# At 128 px the last stage is 4x4: a zero-padded 3x3 conv there reads (10/12)^2 = 69% real
+# values, against (46/48)^2 = 92% at the paper's 512 px (16x16).
+BORDER_AT_SCALE: Final[str] = (
+    "At 128 px the last stage is 4x4 pixels, so the zero border is 31% of what its 3x3 convs "
+    "read (8% at the paper's 512 px)."
+)
 HE_RELU_GAIN: Final[float] = math.sqrt(2)  # He et al. (2015)'s ReLU gain, Fig. 8's gamma
 # What `rescale_config` may change: the size of the run and how it is measured, not the model.
 RESCALABLE_FIELDS: Final[frozenset[str]] = frozenset(
@@ -48,6 +55,8 @@ RESCALABLE_FIELDS: Final[frozenset[str]] = frozenset(
         "input",
         "gradients",
         "extra_stats",
+        # The border matters only because the image is smaller than the paper's.
+        "padding",
     }
 )
 
@@ -76,12 +85,25 @@ class Preset(BaseModel):
     log_y: bool = Field(False, description="Plot on a semilog scale (Fig. 6: signals explode).")
     paper_setting: str = Field(description="What the paper ran.")
     scaled_setting: str = Field(description="What this preset runs instead, and why.")
+    border: str = Field(
+        min_length=1,
+        description="What the zero border of the convs does at the scaled-down size, and "
+        "what the border-free view (circular padding) shows instead.",
+    )
 
     @model_validator(mode="after")
     def _check_id(self) -> Preset:
         if self.id != f"fig{self.figure}":
             raise ValueError(f"id: {self.id!r} does not name figure {self.figure}")
         return self
+
+    def runs_with(self, padding: str) -> tuple[PresetRun, ...]:
+        """The figure's runs with this border: "circular" is its border-free view."""
+        return tuple(
+            run if run.config.padding == padding
+            else PresetRun(label=run.label, config=rescale_config(run.config, padding=padding))
+            for run in self.runs
+        )  # fmt: skip
 
 
 def rescale_config(config: SPPConfig, **changes: Any) -> SPPConfig:
@@ -124,6 +146,11 @@ PRESETS: Final[tuple[Preset, ...]] = (
         ),
         paper_setting=f"ResNetV2-600 with BatchNorm, ReLU and He init; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "BatchNorm renormalizes every branch, so the border changes almost nothing here: the "
+            "border-free view (circular padding) draws the same curves."
+        ),
     ),
     Preset(
         id="fig2",
@@ -144,6 +171,15 @@ PRESETS: Final[tuple[Preset, ...]] = (
         ),
         paper_setting=f"ResNetV2-600 with ReLU, three variants; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "In the NF nets it lowers the residual-branch variance stage by stage: with Scaled WS "
+            "0.94, 0.84, 0.65 and 0.36 (stage means), and the variance with it. Without the "
+            "border (circular padding) it stays at 0.99-1.03 in every stage and the Scaled WS SPP "
+            "is almost identical to BatchNorm's, as the paper finds. The border also dilutes the "
+            "He-init net's channel mean in the late stages; without it the squared channel mean "
+            "grows to about 230 in the last stage (46 with the border)."
+        ),
     ),
     Preset(
         id="fig6",
@@ -161,6 +197,11 @@ PRESETS: Final[tuple[Preset, ...]] = (
         log_y=True,
         paper_setting=f"ResNetV2-600 with ReLU and He init, no normalization; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "The signal explodes with or without the border (circular padding): by orders of "
+            "magnitude either way."
+        ),
     ),
     Preset(
         id="fig7",
@@ -190,6 +231,12 @@ PRESETS: Final[tuple[Preset, ...]] = (
             "net is the He-init, α = 1 net of Fig. 2 without its ReLUs (Section 4.1)."
         ),
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "It lowers the NF net's residual-branch variance to 0.55 in the last stage (stage "
+            "mean); without the border (circular padding) it stays around 1 (0.97-1.00), as the "
+            "paper says. BatchNorm renormalizes and is unaffected."
+        ),
     ),
     Preset(
         id="fig8",
@@ -205,6 +252,11 @@ PRESETS: Final[tuple[Preset, ...]] = (
         runs=(_run("NF, Scaled WS, γ=√2", norm="nf", conv="ws", gamma=HE_RELU_GAIN),),
         paper_setting=f"NF-ResNetV2-600 with ReLU and Scaled WS, γ = √2; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "The attenuation comes from γ, not from the border: the border-free view (circular "
+            "padding) draws nearly the same curves."
+        ),
     ),
     Preset(
         id="fig9",
@@ -226,6 +278,12 @@ PRESETS: Final[tuple[Preset, ...]] = (
             f"{PAPER_INPUT}. The paper's figure has no ×2 run."
         ),
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "It lowers the corrected run's residual-branch variance to 0.57 in the last stage "
+            "(stage mean); without the border (circular padding) it stays at 1.0 in every stage. "
+            "The unmodified run attenuates either way."
+        ),
     ),
     Preset(
         id="fig10",
@@ -240,6 +298,11 @@ PRESETS: Final[tuple[Preset, ...]] = (
         runs=(_run("FixUp", norm="fixup"),),
         paper_setting=f"ResNet-600 with FixUp and ReLU; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "The zero-initialized branches add nothing with either border; without the border "
+            "(circular padding) the variance of each stage shifts a little."
+        ),
     ),
     Preset(
         id="fig11",
@@ -254,6 +317,11 @@ PRESETS: Final[tuple[Preset, ...]] = (
         runs=(_run("ResNetV1, BatchNorm", family="resnetv1", norm="bn"),),
         paper_setting=f"ResNet-600 V1 (post-activation) with BatchNorm and ReLU; {PAPER_INPUT}.",
         scaled_setting=SCALED_SETTING,
+        border=(
+            f"{BORDER_AT_SCALE} "
+            "BatchNorm ends every branch, so the residual-branch variance is exactly 1 with "
+            "either border; the border-free view (circular padding) draws nearly the same curves."
+        ),
     ),
 )
 

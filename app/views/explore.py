@@ -17,6 +17,7 @@ from app import controls, figures, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
+from nfcore.edits import with_changes
 from nfcore.presets import PRESETS, Preset, get_preset
 
 PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
@@ -57,8 +58,8 @@ def active_preset() -> Preset | None:
     except KeyError:
         return None
     config = controls.current_config()
-    if any(run.config == config for run in preset.runs):
-        return preset
+    if any(run.config == config for run in preset.runs_with(config.padding)):
+        return preset  # the figure, or its border-free view
     st.session_state["preset"] = None  # the controls moved away from the figure
     return None
 
@@ -87,7 +88,10 @@ def _apply_preset(preset_id: str) -> None:
 def _body() -> None:
     preset = active_preset()
     config = controls.current_config()
-    wanted = [(r.label, r.config) for r in preset.runs] if preset else [(config.label, config)]
+    if preset is not None:
+        wanted = [(r.label, r.config) for r in preset.runs_with(config.padding)]
+    else:
+        wanted = [(config.label, config)]
     shown = _submit(wanted, config)
     trace.mark("answered")
     pinned = _pinned_runs({run.job_id for run in shown})
@@ -176,6 +180,24 @@ def _preset_text(preset: Preset) -> None:
     st.markdown(f"**{preset.title}**")
     st.write(preset.caption)
     st.info(f"**Paper:** {preset.paper_setting}\n\n**Here:** {preset.scaled_setting}")
+    st.caption(f"**The border:** {preset.border}")
+    border_free = controls.current_config().padding == "circular"
+    st.button(
+        "Show the zero border (the paper's)" if border_free else "Remove the border effect",
+        key="preset_border",
+        help="Every run of the figure with circular padding or, again, zeros: the sidebar's "
+        "'Remove the border effect' toggle.",
+        on_click=_set_border,
+        args=(preset.id, "zeros" if border_free else "circular"),
+        width="stretch",
+    )
+
+
+def _set_border(preset_id: str, padding: str) -> None:
+    """The figure with this border: the same state the sidebar toggle edits."""
+    config = controls.current_config()
+    bordered = SPPConfig(**with_changes(config.model_dump(), {"padding": padding}))
+    controls.set_config(bordered, preset=preset_id)
 
 
 def _progress_text(run: runs.Run) -> str:

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 import nfcore
 from app import controls, urlstate
 from nfcore.config import SPPConfig, canonical_json, config_hash
-from nfcore.presets import PRESETS
+from nfcore.presets import PRESETS, get_preset
 from nfcore.registry import BUILTIN_ACTIVATIONS
 from tests.app.conftest import clear_app_caches
 
@@ -175,3 +175,30 @@ def test_a_refused_change_is_undone_on_screen(page_against_an_api: str) -> None:
     ]
     assert control(at, "select_slider", "resolution").value == 32
     assert_one_state(at, page_against_an_api, "a refused resolution")
+
+
+def test_the_border_toggle_and_a_figures_border_button_are_one_state(
+    page_against_an_api: str,
+) -> None:
+    """'Remove the border effect' in the sidebar and under a figure's text edit the same
+    config; the figure stays chosen, its runs border-free."""
+    at = open_explorer({})
+    at.button(key="preset_fig2").click()
+    run(at)
+    at.button(key="preset_border").click()
+    run(at)
+    config = assert_one_state(at, page_against_an_api, "the figure's border button")
+    assert config == get_preset("fig2").runs_with("circular")[0].config
+    assert control(at, "toggle", "padding").value is True
+    assert at.query_params["preset"] == "fig2"
+    assert at.query_params["padding"] == "circular"
+    for preset_run in get_preset("fig2").runs_with("circular"):  # every run of the figure
+        job_id = config_hash(preset_run.config, nfcore.__version__)
+        assert httpx.get(f"{page_against_an_api}/v1/jobs/{job_id}").status_code == 200
+
+    control(at, "toggle", "padding").set_value(False)
+    run(at)
+    config = assert_one_state(at, page_against_an_api, "the sidebar's border toggle")
+    assert config == get_preset("fig2").runs[0].config
+    assert at.query_params["preset"] == "fig2"
+    assert "padding" not in at.query_params

@@ -42,7 +42,7 @@ GRADIENT_KEYS = [
 ]
 CONFIG_KEYS = {
     "family", "depth", "layout", "variant", "norm", "order", "conv", "activation", "alpha",
-    "gamma", "se_gain", "skipinit", "maxpool", "width", "stochdepth_rate", "drop_rate",
+    "gamma", "se_gain", "skipinit", "maxpool", "padding", "width", "stochdepth_rate", "drop_rate",
     "num_classes", "resolution", "batch", "input", "seed", "device", "gradients", "extra_stats",
 }  # fmt: skip
 BUILTINS = ["relu", "silu", "gelu", "tanh", "identity", "elu", "selu", "softplus", "sigmoid",

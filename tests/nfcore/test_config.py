@@ -219,6 +219,7 @@ def test_every_field_changes_the_hash() -> None:
         {"se_gain": 2.0},
         {"skipinit": True},
         {"maxpool": False},
+        {"padding": "circular"},
         {"width": 0.5},
         {"stochdepth_rate": 0.1},
         {"drop_rate": 0.25},
@@ -411,7 +412,7 @@ RULE_VALUES: dict[str, list] = {
     "norm": ["bn", "nf", "none", "fixup"], "order": ["bn-relu-conv", "relu-bn-conv"],
     "conv": ["ws", "he"], "activation": ["relu", "silu", "gelu"], "alpha": [0.1, 0.5],
     "gamma": ["auto", 1.2], "se_gain": [0.0, 1.0, 2.0], "skipinit": [True, False],
-    "maxpool": [True, False],
+    "maxpool": [True, False], "padding": ["zeros", "circular"],
 }  # fmt: skip
 
 

@@ -56,6 +56,9 @@ PARAMETER_CONFIGS: list[dict[str, Any]] = [
         "width": 0.5,
     },
     *({"depth": depth, "norm": "nf", "width": 0.25} for depth in PAPER_RESNET_DEPTHS),
+    # A circular border adds no parameter.
+    {**TINY, "norm": "nf", "padding": "circular"},
+    {"family": "nf_regnet", "variant": "B0", "padding": "circular"},
 ]
 
 # Small networks measured with torch's FLOP counter: (config, resolution), batch 2.
@@ -67,6 +70,8 @@ FLOP_CASES: list[tuple[dict[str, Any], int]] = [
     ({"family": "nf_regnet", "variant": "B0", "width": 0.5}, 64),
     ({"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"}, 64),
     ({"family": "nf_regnet", "variant": "B1", "width": 0.25, "norm": "bn"}, 45),  # odd sizes
+    ({"depth": 14, "width": 0.25, "norm": "bn", "padding": "circular"}, 32),
+    ({"family": "nf_regnet", "variant": "B1", "width": 0.25, "padding": "circular"}, 45),
 ]
 
 # Mid-size networks whose activation memory is measured, at batch 4 and 64 px.
@@ -75,6 +80,8 @@ MEMORY_CASES: list[dict[str, Any]] = [
     {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "skipinit": True},
     {"family": "nf_regnet", "variant": "B0", "width": 0.5},
     {"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"},
+    # A circular border pads a copy of each 3x3 conv's (and the max-pool's) input.
+    {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "padding": "circular"},
 ]
 
 
@@ -200,6 +207,30 @@ def test_gradients_add_a_backward_pass_as_costly_as_the_forward() -> None:
     assert estimate(config).flops == pytest.approx(measured, rel=0.02)
     forward = estimate(config.model_copy(update={"gradients": False})).flops
     assert estimate(config).flops == 2 * forward
+
+
+@pytest.mark.parametrize(
+    ("config", "resolution"),
+    [({"depth": 26, "width": 0.25, "norm": "nf"}, 64),
+     ({"family": "nf_regnet", "variant": "B0", "width": 0.25}, 45)],  # odd: the pool wraps
+)  # fmt: skip
+def test_circular_padding_keeps_the_parameters_and_flops(
+    config: dict[str, Any], resolution: int
+) -> None:
+    zeros, circular = ModelConfig(**config), ModelConfig(**config, padding="circular")
+    assert parameter_count(circular) == parameter_count(zeros)
+    x = torch.randn(2, 3, resolution, resolution)
+    counted = [measured_flops(build_model(c, seed=0), x) for c in (zeros, circular)]
+    assert counted[0] == counted[1]  # the border changes what a conv reads, not its work
+    costs = [estimate(c, batch=2, resolution=resolution) for c in (zeros, circular)]
+    assert costs[0].flops == costs[1].flops and costs[0].parameters == costs[1].parameters
+
+
+@pytest.mark.parametrize("odd_side", [False, True])
+def test_the_circular_avg_pools_padded_copy_is_counted(odd_side: bool) -> None:
+    spp = SPPConfig(family="nf_regnet", variant="B0", width=0.25, batch=2, padding="circular",
+                    resolution=45 if odd_side else 64)  # fmt: skip
+    assert estimate(spp).activation_bytes == pytest.approx(measured_activation_bytes(spp), rel=0.02)
 
 
 def test_flops_scale_linearly_with_batch_and_quadratically_with_resolution() -> None:

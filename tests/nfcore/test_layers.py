@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from nfcore.activations import gamma_quadrature
 from nfcore.layers import (
     Activation,
+    CircularAvgPool2d,
+    CircularMaxPool2d,
     ScalarBias,
     ScalarScale,
     ScaledWSConv2d,
@@ -315,3 +317,59 @@ def test_eval_again_keeps_the_cached_weight_and_a_new_gamma_recomputes_it(
     conv.gamma = 2.5
     torch.testing.assert_close(conv(x), reference_output(conv, x), rtol=0, atol=0)
     assert len(calls) == 2
+
+
+# --- circular padding (no border) -------------------------------------------------------------
+
+
+def test_a_circular_scaled_ws_conv_treats_every_position_alike() -> None:
+    """A periodic border makes the conv commute with a circular shift of the image; zeros
+    padding does not (its border outputs see fewer real inputs)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 6)
+    circular = ScaledWSConv2d(4, 5, 3, padding=1, padding_mode="circular")
+    zeros = ScaledWSConv2d(4, 5, 3, padding=1)
+    zeros.load_state_dict(circular.state_dict())
+    with torch.no_grad():
+        shifted = circular(torch.roll(x, (2, 3), dims=(2, 3)))
+        torch.testing.assert_close(shifted, torch.roll(circular(x), (2, 3), dims=(2, 3)))
+        assert not torch.allclose(
+            zeros(torch.roll(x, (2, 3), dims=(2, 3))), torch.roll(zeros(x), (2, 3), dims=(2, 3))
+        )
+        # The same weights: inside the border both convs agree.
+        torch.testing.assert_close(circular(x)[..., 1:-1, 1:-1], zeros(x)[..., 1:-1, 1:-1])
+        # And as nn.Conv2d pads in that mode, given the standardized weight.
+        plain = nn.Conv2d(4, 5, 3, padding=1, padding_mode="circular")
+        plain.weight.copy_(circular.standardized_weight())
+        plain.bias.copy_(circular.bias)
+        torch.testing.assert_close(circular(x), plain(x))
+
+
+def test_the_circular_max_pool_takes_nine_values_in_every_window() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    pooled = CircularMaxPool2d()(x)
+    assert pooled.shape == nn.MaxPool2d(3, stride=2, padding=1)(x).shape
+    # The corner window wraps round: rows and columns -1, 0 and 1.
+    corner = x[..., [-1, 0, 1], :][..., [-1, 0, 1]].amax(dim=(2, 3))
+    torch.testing.assert_close(pooled[..., 0, 0], corner)
+    # A shift by the stride shifts the output by one: no position is special.
+    torch.testing.assert_close(
+        CircularMaxPool2d()(torch.roll(x, (2, 2), dims=(2, 3))), torch.roll(pooled, (1, 1), (2, 3))
+    )
+
+
+@pytest.mark.parametrize("side", [8, 7])
+def test_the_circular_average_pool_completes_an_odd_sides_last_window(side: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, side, side)
+    plain = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)(x)
+    pooled = CircularAvgPool2d()(x)
+    assert pooled.shape == plain.shape
+    if side % 2 == 0:
+        assert torch.equal(pooled, plain)  # no border at all
+        return
+    # The last window holds the last row and column and, wrapped round, the first ones.
+    last = x[..., [-1, 0], :][..., [-1, 0]].mean(dim=(2, 3))
+    torch.testing.assert_close(pooled[..., -1, -1], last)
+    torch.testing.assert_close(pooled[..., :-1, :-1], plain[..., :-1, :-1])

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 from nfcore import activations
 from nfcore.activations import gamma_quadrature, he_gain
 from nfcore.config import ModelConfig
-from nfcore.layers import Activation, ScaledWSConv2d, SqueezeExcite
+from nfcore.layers import (
+    Activation,
+    CircularAvgPool2d,
+    CircularMaxPool2d,
+    ScaledWSConv2d,
+    SqueezeExcite,
+)
 from nfcore.models import Network, build_model, model_catalog, parameter_count
 from nfcore.plan import nf_expected_variances
 from nfcore.variants import (
@@ -417,3 +423,23 @@ def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone() -> None:
     assert first.keys() == second.keys() == other.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+# --- circular padding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nf-ws", "v1-bn", "nf-regnet-b0"])
+def test_circular_padding_wraps_every_border_and_keeps_the_weights(name: str) -> None:
+    zeros, circular = tiny(name), tiny(name, padding="circular")
+    # The border draws no random numbers: the same seed gives the same weights.
+    assert zeros.state_dict().keys() == circular.state_dict().keys()
+    for key, value in zeros.state_dict().items():
+        assert torch.equal(value, circular.state_dict()[key]), key
+    convs = [m for m in circular.modules() if isinstance(m, nn.Conv2d)]
+    wide = [c for c in convs if c.kernel_size != (1, 1)]
+    assert wide and all(c.padding_mode == "circular" for c in wide)
+    # A 1x1 conv has no border: another mode would only copy its input.
+    assert all(c.padding_mode == "zeros" for c in convs if c.kernel_size == (1, 1))
+    pools = [m for m in circular.modules() if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)]
+    assert pools and all(isinstance(m, CircularMaxPool2d | CircularAvgPool2d) for m in pools)
+    assert not any(isinstance(m, CircularMaxPool2d | CircularAvgPool2d) for m in zeros.modules())

@@ -17,7 +17,14 @@ import torch
 from pydantic import ValidationError
 
 from nfcore.config import SPPConfig
-from nfcore.presets import PRESET_SCALE, PRESETS, Preset, get_preset, rescale_config
+from nfcore.presets import (
+    BORDER_AT_SCALE,
+    PRESET_SCALE,
+    PRESETS,
+    Preset,
+    get_preset,
+    rescale_config,
+)
 from nfcore.result import SPPResult
 from nfcore.spp import run_spp
 
@@ -65,6 +72,19 @@ def test_every_preset_is_complete_and_valid(preset: Preset) -> None:
         assert SPPConfig.model_validate(config.model_dump()) == config  # canonical
     # The API serves presets as JSON: they must come back unchanged.
     assert Preset.model_validate_json(preset.model_dump_json()) == preset
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.id)
+def test_every_preset_says_what_the_border_does_and_has_a_border_free_view(
+    preset: Preset,
+) -> None:
+    assert preset.border.startswith(BORDER_AT_SCALE) and "circular padding" in preset.border
+    assert preset.runs_with("zeros") == preset.runs  # the paper's border
+    free = preset.runs_with("circular")
+    assert [run.label for run in free] == [run.label for run in preset.runs]
+    for run, free_run in zip(preset.runs, free, strict=True):
+        fields = {**run.config.model_dump(), "padding": "circular"}
+        assert free_run.config == SPPConfig(**fields)  # nothing else changes
 
 
 def test_only_fig6_is_semilog() -> None:
