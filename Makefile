@@ -22,9 +22,11 @@ help:
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make format  apply ruff fixes and formatting"
 
-$(INSTALLED): pyproject.toml
+# The example model plugins (examples/plugins) are installed beside the project: `make run`
+# serves them, the tests use them.
+$(INSTALLED): pyproject.toml examples/plugins/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[dev]"
+	$(BIN)/python -m pip install $(PIP_ARGS) -e ".[dev]" -e examples/plugins
 	touch $@
 
 run: $(INSTALLED)

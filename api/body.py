@@ -39,14 +39,42 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             raise Invalid(
                 f"send the body as JSON with 'Content-Type: application/json' (got {content_type!r})"
             )
+        return validated(model, parse_json(raw))
+
+    return read
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` (decoded JSON) as a `model`: its JSON types checked, then validated (422s)."""
+    errors = json_type_errors(model, data)
+    if errors:
+        raise RequestValidationError(errors, body=data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False), body=data) from None
+
+
+def json_body_of(
+    choose: Callable[[Any], type[BaseModel]], models: tuple[type[BaseModel], ...]
+) -> Callable[[Request], Awaitable[BaseModel]]:
+    """`json_body` for a body of one of `models`, which `choose(data)` picks."""
+    for model in models:
+        if model not in BODY_MODELS:
+            BODY_MODELS.append(model)
+    readers = {model: json_body(model) for model in models}
+
+    async def read(request: Request) -> BaseModel:
+        raw = await request.body()
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type.lower():
+            raise Invalid(
+                f"send the body as JSON with 'Content-Type: application/json' (got {content_type!r})"
+            )
         data = parse_json(raw)
-        errors = json_type_errors(model, data)
-        if errors:
-            raise RequestValidationError(errors, body=data)
-        try:
-            return model.model_validate(data)
-        except ValidationError as error:
-            raise RequestValidationError(error.errors(include_url=False), body=data) from None
+        model = choose(data)
+        assert model in readers
+        return validated(model, data)
 
     return read
 
@@ -74,16 +102,11 @@ def parse_json(raw: bytes) -> Any:
         ) from None
 
 
-def body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` for a route whose body `json_body(model)` reads."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        }
-    }
+def body_doc(*models: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body `json_body(model)` (or `json_body_of`) reads."""
+    refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in models]
+    schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def add_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,20 @@ def job_view(job: Job, state: JobState, kind: str, connection: redis.Redis) -> d
         "run_seconds": (ended - started).total_seconds() if started and ended else None,
         "device": _text(meta_of(job).get(META_DEVICE)),
         "error": _error_message(job, connection) if state == JobState.failed else None,
+        "config": config_of(job),
     }
+
+
+def config_of(job: Job) -> dict[str, Any] | None:
+    """The config the job was submitted with (its one argument), or None where the record is
+    not what the API enqueues."""
+    try:
+        args = job.args
+    except Exception:  # not JSON, or not RQ's (function, instance, args, kwargs)
+        return None
+    if isinstance(args, list | tuple) and len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    return None
 
 
 def progress_of(job: Job) -> tuple[int, int]:

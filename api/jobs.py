@@ -38,19 +38,27 @@ from contract import (
     TRAIN_QUEUE,
     JobState,
     TaskJob,
+    available_plugins,
     job_state,
     key_for,
+    known_plugin_queues,
+    plugin_queue,
     progress_total,
     queue_for,
+    task_for,
 )
+from contract.limits import over_limit
 from nfcore.config import SPPConfig, TrainConfig, config_hash
 from nfcore.cost import EVAL_BATCH, Cost, estimate, train_costs
+from nfcore.foreign_config import ForeignConfig
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
 MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
 
-JobConfig = SPPConfig | TrainConfig
+JobConfig = SPPConfig | TrainConfig | ForeignConfig
+# The plugin's advertised defaults a job takes where its body leaves a field out.
+PLUGIN_DEFAULT_FIELDS = ("blocks", "residual", "input_shape", "channels", "resolution")
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,50 @@ class JobService:
         return queue_for(name, self.redis)
 
     # --- submit -------------------------------------------------------------------------------
+    def admit(self, config: JobConfig) -> JobConfig:
+        """The config to queue, or a 422: a built-in network within the cost limits, or a
+        plugin a live worker has, with arguments its schema accepts (and its defaults and
+        version filled in, so that equal requests share one job id). A plugin network's cost
+        is checked by the worker, which can count it."""
+        if isinstance(config, ForeignConfig):
+            return self._admit_plugin(config)
+        self.check_cost(config)
+        return config
+
+    def _admit_plugin(self, config: ForeignConfig) -> ForeignConfig:
+        if config.model is not None:
+            raise Invalid(MODEL_REFUSED)
+        if config.plugin is None:
+            raise Invalid("plugin: name an installed model plugin (GET /v1/models lists them)")
+        available = self.plugins()
+        info = available.get(config.plugin)
+        if info is None:
+            names = ", ".join(repr(name) for name in available) or "none"
+            raise Invalid(
+                f"plugin: no live worker has the model plugin {config.plugin!r}; available: {names}"
+            )
+        if config.plugin_version not in (None, info["version"]):
+            raise Invalid(
+                f"plugin_version: the workers have {config.plugin} {info['version']}, "
+                f"not {config.plugin_version}"
+            )
+        args = {**info.get("defaults", {}), **config.model_args}
+        problem = schema_problem(info.get("arguments", {}), args)
+        if problem is not None:
+            raise Invalid(f"model_args of plugin {config.plugin!r}: {problem}")
+        updates: dict[str, Any] = {"model_args": args, "plugin_version": info["version"]}
+        for name in PLUGIN_DEFAULT_FIELDS:
+            if name not in config.model_fields_set and info.get(name) is not None:
+                updates[name] = info[name]
+        try:
+            return ForeignConfig.model_validate({**config.model_dump(), **updates})
+        except ValueError as error:
+            raise Invalid(f"the plugin's defaults do not make a valid config: {error}") from None
+
+    def plugins(self) -> dict[str, dict[str, Any]]:
+        """The plugins a live worker has: name -> what it advertises."""
+        return available_plugins(self.redis, self.settings.heartbeat_ttl, SERIALIZER)
+
     def check_cost(self, config: JobConfig) -> None:
         """Refuse, before enqueueing, a job over the configured limits, saying by how much."""
         if isinstance(config, TrainConfig):
@@ -81,35 +133,9 @@ class JobService:
     def _check_limits(self, cost: Cost, subject: str, batch: str) -> None:
         """MAX_FLOPS, MAX_ACTIVATION_BYTES and MAX_MEMORY_BYTES (weights and activations), for
         one SPP or one training step."""
-        memory = (
-            f"{cost.memory_bytes:.3g} bytes: {cost.weight_bytes:.3g} of weights, "
-            f"{cost.activation_bytes:.3g} of activations"
-        )
-        limits = (
-            ("FLOPs", cost.flops, f"{cost.flops:.3g}", self.settings.max_flops, "MAX_FLOPS", ""),
-            (
-                "peak activation memory",
-                cost.activation_bytes,
-                f"{cost.activation_bytes:.3g} bytes",
-                self.settings.max_activation_bytes,
-                "MAX_ACTIVATION_BYTES",
-                " bytes",
-            ),
-            (
-                "estimated peak memory",
-                cost.memory_bytes,
-                memory,
-                self.settings.max_memory_bytes,
-                "MAX_MEMORY_BYTES",
-                " bytes",
-            ),
-        )
-        for name, value, shown, limit, setting, unit in limits:
-            if value > limit:
-                raise Invalid(
-                    f"{subject} {name} ({shown}) is over the limit {setting} = {limit:.3g}{unit} "
-                    f"by {value / limit:.1f}x; reduce the width, depth, resolution or {batch}"
-                )
+        message = over_limit(cost, self.settings, subject, batch)
+        if message is not None:
+            raise Invalid(message)
 
     def _check_training(self, config: TrainConfig) -> None:
         """Steps under MAX_TRAIN_STEPS; each step (and each SPP taken during the run) under the
@@ -180,7 +206,12 @@ class JobService:
         return self.redis.get(key_for("result", job_id))
 
     def _submit(self, config: JobConfig, job_id: str) -> Submission:
-        kind = TRAIN_QUEUE if isinstance(config, TrainConfig) else SPP_QUEUE
+        if isinstance(config, ForeignConfig):
+            assert config.plugin is not None  # `admit` saw to it
+            queue, kind = plugin_queue(config.plugin), SPP_QUEUE
+        else:
+            kind = TRAIN_QUEUE if isinstance(config, TrainConfig) else SPP_QUEUE
+            queue = kind
         cached = self.redis.get(key_for("result", job_id))
         if cached is not None:
             return Submission(job_id, cached=cached)
@@ -208,8 +239,8 @@ class JobService:
                 key_for(EVENTS_KEY, job_id),
                 key_for(ASKERS_KEY, job_id),
             )
-            job = self.queue(kind).enqueue(
-                TASKS[kind],
+            job = self.queue(queue).enqueue(
+                task_for(queue),
                 config.model_dump(mode="json"),
                 job_id=job_id,
                 job_timeout=self.settings.job_timeout(kind),
@@ -307,7 +338,7 @@ class JobService:
     def recent(self, limit: int) -> list[Job]:
         """The most recently enqueued jobs on every queue, newest first."""
         ids: set[str] = set()
-        for name in TASKS:
+        for name in [*TASKS, *known_plugin_queues(self.redis)]:
             queue = self.queue(name)
             ids.update(queue.get_job_ids(offset=max(0, queue.count - limit)))  # newest last
             for registry in (
@@ -348,3 +379,25 @@ class JobService:
     def view(self, job: Job) -> dict[str, Any]:
         """The JSON a user reads about a job (the `JobView` schema)."""
         return job_view(job, self.state(job), self.kind(job), self.redis)
+
+
+MODEL_REFUSED = (
+    "model: a request may not name a module, file or callable; a network of your own runs "
+    "through an installed model plugin (give `plugin`; GET /v1/models lists them)"
+)
+
+
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """Why `value` does not meet a plugin's argument schema (a sentence), or None."""
+    import jsonschema
+
+    try:
+        validator = jsonschema.Draft202012Validator(schema)
+    except jsonschema.SchemaError:
+        return "the plugin advertises an argument schema that is not valid JSON Schema"
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = ".".join(str(part) for part in first.absolute_path)
+    return f"{where}: {first.message}" if where else first.message

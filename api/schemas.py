@@ -36,6 +36,11 @@ class JobView(BaseModel):
     run_seconds: float | None
     device: str | None
     error: str | None = Field(description="Why the job failed (the exception's message).")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="The config the job computes (an SPPConfig's or a TrainConfig's JSON), so "
+        "a client following a job by its id alone can say what it is.",
+    )
 
 
 class JobList(BaseModel):
@@ -97,12 +102,25 @@ class SweepView(BaseModel):
 
 
 class ModelRow(BaseModel):
-    family: str
-    norm: str
+    family: str = Field(description="A built-in family, or 'plugin' for an installed plugin.")
+    norm: str | None
     depth: int | None
     variant: str | None
-    layout: list[int]
-    parameters: int
+    layout: list[int] | None
+    parameters: int | None = Field(description="At width 1 (a plugin: at its defaults).")
+    plugin: str | None = Field(None, description="The plugin's name: POST /v1/spp {'plugin': ...}.")
+    version: str | None = Field(None, description="The plugin package's version.")
+    description: str | None = None
+    arguments: dict[str, Any] | None = Field(
+        None, description="JSON schema of the plugin factory's keyword arguments (model_args)."
+    )
+    defaults: dict[str, Any] | None = None
+    input_shape: list[int] | None = Field(
+        None, description="One example's input of a non-image plugin network."
+    )
+    channels: str | None = None
+    blocks: str | list[str] | None = Field(None, description="The default block selection.")
+    residual: list[str] | None = None
 
 
 class ActivationRow(BaseModel):

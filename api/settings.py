@@ -27,19 +27,6 @@ class ApiSettings(ServiceSettings):
         [], description='Origins allowed by CORS, e.g. ["http://localhost:8501"] (JSON list).'
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted.")
-    # About 40 s of an SPP on a 2-core laptop CPU (BN-ResNet-50 at 224 px, batch 16, is 0.13e12).
-    max_flops: float = Field(5e12, gt=0, description="Largest accepted job, in forward FLOPs.")
-    max_activation_bytes: float = Field(
-        4 * 2**30, gt=0, description="Largest accepted estimated peak activation memory, bytes."
-    )
-    # A 24 GB machine runs a worker beside the rest of the stack: 8 GiB each job at most.
-    max_memory_bytes: float = Field(
-        8 * 2**30,
-        gt=0,
-        description="Largest accepted estimated peak memory of a job, bytes: its weights (with "
-        "their standardized copies, and for training their gradients, momentum and EMA) and its "
-        "activations.",
-    )
     max_train_steps: int = Field(
         5000, ge=1, le=MAX_TRAIN_STEPS, description="Most optimizer steps a training job may take."
     )

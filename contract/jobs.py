@@ -15,7 +15,9 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from contract.plugins import PLUGIN_QUEUE_PREFIX, PLUGIN_TASK
 from nfcore.config import SPPConfig, TrainConfig
+from nfcore.foreign_config import ForeignConfig
 
 # JSON everywhere, never pickle: RQ's default serializer unpickles the job's data, meta and
 # result, so a Redis writer could run code in every process that reads a job.
@@ -29,6 +31,13 @@ TASKS: Final[dict[str, str]] = {
     SPP_QUEUE: "worker.tasks.run_spp_job",
     TRAIN_QUEUE: "worker.tasks.run_train_job",
 }
+
+
+def task_for(queue: str) -> str | None:
+    """The one task a queue's jobs may run: `TASKS`, or a plugin queue's `PLUGIN_TASK`."""
+    if queue.startswith(PLUGIN_QUEUE_PREFIX):
+        return PLUGIN_TASK
+    return TASKS.get(queue)
 
 
 class RefusedJob(Exception):
@@ -73,12 +82,12 @@ class TaskJob(Job):
 
 def refusal(job: Job) -> str | None:
     """Why `job` is not one of ours (a sentence), or None: it must call its queue's task
-    (`TASKS`) on one config object, with no callbacks, webhooks, dependencies or repeats."""
+    (`task_for`) on one config object, with no callbacks, webhooks, dependencies or repeats."""
     try:
         name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
     except Exception:  # not JSON, or not RQ's (function, instance, args, kwargs)
         return "its data is not the JSON of a task call"
-    expected = TASKS.get(job.origin)
+    expected = task_for(str(job.origin))
     if expected is None:
         return f"it is on the queue {job.origin!r}, which has no task"
     if name != expected:
@@ -138,9 +147,12 @@ def job_state(rq_status: JobStatus | str | None) -> JobState:
     return _RQ_STATES.get(str(value), JobState.queued)
 
 
-def progress_total(config: SPPConfig | TrainConfig) -> int:
+def progress_total(config: SPPConfig | TrainConfig | ForeignConfig) -> int:
     """What a job's progress counts to: an SPP's blocks (forward, and again backward with
-    gradients), or a training run's optimizer steps."""
+    gradients), or a training run's optimizer steps; a plugin network's blocks are known once
+    its worker has built it (0 until then)."""
     if isinstance(config, TrainConfig):
         return config.steps
+    if isinstance(config, ForeignConfig):
+        return 0
     return config.num_blocks * (2 if config.gradients else 1)

@@ -21,6 +21,7 @@ from contract import (
     ServiceSettings,
     TaskJob,
     key_for,
+    known_plugin_queues,
     queue_for,
 )
 
@@ -33,7 +34,8 @@ def reap_abandoned(connection: redis.Redis, settings: ServiceSettings) -> int:
     if not lock.acquire(blocking=False):
         return 0  # another API process or worker is doing it right now
     try:
-        return sum(_reap_queue(connection, settings, name) for name in QUEUES)
+        queues = [*QUEUES, *known_plugin_queues(connection)]
+        return sum(_reap_queue(connection, settings, name) for name in queues)
     finally:
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()

@@ -39,6 +39,21 @@ class ServiceSettings(BaseSettings):
         description="Seconds without a heartbeat after which a running job counts as abandoned.",
     )
 
+    # About 40 s of an SPP on a 2-core laptop CPU (BN-ResNet-50 at 224 px, batch 16, is 0.13e12).
+    max_flops: float = Field(5e12, gt=0, description="Largest accepted job, in forward FLOPs.")
+    max_activation_bytes: float = Field(
+        4 * 2**30, gt=0, description="Largest accepted estimated peak activation memory, bytes."
+    )
+    # The workers check plugin networks, which the API cannot count, against the same limits.
+    # A 24 GB machine runs a worker beside the rest of the stack: 8 GiB each job at most.
+    max_memory_bytes: float = Field(
+        8 * 2**30,
+        gt=0,
+        description="Largest accepted estimated peak memory of a job, bytes: its weights (with "
+        "their standardized copies, and for training their gradients, momentum and EMA) and its "
+        "activations.",
+    )
+
     def job_timeout(self, queue: str) -> int:
         return self.train_job_timeout if queue == TRAIN_QUEUE else self.spp_job_timeout
 

@@ -38,13 +38,16 @@ from contract import (
     META_PROGRESS,
     SERIALIZER,
     TaskJob,
+    advertise,
     connect,
     key_for,
+    plugin_queue,
     queue_for,
     redact_url,
     refusal,
 )
 from contract.reaper import reap_abandoned
+from worker.plugins import descriptions
 from worker.settings import WorkerSettings, get_settings
 from worker.stopping import stop_requested
 
@@ -64,8 +67,16 @@ class JobWorker(SimpleWorker):
 
     job_class = TaskJob
 
-    def __init__(self, queues: list[Queue], *, heartbeat_ttl: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        queues: list[Queue],
+        *,
+        heartbeat_ttl: int,
+        plugin_descriptions: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.heartbeat_ttl = heartbeat_ttl  # read by RQ's constructor (dequeue_timeout)
+        self.plugin_descriptions = plugin_descriptions or []
         self._cold_shutdown = False
         # worker_ttl: RQ lets the worker's own key expire 60 s after its last heartbeat.
         super().__init__(queues, worker_ttl=heartbeat_ttl, job_class=TaskJob, **kwargs)
@@ -86,6 +97,8 @@ class JobWorker(SimpleWorker):
             # Redis came back empty: register again, so /readyz counts this worker.
             self.register_birth()
         super().heartbeat(timeout, pipeline)
+        if pipeline is None:
+            self._advertise()
 
     def _beat(self, job: Job, execution: Any, done: threading.Event) -> None:
         """Renew this job's own execution (never one RQ still holds from an interrupted job)."""
@@ -99,6 +112,12 @@ class JobWorker(SimpleWorker):
     def register_birth(self) -> None:
         self._take_over_dead_namesake()
         super().register_birth()
+        self._advertise()
+
+    def _advertise(self) -> None:
+        """Renew the descriptions of this worker's plugins (`contract.plugins`)."""
+        if self.plugin_descriptions:
+            advertise(self.connection, self.plugin_descriptions, get_settings().result_ttl)
 
     def _take_over_dead_namesake(self) -> None:
         record = self._record()
@@ -265,15 +284,29 @@ def _process_exists(pid: int) -> bool:
 
 
 def build_worker(settings: WorkerSettings) -> JobWorker:
+    """The worker of `settings`: its queues, and one queue per model plugin it serves (which
+    loads torch and the plugins, so only where plugins are installed or asked for)."""
     connection = connect(settings, blocking=True)
-    queues = [queue_for(name, connection) for name in settings.worker_queues]
+    names = list(settings.worker_queues)
+    described: list[dict[str, Any]] = []
+    if settings.worker_plugins != [] and (settings.worker_plugins or installed_plugins()):
+        described = descriptions()
+        names += [plugin_queue(d["name"]) for d in described]
+    queues = [queue_for(name, connection) for name in names]
     return JobWorker(
         queues,
         connection=connection,
         serializer=SERIALIZER,
         name=settings.worker_name,
         heartbeat_ttl=settings.heartbeat_ttl,
+        plugin_descriptions=described,
     )
+
+
+def installed_plugins() -> bool:
+    from nfcore.plugins import installed
+
+    return bool(installed())
 
 
 def main() -> None:
@@ -285,7 +318,7 @@ def main() -> None:
     log.info(
         "worker %s on queues %s, device %s (WORKER_DEVICE=%s), Redis %s",
         worker.name,
-        ",".join(settings.worker_queues),
+        ",".join(worker.queue_names()),
         resolve_device(settings.worker_device),
         settings.worker_device,
         redact_url(settings.redis_url),

@@ -18,6 +18,11 @@ class WorkerSettings(ServiceSettings):
         [SPP_QUEUE, TRAIN_QUEUE],
         description='Queues this worker serves, e.g. ["spp"] for SPPs only (JSON list).',
     )
+    worker_plugins: list[str] | None = Field(
+        None,
+        description="Model plugins this worker serves (entry points of group nfcore.models), "
+        'e.g. ["tv_resnet"] (JSON list); unset: every installed plugin; []: none.',
+    )
     cifar10_dir: str | None = Field(
         None,
         description="Folder of CIFAR-10's python version (cifar-10-batches-py, or its parent) "

@@ -26,8 +26,10 @@ from contract import (
     key_for,
     progress_total,
 )
+from contract.limits import over_limit
 from nfcore.config import SPPConfig, TrainConfig
 from nfcore.fields import describe_validation_error
+from nfcore.foreign_config import ForeignConfig
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
 
@@ -39,7 +41,11 @@ EVENTS_INTERVAL = 0.1
 if TYPE_CHECKING:
     from nfcore.model_cache import ModelCache
 
-ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig)
+ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig, ForeignConfig)
+
+
+class JobTooLarge(ValueError):
+    """A plugin network over the limits the API applies to built-in ones (counted here)."""
 
 
 def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, str]:
@@ -113,6 +119,60 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
         "seconds": result.meta.seconds,
         "device": result.meta.device,
     }
+
+
+def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """The SPP of a model plugin's network: the plugin installed here, its arguments checked
+    again, its cost counted before it runs (`nfcore.foreign_cost`: the API cannot), then
+    measured as `nfcore.measure` does and cached like any SPP."""
+    from nfcore.foreign import build_foreign  # torch loads here, in the worker only
+    from nfcore.foreign_cost import meta_cost, real_cost, weights_only
+    from nfcore.foreign_spp import measure_config
+    from nfcore.plugins import PluginError
+    from worker.plugins import loaded_plugins
+
+    job, config, device = _start(ForeignConfig, payload)
+    settings = get_settings()
+    plugin = loaded_plugins().get(str(config.plugin))
+    if plugin is None:
+        raise PluginError(f"the model plugin {config.plugin!r} is not served by this worker")
+    if config.plugin_version not in (None, plugin.version):
+        raise PluginError(
+            f"the job asks for {plugin.name} {config.plugin_version}; this worker has "
+            f"{plugin.version}"
+        )
+    args = plugin.validated(dict(config.model_args))
+    subject = f"this job is too large: the {plugin.name} network's"
+    counted = meta_cost(lambda: plugin.factory(**args), config)
+    if counted is not None:  # nothing real is built for a network over the limits
+        _check(weights_only(*counted, config), subject)
+    model = build_foreign(plugin.factory, args, config.seed, f"plugin {plugin.name}")
+    _check(real_cost(model, config, flops=counted[1] if counted else None), subject)
+    last_saved = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_saved
+        raise_if_stopped()
+        now = time.monotonic()
+        if done == total or now - last_saved >= PROGRESS_INTERVAL:
+            job.meta[META_PROGRESS] = {"done": done, "total": total}
+            job.save_meta()
+            last_saved = now
+
+    result = measure_config(model, config, progress=progress, device=device)
+    _store_result(job, result.to_json_dict(), settings.result_ttl)
+    return {
+        "result_key": key_for("result", job.id),
+        "blocks": len(result.blocks),
+        "seconds": result.meta.seconds,
+        "device": result.meta.device,
+    }
+
+
+def _check(cost: Any, subject: str) -> None:
+    message = over_limit(cost, get_settings(), subject, "batch")
+    if message is not None:
+        raise JobTooLarge(message)
 
 
 def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:

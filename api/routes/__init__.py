@@ -59,8 +59,7 @@ async def answer_submission(
 
 
 def _submit(jobs: JobService, config: JobConfig, replaces: str | None) -> Submission:
-    jobs.check_cost(config)
-    return jobs.submit(config, replaces=replaces)
+    return jobs.submit(jobs.admit(config), replaces=replaces)
 
 
 def _result(data: bytes, headers: dict[str, str]) -> Response:

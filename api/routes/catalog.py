@@ -3,9 +3,10 @@ no torch)."""
 
 from __future__ import annotations
 
+import redis
 from fastapi import APIRouter
 
-from api.deps import Settings
+from api.deps import Jobs, Settings
 from api.schemas import ActivationRow, Limits, ModelRow
 from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG
 from nfcore.presets import PRESETS, Preset
@@ -13,10 +14,21 @@ from nfcore.presets import PRESETS, Preset
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/models", response_model=list[ModelRow], summary="Families, depths, variants")
-def models() -> list[ModelRow]:
-    """Every named model at width 1 with 1000 classes, with its parameter count."""
-    return [ModelRow(**row) for row in MODEL_CATALOG]
+@router.get("/models", response_model=list[ModelRow], summary="Families, depths, variants, plugins")
+def models(jobs: Jobs) -> list[ModelRow]:
+    """Every named model at width 1 with 1000 classes, with its parameter count; then every
+    model plugin a live worker has (family 'plugin'), with its argument schema."""
+    rows = [ModelRow(**row) for row in MODEL_CATALOG]
+    try:
+        plugins = jobs.plugins()
+    except redis.RedisError:  # the built-in catalog needs no Redis
+        plugins = {}
+    for name, info in plugins.items():
+        fields = {k: info.get(k) for k in ModelRow.model_fields if k in info and k != "family"}
+        rows.append(ModelRow(**{**fields, "family": "plugin", "plugin": name, "norm": None,
+                                "depth": None, "variant": None, "layout": None,
+                                "parameters": info.get("parameters")}))  # fmt: skip
+    return rows
 
 
 @router.get("/activations", response_model=list[ActivationRow], summary="Activations and gains")

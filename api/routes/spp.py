@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from api.body import body_doc, json_body
+from api.body import body_doc, json_body_of
 from api.deps import AsyncRedis, Jobs, require_token
+from api.errors import Invalid
+from api.jobs import MODEL_REFUSED
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import SPPConfig
+from nfcore.foreign_config import ForeignConfig
 
 router = APIRouter(prefix="/v1", tags=["spp"])
 
@@ -23,24 +26,39 @@ RESPONSES = {
 }
 
 
+def _which(data: object) -> type[SPPConfig] | type[ForeignConfig]:
+    """A body naming a `plugin` (or of kind foreign) is a plugin network's; one naming a
+    `model` (a module path) is refused before anything else is read."""
+    if isinstance(data, dict) and ("plugin" in data or data.get("kind") == "foreign"):
+        if "model" in data:
+            raise Invalid(MODEL_REFUSED)
+        return ForeignConfig
+    return SPPConfig
+
+
 @router.post(
     "/spp",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobView,
     responses=RESPONSES,
     dependencies=[Depends(require_token)],
-    openapi_extra=body_doc(SPPConfig),
+    openapi_extra=body_doc(SPPConfig, ForeignConfig),
     summary="Compute a Signal Propagation Plot",
 )
 async def submit_spp(
-    config: Annotated[SPPConfig, Depends(json_body(SPPConfig))],
+    config: Annotated[
+        SPPConfig | ForeignConfig, Depends(json_body_of(_which, (SPPConfig, ForeignConfig)))
+    ],
     jobs: Jobs,
     waiter: AsyncRedis,
     response: Response,
     wait: WaitQuery = 0.0,
     replaces: ReplacesQuery = None,
 ) -> JobView | Response:
-    """The body is exactly the `config` that `nfcore spp --out` writes.
+    """The body is exactly the `config` that `nfcore spp --out` writes; or, for a network of
+    one's own, an installed model plugin's name with its arguments and how to measure it
+    (`{"plugin": "tv_resnet", "model_args": {"depth": 50}}`: the fields of ForeignConfig but
+    `model`, which no request may give).
 
     200 with the result when it is cached; otherwise 202 with the (new or already queued)
     job, whose id is the hash of the canonical config and the nfcore version.

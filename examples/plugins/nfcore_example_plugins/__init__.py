@@ -1,0 +1,1 @@
+"""Example nfcore model plugins (see nets.py and the README's "Your own network")."""
