@@ -26,6 +26,11 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY docker/requirements-worker.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
+# The example model plugins (their entry points need an install; writes to the bound source
+# are thrown away). A plugin of your own is one more `pip install` here ("Your own network").
+RUN --mount=type=bind,source=examples/plugins,target=/tmp/plugins,rw \
+    pip install --no-deps /tmp/plugins
+
 COPY nfcore/ nfcore/
 COPY contract/ contract/
 COPY worker/ worker/
