@@ -22,6 +22,7 @@ from nfcore.edits import with_changes
 from nfcore.families import FAMILIES, family
 from nfcore.fields import describe_validation_error, field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
+from nfcore.statistics import default_panels, measured, statistic
 from nfcore.variants import RESNET_LAYOUTS
 
 NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
@@ -64,6 +65,11 @@ HELP = {
     "seed": "Seeds the weights and the input batch.",
     "input": "N(0,1) noise as in the paper's SPPs, or real images (scikit-learn digits).",
     "gradients": "Also measure dLoss/dx on the backward pass (a second row of panels).",
+    "extra_stats": "Also measure Appendix G's statistics: the activation mean and the average "
+    "pixel norm (G.2). Choose them under Panels to draw them; the CSV has them either way.",
+    "panels": "The statistics drawn, one panel each: by default the paper's three (and the "
+    "gradient row when gradients are measured). The toggles above add what can be chosen. "
+    "The CSV download holds every measured statistic, drawn or not.",
     "log": "Semilog y axis, for signals that explode (Fig. 6).",
 }
 
@@ -78,6 +84,7 @@ CONFIG_KEY = "config"
 VERSION_KEY = "controls_version"
 LOG_KEY = "log_y"
 CUSTOM_KEY = "custom_layout"  # the user chose "custom layout" for a depth that has a name
+PANELS_KEY = "panels"  # the statistics drawn; None: the default ones (urlstate.panels_for)
 
 
 def init_state() -> None:
@@ -85,11 +92,21 @@ def init_state() -> None:
     if CONFIG_KEY in st.session_state:
         return
     query = st.query_params.to_dict()
+    problems = []
     try:
         config = urlstate.decode_config(query)
     except urlstate.BadQuery as problem:
-        st.session_state[ERROR_KEY] = f"{problem}; showing the defaults instead"
+        problems.append(f"{problem}; showing the defaults instead")
         config = urlstate.default_config()
+    try:
+        panels = urlstate.decode_panels(query)
+    except urlstate.BadQuery as problem:
+        problems.append(f"{problem}; showing the default panels instead")
+        panels = None
+    if problems:
+        st.session_state[ERROR_KEY] = ". ".join(problems)
+    config = urlstate.measuring(config, panels)  # a panel of Appendix G switches it on
+    st.session_state[PANELS_KEY] = urlstate.panels_for(config, panels)
     st.session_state[CONFIG_KEY] = config
     st.session_state[VERSION_KEY] = 0
     st.session_state["preset"] = query.get("preset") or None
@@ -105,8 +122,14 @@ def log_y() -> bool:
     return bool(st.session_state.get(LOG_KEY))
 
 
+def panels() -> tuple[str, ...] | None:
+    """The statistics chosen to draw; None: the default panels of what is measured."""
+    return st.session_state.get(PANELS_KEY)
+
+
 def set_config(config: SPPConfig, *, preset: str | None = None, log_y: bool | None = None) -> None:
     """Show another config (a preset button's callback): every widget is made afresh from it."""
+    st.session_state[PANELS_KEY] = urlstate.panels_for(config, panels())
     st.session_state[CONFIG_KEY] = config
     st.session_state["preset"] = preset
     st.session_state[CUSTOM_KEY] = False
@@ -131,6 +154,7 @@ def sync_query() -> None:
         preset=st.session_state.get("preset"),
         pins=st.session_state.get("pins", []),
         log_y=log_y(),
+        panels=panels(),
     )
     if st.query_params.to_dict() != wanted:
         st.query_params.from_dict(wanted)
@@ -170,6 +194,7 @@ def widget_values(config: SPPConfig) -> dict[str, Any]:
         "seed": config.seed,
         "input": config.input,
         "gradients": config.gradients,
+        "extra_stats": config.extra_stats,
     }
 
 
@@ -206,8 +231,20 @@ def _on_change(name: str) -> None:
     st.session_state.pop(ERROR_KEY, None)
     before, after = widget_values(config), widget_values(new)
     st.session_state[CONFIG_KEY] = new
-    if any(before[key] != after[key] for key in after if key != name):
-        _bump()  # other widgets show other values now
+    st.session_state[PANELS_KEY] = urlstate.panels_for(new, panels(), before=config)
+    measures_else = (config.extra_stats, config.gradients) != (new.extra_stats, new.gradients)
+    if measures_else or any(before[key] != after[key] for key in after if key != name):
+        _bump()  # other widgets show other values (or the panels other options) now
+
+
+def _on_panels_change() -> None:
+    chosen = st.session_state[widget_key("panels")]
+    if not chosen:
+        st.session_state[ERROR_KEY] = "Panels: choose at least one statistic to draw"
+        _bump()  # the panels shown before come back
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    st.session_state[PANELS_KEY] = urlstate.panels_for(current_config(), chosen)
 
 
 def _on_log_change() -> None:
@@ -304,5 +341,16 @@ def _input_controls(config: SPPConfig) -> None:
     _widget(st.radio, "Input", "input", options=("gaussian", "digits"), horizontal=True,
             format_func={"gaussian": "N(0,1) noise", "digits": "digits images"}.__getitem__)  # fmt: skip
     _widget(st.toggle, "Gradients (backward pass)", "gradients")
+    _widget(st.toggle, "Appendix G statistics", "extra_stats")
+    _panels_control(config)
     st.toggle("Log-scale y axis", value=log_y(), key=widget_key("log"), on_change=_on_log_change,
               help=HELP["log"])  # fmt: skip
+
+
+def _panels_control(config: SPPConfig) -> None:
+    """The statistics to draw, among those the config measures, by their panel titles."""
+    rows = measured(config.extra_stats, config.gradients)
+    chosen = panels() or default_panels(config.extra_stats, config.gradients)
+    st.multiselect("Panels", options=[row.key for row in rows], default=list(chosen),
+                   format_func=lambda key: statistic(key).title, key=widget_key("panels"),
+                   on_change=_on_panels_change, help=HELP["panels"])  # fmt: skip

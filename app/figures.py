@@ -28,9 +28,11 @@ def dashboard_figure(
     log_y: bool,
     dark: bool,
     title: str | None = None,
+    panels: Sequence[str] | None = None,
 ) -> go.Figure:
-    """The paper's three SPP panels (and the gradient row when measured), runs overlaid."""
-    fig = spp_figure(list(results), log_y=log_y, labels=list(labels), title=title)
+    """The chosen statistics' panels, runs overlaid; by default the paper's three (and the
+    gradient row when measured)."""
+    fig = spp_figure(list(results), log_y=log_y, labels=list(labels), title=title, panels=panels)
     return themed(fig, dark=dark)
 
 

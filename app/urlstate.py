@@ -2,24 +2,26 @@
 
 Pure functions, no Streamlit: a config is written as the fewest `SPPConfig` fields from which
 `decode_config` rebuilds exactly the same canonical config (checked while encoding, so the
-round trip is exact by construction). The view adds three keys that are not config fields:
-`preset` (a paper figure shown with all its runs), `pins` (job ids overlaid for comparison)
-and `log` (semilog panels).
+round trip is exact by construction). The view adds four keys that are not config fields:
+`preset` (a paper figure shown with all its runs), `pins` (job ids overlaid for comparison),
+`log` (semilog panels) and `panels` (the statistics drawn, when not the default ones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from nfcore.config import SPPConfig
+from nfcore.edits import with_changes
 from nfcore.fields import describe_validation_error
+from nfcore.statistics import default_panels, measured, panel_keys, switches_for
 
 # What the explorer shows on first load: an NF-ResNetV2-50, small enough for a CPU in a second.
 APP_DEFAULTS: dict[str, Any] = {"norm": "nf", "width": 0.25, "resolution": 64, "batch": 8}
-VIEW_KEYS = ("preset", "pins", "log")
+VIEW_KEYS = ("preset", "pins", "log", "panels")
 NULL = "null"  # a field explicitly unset (`none` is a valid norm, so it cannot mean None)
 
 
@@ -61,8 +63,52 @@ def decode_pins(query: Mapping[str, str]) -> list[str]:
     return [pin for pin in query.get("pins", "").split(",") if pin]
 
 
+def decode_panels(query: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The statistics a link asks to draw (None: the default panels); BadQuery names an
+    unknown key and the known ones."""
+    parts = [part.strip() for part in query.get("panels", "").split(",") if part.strip()]
+    if not parts:
+        return None
+    try:
+        return panel_keys(parts)
+    except ValueError as error:
+        raise BadQuery(f"the link's panels are invalid: {error}") from None
+
+
+def measuring(config: SPPConfig, panels: Sequence[str] | None) -> SPPConfig:
+    """`config`, also measuring what `panels` draw (Appendix G, gradients), as the CLI's
+    --panels switches those measurements on."""
+    switches = {k: v for k, v in switches_for(panels or ()).items() if not getattr(config, k)}
+    return SPPConfig(**with_changes(config.model_dump(), switches)) if switches else config
+
+
+def panels_for(
+    config: SPPConfig, panels: Sequence[str] | None, before: SPPConfig | None = None
+) -> tuple[str, ...] | None:
+    """The chosen panels as the view keeps them for `config`: what it does not measure is
+    dropped, and after an edit from `before` that measures more (gradients switched on) its
+    default panels are added, as they are to the default view. None: the default panels."""
+    if panels is None:
+        return None
+    keys = panel_keys(panels)
+    available = {row.key for row in measured(config.extra_stats, config.gradients)}
+    if before is not None:
+        earlier = {row.key for row in measured(before.extra_stats, before.gradients)}
+        keys += tuple(key for key in default_panels(config.extra_stats, config.gradients)
+                      if key not in earlier)  # fmt: skip
+    kept = panel_keys(key for key in keys if key in available)
+    if not kept or kept == default_panels(config.extra_stats, config.gradients):
+        return None
+    return kept
+
+
 def encode_view(
-    config: SPPConfig, *, preset: str | None, pins: list[str], log_y: bool
+    config: SPPConfig,
+    *,
+    preset: str | None,
+    pins: list[str],
+    log_y: bool,
+    panels: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """The whole query string of the explorer: config fields and view keys."""
     query = encode_config(config)
@@ -72,6 +118,8 @@ def encode_view(
         query["pins"] = ",".join(pins)
     if log_y:
         query["log"] = "1"
+    if panels:
+        query["panels"] = ",".join(panels)
     return query
 
 

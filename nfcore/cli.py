@@ -26,6 +26,7 @@ from nfcore.cli_options import UsageError, build_parser
 from nfcore.config import SPPConfig, TrainConfig
 from nfcore.edits import with_changes
 from nfcore.fields import describe_validation_error
+from nfcore.statistics import switches_for
 
 PLOT_SUFFIXES = (".html", ".png", ".svg", ".pdf", ".json")
 EXIT_USAGE = 2
@@ -133,6 +134,9 @@ def _progress_printer(quiet: bool):
 
 
 def cmd_spp(args: argparse.Namespace) -> int:
+    # A panel of Appendix G or of the gradients needs its measurement: as if flagged.
+    for switch in switches_for(args.panels or ()):
+        setattr(args, switch, True)
     if args.model is not None:
         from nfcore.cli_foreign import foreign_config, run_foreign_spp
 
@@ -158,7 +162,7 @@ def _spp_outputs(args: argparse.Namespace, result: Any) -> int:
     if args.plot:
         from nfcore.plots import spp_figure, write_figure
 
-        figure = spp_figure(result, log_y=args.log_y)
+        figure = spp_figure(result, log_y=args.log_y, panels=args.panels)
         for path in args.plot:
             write_figure(figure, path)
     if not args.quiet:
@@ -208,7 +212,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     results = [_read_result(path) for path in args.results]
     from nfcore.plots import spp_figure, write_figure
 
-    figure = spp_figure(results, log_y=args.log_y, labels=args.label, title=args.title)
+    try:
+        figure = spp_figure(
+            results, log_y=args.log_y, labels=args.label, title=args.title, panels=args.panels
+        )
+    except ValueError as error:  # "panels: ...": a panel none of the results measured
+        raise UsageError(_as_flags(str(error))) from None
     for path in args.plot:
         write_figure(figure, path)
         sys.stderr.write(f"wrote {path}\n")

@@ -17,6 +17,7 @@ from nfcore.config import SPPConfig, TrainConfig
 from nfcore.families import FAMILIES
 from nfcore.fields import field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
+from nfcore.statistics import STATISTICS, panel_keys
 
 
 class UsageError(Exception):
@@ -35,6 +36,20 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected blocks per stage like 3,4,6,3, got {text!r}"
         ) from None
+
+
+def _panel_list(text: str) -> tuple[str, ...]:
+    """--panels KEY,KEY: statistic keys, checked against the statistics table."""
+    try:
+        return panel_keys(part for part in text.replace(" ", "").split(",") if part)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+PANELS_HELP = (
+    "statistics to draw, comma-separated keys (default: the paper's three, and the gradient "
+    f"row when measured): {', '.join(row.key for row in STATISTICS)}"
+)
 
 
 def _choices(annotation: Any) -> tuple[Any, ...] | None:
@@ -136,10 +151,14 @@ def _add_spp(sub: argparse._SubParsersAction, description: str) -> None:
     add_foreign_group(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="result JSON (default: print it to stdout)")
-    out.add_argument("--csv", type=Path, help="per-block CSV")
+    out.add_argument("--csv", type=Path,
+                     help="per-block CSV: every measured statistic, whatever --panels draws")  # fmt: skip
     out.add_argument("--plot", type=Path, action="append", default=[],
                      help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
     out.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
+    out.add_argument("--panels", type=_panel_list,
+                     help=PANELS_HELP + "; a panel of Appendix G or of the gradients switches "
+                     "on --extra-stats or --gradients")  # fmt: skip
     out.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
 
 
@@ -206,6 +225,8 @@ def build_parser(cifar10_dir: str | None = None, description: str = "") -> argpa
     plot.add_argument("--label", action="append", help="legend label per result, in order")
     plot.add_argument("--title", help="figure title")
     plot.add_argument("--log-y", action="store_true", help="semilog plot (as Fig. 6)")
+    plot.add_argument("--panels", type=_panel_list,
+                      help=PANELS_HELP + "; each must be measured by one of the results")  # fmt: skip
     from nfcore.cli_foreign import add_blocks_command
 
     add_blocks_command(sub)

@@ -21,7 +21,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from nfcore.result import SPPResult
-from nfcore.statistics import STATISTICS, measured, statistic
+from nfcore.statistics import STATISTICS, default_panels, measured, panel_keys, statistic
 
 # (block key, panel title) of the drawn statistics (`nfcore.statistics`), in the paper's panel
 # order: the forward pass in the first row; the backward pass in a second row when a run
@@ -52,6 +52,7 @@ def spp_figure(
     log_y: bool = False,
     labels: Sequence[str] | None = None,
     title: str | None = None,
+    panels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Draw one or several SPP runs, overlaid, like the paper's Signal Propagation Plots.
 
@@ -59,6 +60,11 @@ def spp_figure(
     signals). Legend labels default to each run's model name. Runs that measured gradients
     add a second row; gradients are tiny, so that row is always on a log scale. Values that
     overflowed float32 (stored as None) are left as gaps.
+
+    `panels`: the statistic keys to draw (`nfcore.statistics`), forward ones in the first
+    row and gradient ones in a second, each row in the table's order; None draws the
+    `drawn` statistics that the runs measured (the paper's three, and the gradient row).
+    A key no run measured is a ValueError that names it and what was measured.
     """
     runs = [results] if isinstance(results, SPPResult) else list(results)
     if not runs:
@@ -66,21 +72,20 @@ def spp_figure(
     names = list(labels) if labels is not None else [run.config.label for run in runs]
     if len(names) != len(runs):
         raise ValueError(f"got {len(names)} labels for {len(runs)} results")
-    panels = _panels(runs)
-    fig = _empty_figure(panels, log_y)
+    layout = _panels(runs, panels)
+    fig = _empty_figure(layout, log_y)
     for number, (run, name) in enumerate(zip(runs, names, strict=True)):
         color = RUN_COLORS[number % len(RUN_COLORS)]
         group = f"run-{number}"
         keys = set(run.block_keys())
-        for position, (key, _, row, col) in enumerate(panels):
-            if key not in keys:
-                continue  # a statistic this run did not measure (gradients, Appendix G)
+        drawn = [panel for panel in layout if panel[0] in keys]  # (a pin may lack some)
+        for position, (key, _, row, col) in enumerate(drawn):
             traces = _stat_traces(run, key, name, color, group, show_legend=position == 0)
             if key == "avg_channel_var" and run.config.norm == "nf":
                 traces.append(_expected_var_trace(run, name, color, group))
             for trace in traces:
                 fig.add_trace(trace, row=row, col=col)
-        _mark_overflow(fig, run, color, [col for _, _, row, col in panels if row == 1])
+        _mark_overflow(fig, run, color, [col for _, _, row, col in layout if row == 1])
     fig.update_layout(title=_title(runs, names, title))
     return fig
 
@@ -107,16 +112,34 @@ def write_figure(fig: go.Figure, path: str | Path) -> Path:
     return path
 
 
-def _panels(runs: Sequence[SPPResult]) -> list[tuple[str, str, int, int]]:
-    """(block key, title, row, col) of every panel the runs need: the drawn statistics of
-    `nfcore.statistics` that one of them measured."""
+def _panels(
+    runs: Sequence[SPPResult], chosen: Sequence[str] | None
+) -> list[tuple[str, str, int, int]]:
+    """(block key, title, row, col) of every panel: the chosen statistics, or the drawn
+    statistics of `nfcore.statistics` that one of the runs measured; forward ones in the
+    first row, gradient ones in the next."""
     extra = any(run.config.extra_stats for run in runs)
     gradients = any(run.config.gradients for run in runs)
-    rows = [row for row in measured(extra, gradients) if row.drawn]
+    if chosen is None:
+        keys = default_panels(extra, gradients)
+    else:
+        keys = panel_keys(chosen)
+        if not keys:
+            raise ValueError("panels: choose at least one statistic to draw")
+        available = [row.key for row in measured(extra, gradients)]
+        missing = [key for key in keys if key not in available]
+        if missing:
+            raise ValueError(
+                f"panels: no run measured {', '.join(missing)} (they measured "
+                f"{', '.join(available)}; Appendix G's statistics need extra_stats, the "
+                "gradient ones gradients)"
+            )
+    rows = [statistic(key) for key in keys]
     forward = [row for row in rows if row.when != "gradients"]
     backward = [row for row in rows if row.when == "gradients"]
-    panels = [(row.key, row.title, 1, col) for col, row in enumerate(forward, start=1)]
-    panels += [(row.key, row.title, 2, col) for col, row in enumerate(backward, start=1)]
+    panels = []
+    for number, row_stats in enumerate([r for r in (forward, backward) if r], start=1):
+        panels += [(row.key, row.title, number, col) for col, row in enumerate(row_stats, 1)]
     return panels
 
 

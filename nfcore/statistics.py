@@ -9,6 +9,7 @@ this order, the CSV's columns follow it and the figure draws one panel per drawn
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,3 +80,27 @@ def measured(extra_stats: bool, gradients: bool) -> list[Statistic]:
 
 def statistic(key: str) -> Statistic:
     return next(row for row in STATISTICS if row.key == key)
+
+
+def default_panels(extra_stats: bool, gradients: bool) -> tuple[str, ...]:
+    """The keys a figure draws unless told otherwise: the measured rows that are `drawn`
+    (the paper's three, and the gradient row when gradients are measured)."""
+    return tuple(row.key for row in measured(extra_stats, gradients) if row.drawn)
+
+
+def panel_keys(keys: Iterable[str]) -> tuple[str, ...]:
+    """Statistic keys chosen as panels, in table order (the paper's panel order) and once
+    each; ValueError naming an unknown key and the known ones."""
+    chosen = set(keys)
+    known = [row.key for row in STATISTICS]
+    unknown = sorted(chosen - set(known))
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise ValueError(f"unknown statistic {names}; choose from {', '.join(known)}")
+    return tuple(key for key in known if key in chosen)
+
+
+def switches_for(keys: Iterable[str]) -> dict[str, bool]:
+    """The config switches (`extra_stats`, `gradients`) that measuring `keys` needs."""
+    needs = {statistic(key).when for key in keys}
+    return {switch: True for switch in ("extra_stats", "gradients") if switch in needs}

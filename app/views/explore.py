@@ -19,6 +19,7 @@ from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
 from nfcore.edits import with_changes
 from nfcore.presets import PRESETS, Preset, get_preset
+from nfcore.result import SPPResult
 
 PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
 FIGURE_KEY = "figure"  # session key: the last chart drawn (kept on screen, dimmed, meanwhile)
@@ -246,12 +247,16 @@ def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
     labels = _unique([run.label for run in finished])
     dark = st.context.theme.type == "dark"
     title = preset.title if preset else None
-    key = (tuple(run.job_id for run in finished), tuple(labels), controls.log_y(), dark, title)
+    results = [run.result for run in finished if run.result is not None]
+    panels = _drawable(controls.panels(), results)
+    key = (tuple(run.job_id for run in finished), tuple(labels), controls.log_y(), dark, title,
+           panels)  # fmt: skip
     built: dict = st.session_state.setdefault(FIGURES_KEY, {})
     fig = built.pop(key, None)  # a config shown a moment ago: its chart is not built again
     if fig is None:
-        results = [run.result for run in finished if run.result is not None]
-        fig = figures.dashboard_figure(results, labels, log_y=key[2], dark=dark, title=title)
+        fig = figures.dashboard_figure(
+            results, labels, log_y=key[2], dark=dark, title=title, panels=panels
+        )
     built[key] = fig
     while len(built) > FIGURES_KEPT:
         built.pop(next(iter(built)))  # the least recently shown
@@ -259,6 +264,15 @@ def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
     trace.mark("figure")
     chart.plotly_chart(fig, theme=None)
     trace.mark("sent")
+
+
+def _drawable(panels: tuple[str, ...] | None, results: list[SPPResult]) -> tuple[str, ...] | None:
+    """The chosen panels that a finished run measured (the current run, which measures them
+    all, may still be computing while pins are drawn); None: the default panels."""
+    if panels is None:
+        return None
+    keys = {key for result in results for key in result.block_keys()}
+    return tuple(key for key in panels if key in keys) or None
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -283,7 +297,9 @@ def _exports(current: runs.Run, overlaid: list[runs.Run]) -> None:
                                "application/json", help="The result(s) of the plot, as the API "
                                "returns them.", on_click="ignore", width="stretch")  # fmt: skip
     columns[1].download_button("CSV", cached_csv(current.job_id), f"{name}.csv", "text/csv",
-                               help="One row per block of the current run.", on_click="ignore",
+                               help="One row per block of the current run, with every "
+                               "statistic it measured (the panels choose what is drawn).",
+                               on_click="ignore",
                                width="stretch")  # fmt: skip
     columns[2].download_button("PNG", lambda: figures.image_bytes(fig), f"{name}.png",
                                "image/png", help="The figure, rendered at 2x.",

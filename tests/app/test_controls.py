@@ -22,6 +22,7 @@ from app import controls, urlstate
 from nfcore.config import SPPConfig, canonical_json, config_hash
 from nfcore.presets import PRESETS, get_preset
 from nfcore.registry import BUILTIN_ACTIVATIONS
+from nfcore.statistics import default_panels, measured, statistic
 from tests.app.conftest import clear_app_caches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +203,34 @@ def test_the_border_toggle_and_a_figures_border_button_are_one_state(
     assert config == get_preset("fig2").runs[0].config
     assert at.query_params["preset"] == "fig2"
     assert "padding" not in at.query_params
+
+
+def test_the_panels_the_measurements_and_the_url_are_one_state(page_against_an_api: str) -> None:
+    """The Panels menu offers what the config measures and follows its toggles: gradients on
+    adds their row (as to the default panels), Appendix G off takes its panels away."""
+    paper = ["avg_sq_channel_mean", "avg_channel_var", "residual_avg_channel_var"]
+    gradients = ["grad_avg_sq_channel_mean", "grad_avg_channel_var",
+                 "grad_residual_avg_channel_var"]  # fmt: skip
+    at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
+    steps: list[tuple[str, str, Any, list[str]]] = [
+        ("toggle", "extra_stats", True, paper),
+        ("multiselect", "panels", ["avg_channel_var", "avg_pixel_norm"],
+         ["avg_channel_var", "avg_pixel_norm"]),
+        ("toggle", "gradients", True, ["avg_channel_var", "avg_pixel_norm", *gradients]),
+        ("toggle", "extra_stats", False, ["avg_channel_var", *gradients]),
+        ("toggle", "gradients", False, ["avg_channel_var"]),
+        ("multiselect", "panels", [], ["avg_channel_var"]),  # refused: nothing to draw
+    ]  # fmt: skip
+    for kind, name, value, shown in steps:
+        control(at, kind, name).set_value(value)
+        run(at)
+        config = assert_one_state(at, page_against_an_api, f"{name} = {value}")
+        menu = control(at, "multiselect", "panels")
+        assert menu.value == shown, f"after {name} = {value}: {menu.value}"
+        keys = [row.key for row in measured(config.extra_stats, config.gradients)]
+        assert menu.options == [statistic(key).title for key in keys]
+        default = list(default_panels(config.extra_stats, config.gradients))
+        assert at.query_params.get("panels") == (None if shown == default else ",".join(shown))
+    assert [error.value for error in at.sidebar.error] == [
+        "Panels: choose at least one statistic to draw"
+    ]

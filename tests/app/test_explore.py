@@ -371,3 +371,56 @@ def test_expired_pin_is_reported_and_leaves_the_url(api_url: str, current_cached
         f"Pinned run {gone[:12]} is no longer available; it was unpinned."
     ]
     assert "pins" not in at.query_params
+
+
+# --- (f) every statistic on screen ------------------------------------------------------------
+def test_choosing_an_appendix_g_panel_draws_it(api_url: str) -> None:
+    at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
+    control(at.toggle, "extra_stats").set_value(True)
+    run(at)
+    panels = control(at.multiselect, "panels")
+    assert panels.value == [key for key, _ in FORWARD_PANELS]  # the paper's three by default
+    # The statistics measured now, by their panel titles.
+    assert panels.options == [title for _, title in FORWARD_PANELS] + [
+        "Activation Mean", "Average Pixel Norm"
+    ]  # fmt: skip
+    panels.select("activation_mean")
+    run(at)
+    config = SPPConfig(**TINY, extra_stats=True)
+    assert at.session_state["config"] == config
+    chosen = [key for key, _ in FORWARD_PANELS] + ["activation_mean"]
+    assert at.query_params["panels"] == ",".join(chosen)  # the view is in the URL
+
+    spec = wait_for_chart(at)
+    titles = [note["text"] for note in spec["layout"]["annotations"]]
+    assert titles == [title for _, title in FORWARD_PANELS] + ["Activation Mean"]
+    blocks = result(api_url, config)["blocks"]
+    [curve] = [t for t in spec["data"] if t.get("xaxis") == "x4" and t["mode"] == "lines"]
+    assert values(curve["y"]) == [block["activation_mean"] for block in blocks]
+    # The CSV download (the API's CSV of the current job) holds the chosen statistic.
+    csv = httpx.get(f"{api_url}/v1/jobs/{job_id(config)}/result", params={"format": "csv"})
+    assert "activation_mean" in csv.text.splitlines()[0].split(",")
+
+    # A link with the panels reproduces the view, switching on Appendix G itself.
+    again = open_explorer(
+        {**urlstate.encode_config(SPPConfig(**TINY)), "panels": "activation_mean"}
+    )
+    assert again.session_state["config"] == config
+    assert control(again.multiselect, "panels").value == ["activation_mean"]
+    spec = wait_for_chart(again)
+    assert [note["text"] for note in spec["layout"]["annotations"]] == ["Activation Mean"]
+
+
+def test_a_bad_panel_in_a_link_is_explained(api_url: str) -> None:
+    at = open_explorer({**urlstate.encode_config(SPPConfig(**TINY)), "panels": "activation_man"})
+    [error] = at.sidebar.error
+    assert error.value.startswith(
+        "the link's panels are invalid: unknown statistic 'activation_man'; choose from "
+    )
+    assert error.value.endswith("; showing the default panels instead")
+    assert at.session_state["config"] == SPPConfig(**TINY)
+    assert "panels" not in at.query_params
+    spec = wait_for_chart(at)
+    assert [note["text"] for note in spec["layout"]["annotations"]] == [
+        title for _, title in FORWARD_PANELS
+    ]

@@ -108,3 +108,55 @@ def test_unknown_keys_are_ignored() -> None:
     alone rather than refused, so such a link still opens."""
     query = {"alpha": "0.4", "embed": "true", "utm_source": "mail", "preset": "fig1"}
     assert urlstate.decode_config(query) == SPPConfig(**{**urlstate.APP_DEFAULTS, "alpha": 0.4})
+
+
+# --- the panels drawn ---------------------------------------------------------------------------
+def test_chosen_panels_round_trip_with_the_config() -> None:
+    config = SPPConfig(**{**urlstate.APP_DEFAULTS, "extra_stats": True})
+    panels = ("avg_channel_var", "activation_mean")
+    query = through_url(urlstate.encode_view(config, preset=None, pins=[], log_y=False,
+                                             panels=panels))  # fmt: skip
+    assert query["panels"] == "avg_channel_var,activation_mean"
+    assert urlstate.decode_panels(query) == panels
+    assert urlstate.decode_config(query) == config
+    # The default panels are no key at all.
+    assert "panels" not in urlstate.encode_view(config, preset=None, pins=[], log_y=False)
+    assert urlstate.decode_panels({}) is None and urlstate.decode_panels({"panels": ""}) is None
+
+
+def test_a_bad_panel_in_a_link_is_a_readable_error() -> None:
+    with pytest.raises(urlstate.BadQuery) as caught:
+        urlstate.decode_panels({"panels": "avg_channel_var,avg_chanel_var"})
+    message = str(caught.value)
+    assert message.startswith("the link's panels are invalid: unknown statistic 'avg_chanel_var'")
+    assert "activation_mean" in message  # the keys there are
+
+
+def test_a_linked_panel_switches_on_its_measurement() -> None:
+    config = urlstate.default_config()
+    measuring = urlstate.measuring(config, ("activation_mean", "grad_avg_channel_var"))
+    assert (measuring.extra_stats, measuring.gradients) == (True, True)
+    assert measuring == SPPConfig(**{**urlstate.APP_DEFAULTS, "extra_stats": True,
+                                     "gradients": True})  # fmt: skip
+    assert urlstate.measuring(config, ("avg_channel_var",)) is config
+    assert urlstate.measuring(config, None) is config
+
+
+def test_panels_follow_what_the_config_measures() -> None:
+    plain = urlstate.default_config()
+    extra = SPPConfig(**{**urlstate.APP_DEFAULTS, "extra_stats": True})
+    both = SPPConfig(**{**urlstate.APP_DEFAULTS, "extra_stats": True, "gradients": True})
+    chosen = ("avg_channel_var", "activation_mean")
+    assert urlstate.panels_for(extra, chosen) == chosen
+    assert urlstate.panels_for(extra, reversed(chosen)) == chosen  # table order
+    # The default panels are kept as None, so they follow the gradients toggle.
+    assert urlstate.panels_for(plain, ("avg_sq_channel_mean", "avg_channel_var",
+                                       "residual_avg_channel_var")) is None  # fmt: skip
+    # Switching gradients on adds its row, as to the default view; off removes it.
+    with_gradients = urlstate.panels_for(both, chosen, before=extra)
+    assert with_gradients == (*chosen, "grad_avg_sq_channel_mean", "grad_avg_channel_var",
+                              "grad_residual_avg_channel_var")  # fmt: skip
+    assert urlstate.panels_for(extra, with_gradients, before=both) == chosen
+    # Appendix G switched off: its panels go (and with nothing left, the default is back).
+    assert urlstate.panels_for(plain, chosen, before=extra) == ("avg_channel_var",)
+    assert urlstate.panels_for(plain, ("activation_mean",), before=extra) is None

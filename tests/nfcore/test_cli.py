@@ -325,6 +325,52 @@ def test_optional_statistics_add_exactly_their_keys(
     assert len(rows) == len(result["blocks"])
 
 
+def test_panels_draw_the_chosen_statistics_and_switch_on_their_measurement(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    figure, table = tmp_path / "spp.json", tmp_path / "r.csv"
+    panels = "activation_mean,avg_channel_var,grad_avg_channel_var"
+    result = spp_json(capsys, *SMALL_NF, "--panels", panels, "--plot", figure, "--csv", table)
+    # Appendix G and the gradients are measured without --extra-stats or --gradients ...
+    assert result["config"]["extra_stats"] is result["config"]["gradients"] is True
+    assert all(isinstance(block["activation_mean"], float) for block in result["blocks"])
+    # ... the figure has exactly the chosen panels, forward ones in the first row ...
+    spec = json.loads(figure.read_text())
+    titles = [annotation["text"] for annotation in spec["layout"]["annotations"]]
+    assert titles == ["Average Channel Variance", "Activation Mean",
+                      "Gradient Average Channel Variance"]  # fmt: skip
+    [curve] = [t for t in spec["data"] if t["xaxis"] == "x2" and t["mode"] == "lines"]
+    assert curve["y"] == [block["activation_mean"] for block in result["blocks"]]
+    # ... and the CSV keeps every measured statistic, the chosen one among them.
+    header = table.read_text().splitlines()[0].split(",")
+    assert header == CORE_KEYS + EXTRA_KEYS + GRADIENT_KEYS
+
+
+def test_unknown_panels_are_one_line_naming_the_known_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(capsys, "spp", *SMALL_NF, "--panels", "avg_channel_var,bogus")
+    assert_one_line_error(code, out, err, "--panels")
+    assert "'bogus'" in err and "activation_mean" in err and "grad_avg_channel_var" in err
+
+
+def test_plot_panels_must_be_measured_by_a_result(
+    capsys: pytest.CaptureFixture[str], small_run: dict[str, Any], tmp_path: Path
+) -> None:
+    saved = small_run["paths"]["r.json"]  # measured without Appendix G
+    code, out, err = run_cli(capsys, "plot", saved, "--panels", "avg_pixel_norm",
+                             "--out", tmp_path / "f.json")  # fmt: skip
+    assert_one_line_error(code, out, err, "--panels")
+    assert "avg_pixel_norm" in err and "avg_channel_var" in err
+    code, _, err = run_cli(capsys, "plot", saved, "--panels", "residual_avg_channel_var",
+                           "--out", tmp_path / "f.json")  # fmt: skip
+    assert code == 0, err
+    spec = json.loads((tmp_path / "f.json").read_text())
+    assert [a["text"] for a in spec["layout"]["annotations"]] == [
+        "Residual Average Channel Variance"
+    ]
+
+
 # --- (d) --config ------------------------------------------------------------------------------
 
 

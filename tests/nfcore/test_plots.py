@@ -19,10 +19,15 @@ PANEL_TITLES = [
 
 
 def make_result(
-    norm: str = "nf", *, gradients: bool = False, overflow_from: int | None = None
+    norm: str = "nf",
+    *,
+    gradients: bool = False,
+    extra_stats: bool = False,
+    overflow_from: int | None = None,
 ) -> SPPResult:
     """A tiny run with paper-shaped statistics: NF variance grows by alpha^2, resets per stage."""
-    config = SPPConfig(depth=26, norm=norm, width=0.25, resolution=32, batch=4, gradients=gradients)
+    config = SPPConfig(depth=26, norm=norm, width=0.25, resolution=32, batch=4,
+                       gradients=gradients, extra_stats=extra_stats)  # fmt: skip
     alpha = config.alpha or 0.2
     blocks, stage_ends, index = [], [], 0
     for stage, count in enumerate(config.stage_layout):
@@ -42,6 +47,8 @@ def make_result(
                     grad_avg_sq_channel_mean=1e-9 * (index + 1) if gradients else None,
                     grad_avg_channel_var=1e-6 / (index + 1) if gradients else None,
                     grad_residual_avg_channel_var=4e-8 / (index + 1) if gradients else None,
+                    activation_mean=0.002 * index if extra_stats else None,
+                    avg_pixel_norm=5.0 + 0.1 * index if extra_stats else None,
                 )
             )
             index += 1
@@ -196,3 +203,52 @@ def test_unsupported_format_is_rejected(tmp_path: Path):
         write_figure(spp_figure(make_result()), tmp_path / "spp.bmp")
     assert str(error.value) == message
     assert not (tmp_path / "spp.bmp").exists()
+
+
+# --- chosen panels ----------------------------------------------------------------------------
+
+
+def test_a_chosen_appendix_g_statistic_gets_its_panel():
+    result = make_result(extra_stats=True)
+    fig = spp_figure(result, panels=["avg_pixel_norm", "avg_channel_var", "activation_mean"])
+    titles = [annotation.text for annotation in fig.layout.annotations]
+    # In the table's order, whatever order they were asked in.
+    assert titles == ["Average Channel Variance", "Activation Mean", "Average Pixel Norm"]
+    for axis, key in (("x", "avg_channel_var"), ("x2", "activation_mean"),
+                      ("x3", "avg_pixel_norm")):  # fmt: skip
+        (curve,) = curves(fig, axis)
+        assert list(curve.y) == [getattr(block, key) for block in result.blocks]
+    assert "xaxis4" not in fig.layout
+    # Without panels the Appendix G statistics stay off the figure, as before.
+    assert [a.text for a in spp_figure(result).layout.annotations] == PANEL_TITLES
+
+
+def test_gradient_panels_form_the_second_row_or_the_only_one():
+    result = make_result(gradients=True)
+    both = spp_figure(result, panels=["grad_avg_channel_var", "avg_sq_channel_mean"])
+    assert [a.text for a in both.layout.annotations] == [
+        "Average Channel Squared Mean", "Gradient Average Channel Variance"
+    ]  # fmt: skip
+    assert both.layout.yaxis2.type == "log"  # the gradient row, below the forward one
+    assert both.layout.yaxis.domain[0] > both.layout.yaxis2.domain[1]
+    alone = spp_figure(result, panels=["grad_avg_channel_var"])
+    assert [a.text for a in alone.layout.annotations] == ["Gradient Average Channel Variance"]
+    assert alone.layout.height == 500  # one row, not an empty one above it
+    (curve,) = curves(alone, "x")
+    assert curve.showlegend  # the legend names the run on whichever panel comes first
+
+
+def test_a_panel_no_run_measured_is_named_with_what_was_measured():
+    with pytest.raises(ValueError, match=r"no run measured activation_mean \(they measured "
+                       r"avg_sq_channel_mean, avg_channel_var, residual_avg_channel_var;"):  # fmt: skip
+        spp_figure(make_result(), panels=["avg_channel_var", "activation_mean"])
+    with pytest.raises(ValueError, match="unknown statistic 'bogus'; choose from avg_sq_"):
+        spp_figure(make_result(), panels=["bogus"])
+    with pytest.raises(ValueError, match="at least one"):
+        spp_figure(make_result(), panels=[])
+    # One run of several measuring it is enough; the others leave that panel empty.
+    plain, extra = make_result(), make_result(extra_stats=True)
+    fig = spp_figure([plain, extra], panels=["activation_mean"])
+    assert [curve.name for curve in curves(fig, "x")] == [extra.config.label]
+    runs = [t.name for t in fig.data if t.showlegend is not False]
+    assert runs == [extra.config.label]
