@@ -21,8 +21,13 @@ from nfcore.config import NORM_PREFIX, TrainConfig
 from nfcore.families import family
 
 # Where every preset departs from TrainConfig's defaults: fewer steps (a CPU finishes 200 in
-# about a minute) and more frequent evaluation (a curve of eight points rather than four).
-DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType({"steps": 200, "eval_every": 25})
+# about a minute), more frequent evaluation (a curve of eight points rather than four) and an
+# SPP every 25 steps, nine in all, to scrub through on the Train page. An SPP of these
+# networks costs under 1% of the run (a forward pass of 8 Gaussian images against 200 training
+# steps), far inside the API's MAX_TRAIN_FLOPS; the SPPs do not change the training itself.
+DEFAULT_SETTINGS: Final[Mapping[str, Any]] = MappingProxyType(
+    {"steps": 200, "eval_every": 25, "spp_every": 25}
+)
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,11 @@ BN_VS_NF = TrainPreset(
 # loss explodes within 15 steps, and at 0.1 it still can (it depends on the CPU's thread count).
 # The NF-ResNets leave out SkipInit: with their residual gains starting at zero they learn
 # little in 200 steps at these small learning rates (measured on a 2-core CPU, seed 0, held-out
-# accuracy after 200 steps: NF with SkipInit 30% at batch 8 and 17% at batch 4, without it
-# 92-93% and 86-87%; BN 93-94% and 66-74%; at batch 64 and lr 0.05 both 98%).
+# accuracy after 200 steps: NF with SkipInit 30% at batch 8 and 17% at batch 4). Without it,
+# measured on a 2-core CPU over seeds 0-4 with two threads and seeds 0-1 with one (seven runs
+# of each): batch 64, BN 97-99% and NF 97-99%; batch 8, BN 90.5-92.5% and NF 93-95.5%;
+# batch 4, BN 65.7-77.7% and NF 83.6-91.6% (NF ahead by 9-22 points with each seed). Another
+# machine gave BN 80.5% at batch 4: the numbers move with the CPU, its thread count and the seed.
 _TABLE2_BATCHES: Final[tuple[tuple[int, float], ...]] = ((64, 0.05), (8, 0.025), (4, 0.01))
 TABLE2 = TrainPreset(
     id="table2",
@@ -122,15 +130,19 @@ TABLE2 = TrainPreset(
         "BatchNorm estimates its statistics from the batch, so at batch 4 or 8 they are noisy "
         "and differ from the running averages used at test time; an NF-ResNet has no such "
         "dependence. What you should see: at batch 64 and 8 the two reach a similar held-out "
-        "accuracy (about 98% and 93%), while at batch 4 the BN-ResNet falls clearly behind the "
-        "NF-ResNet (on a 2-core CPU, seed 0: 66-74% against 86-87%; the paper's Table 2 shows "
-        "the same with ResNet-50 on ImageNet). Learning rates follow the paper: 0.025 at batch 8, 0.01 at batch 4, and "
-        "0.05 at batch 64 (at 0.1 the NF-ResNet can blow up there: try it). Every run takes the same 200 steps, so a smaller batch sees fewer "
-        "examples: compare BN with NF at the same batch size, not across batch sizes. The "
+        "accuracy, while at batch 4 the BN-ResNet falls clearly behind the NF-ResNet. Measured "
+        "on a 2-core CPU (seeds 0-4 on two threads, 0-1 on one): 97-99% for both at batch 64, "
+        "BN 90-93% and NF 93-96% at batch 8, and BN 66-78% against NF 84-92% at batch 4. Your "
+        "numbers will differ (another machine gave BN 80.5% at batch 4): they move with the "
+        "CPU, its thread count and the seed; the gap at batch 4 is what stays. The paper's "
+        "Table 2 shows the same with ResNet-50 on ImageNet. Learning rates follow the paper: "
+        "0.025 at batch 8, 0.01 at batch 4, and 0.05 at batch 64 (at 0.1 the NF-ResNet can "
+        "blow up there: try it). Every run takes the same 200 steps, so a smaller batch sees "
+        "fewer examples: compare BN with NF at the same batch size, not across batch sizes. The "
         "NF-ResNets here leave out SkipInit, whose zero-initialized gains learn too slowly for "
         "200 small-batch steps (tick it in the table to see)."
     ),
-    settings={"steps": 200, "eval_every": 25, "batch": 64, "lr": 0.05},
+    settings={"steps": 200, "eval_every": 25, "spp_every": 25, "batch": 64, "lr": 0.05},
     runs=tuple(
         {
             "norm": norm,
@@ -153,7 +165,14 @@ QUICK = TrainPreset(
         "Two tiny networks (ResNet-14 at width 0.125, 32 px) for 20 steps: a few seconds, to "
         "check that training works end to end. Too short to learn much."
     ),
-    settings={"resolution": 32, "batch": 8, "steps": 20, "eval_every": 10, "eval_examples": 100},
+    settings={
+        "resolution": 32,
+        "batch": 8,
+        "steps": 20,
+        "eval_every": 10,
+        "eval_examples": 100,
+        "spp_every": 4,
+    },
     runs=(
         {"norm": "bn", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": False},
         {"norm": "nf", "depth": 14, "width": 0.125, "activation": "relu", "skipinit": True},

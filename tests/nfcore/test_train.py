@@ -177,6 +177,17 @@ def test_spp_before_training_is_the_spp_of_the_fresh_model():
     assert [b.avg_channel_var for b in after.blocks] != [b.avg_channel_var for b in before.blocks]
 
 
+def test_spps_while_training_leave_the_training_as_it_was():
+    """The SPP scrubber's frames (spp_every) cost a few forward passes, not a different run:
+    BatchNorm's running statistics and every random stream are left as they were."""
+    config = TrainConfig(**FAST, norm="bn", steps=8, eval_every=4, stochdepth_rate=0.2)
+    plain = train(config)
+    measured = train(config.model_copy(update={"spp_every": 2}))
+    assert [s.step for s in measured.spp] == [0, 2, 4, 6, 8]
+    assert [s.loss for s in measured.steps] == [s.loss for s in plain.steps]
+    assert [e.accuracy for e in measured.evals] == [e.accuracy for e in plain.evals]
+
+
 def test_an_event_callback_that_raises_stops_the_run():
     seen = []
 

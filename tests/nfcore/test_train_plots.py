@@ -10,8 +10,12 @@ import pytest
 from nfcore.plots import FORWARD_PANELS
 from nfcore.train_plots import (
     EMA_TITLE,
+    GRAD_NORM_TITLE,
+    NORM_HUES,
     PANEL_TITLES,
+    run_colors,
     runs_from_events,
+    smoothed,
     spp_snapshot_figures,
     spp_snapshots,
     training_figure,
@@ -137,3 +141,82 @@ def test_spp_snapshots_before_and_after() -> None:
     assert [t.name for t in after.data if t.showlegend] == ["BN (step 6)"]
     assert spp_snapshot_figures([("NF", started)])[1] is None
     assert spp_snapshot_figures([("queued", runs_from_events([]))]) == (None, None)
+
+
+def with_config(run: dict[str, Any], **config: Any) -> dict[str, Any]:
+    return {**run, "config": {"steps": 6, "eval_every": 2, **config}}
+
+
+def test_colours_pair_norms_by_hue_and_batches_by_shade() -> None:
+    runs = [
+        (f"{norm} {batch}", with_config(runs_from_events(make_events(4)), norm=norm, batch=batch))
+        for batch in (64, 8, 4)
+        for norm in ("bn", "nf")
+    ]
+    colors = run_colors(runs)
+    assert len(set(colors)) == 6
+    bn = [colors[i] for i in (0, 2, 4)]  # batch 64, 8, 4
+    nf = [colors[i] for i in (1, 3, 5)]
+    assert bn[0] == NORM_HUES["bn"][0] and bn[-1] == NORM_HUES["bn"][1]  # dark to light
+    assert nf[0] == NORM_HUES["nf"][0] and nf[-1] == NORM_HUES["nf"][1]
+
+    def rgb(color: str) -> tuple[int, ...]:
+        return tuple(int(float(v)) for v in color.removeprefix("rgb(").rstrip(")").split(","))
+
+    assert all(rgb(c)[2] > rgb(c)[0] for c in bn)  # blues
+    assert all(rgb(c)[0] > rgb(c)[2] for c in nf)  # oranges
+    # Every figure uses them: the curves, and the before/after SPPs.
+    fig = training_figure(runs)
+    assert [traces_of(fig, label)[label].line.color for label, _ in runs] == colors
+    before, _ = spp_snapshot_figures(runs)
+    curves = [t for t in before.data if t.showlegend]
+    assert [t.line.color for t in curves] == colors
+    # Without configs (an older result): the qualitative colours, still one per run.
+    plain = [("a", runs_from_events(make_events(4))), ("b", runs_from_events(make_events(4)))]
+    assert len(set(run_colors(plain))) == 2
+
+
+def test_smoothing_is_a_debiased_ema_over_the_faint_raw_curve() -> None:
+    assert smoothed([1.0, None, 3.0], 0.0) == [1.0, None, 3.0]
+    assert smoothed([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])  # no pull to 0
+    values = smoothed([1.0, None, 3.0], 0.5)
+    assert values[1] is None
+    assert values[2] == pytest.approx((0.5 * 0.5 * 1.0 + 0.5 * 3.0) / (1 - 0.25))
+    run = runs_from_events(make_events(6))
+    fig = training_figure([("BN", run)], smoothing=0.8)
+    traces = traces_of(fig, "BN")
+    raw, loss = traces["BN (raw)"], traces["BN"]
+    assert list(raw.y) == pytest.approx([2.3 / s for s in range(1, 7)])
+    assert list(loss.y) == pytest.approx(smoothed(list(raw.y), 0.8))
+    assert raw.opacity < 1 and not raw.showlegend
+
+
+def test_gradient_norm_panel_when_asked() -> None:
+    run = runs_from_events(make_events(6))
+    fig = training_figure([("NF", run)], grad_norm=True)
+    assert [a.text for a in fig.layout.annotations] == [*PANEL_TITLES, GRAD_NORM_TITLE]
+    grad = traces_of(fig, "NF")["NF: gradient norm"]
+    assert grad.xaxis == "x4" and list(grad.y) == [1.0] * 6
+    assert fig.layout.yaxis4.type == "log"
+
+
+def test_two_collapse_labels_do_not_overlap() -> None:
+    first = runs_from_events(make_events(6, collapse_at=5))
+    second = runs_from_events(make_events(6, collapse_at=4))
+    fig = training_figure([("BN", first), ("NF", second)])
+    notes = [a for a in fig.layout.annotations if a.text.startswith("collapsed at step")]
+    assert [a.text for a in notes] == ["collapsed at step 5", "collapsed at step 4"]
+    assert all(a.ayref == "y" for a in notes)  # their tails in the axis' log10 units
+    assert notes[0].ay - notes[1].ay > 0.05  # one row apart
+
+
+def test_an_empty_accuracy_panel_says_when_the_first_evaluation_comes() -> None:
+    run = with_config(runs_from_events(make_events(6)[:4]), norm="nf", batch=8, eval_every=50)
+    run["evals"] = []
+    fig = training_figure([("NF", run)])
+    notes = [a.text for a in fig.layout.annotations]
+    assert "no evaluation yet: first at step 6" in notes  # min(eval_every, steps)
+    fig = training_figure([("NF", runs_from_events(make_events(1)))])
+    assert "no evaluation yet" in [a.text for a in fig.layout.annotations]
+    fig = training_figure([("NF", runs_from_events(make_events(4)))])
+    assert not [a for a in fig.layout.annotations if a.text.startswith("no evaluation")]
