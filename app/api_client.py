@@ -126,6 +126,15 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/jobs/{job_id}").json()
 
+    # --- sweeps -------------------------------------------------------------------------------
+    def submit_sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a sweep (`base` and `grid`): its view, each point's job (202 even when cached)."""
+        return self._request("POST", "/v1/sweeps", json=body).json()
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep's view: `size`, `states` (points per state) and each point's params and job."""
+        return self._request("GET", f"/v1/sweeps/{sweep_id}").json()
+
     def limits(self) -> dict[str, Any]:
         """The API's resource limits (GET /v1/limits): max_train_steps, max_flops, ..."""
         return self._request("GET", "/v1/limits").json()
