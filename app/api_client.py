@@ -18,6 +18,7 @@ from app.settings import get_settings
 
 RESULT_TTL_SECONDS = 3600  # a job id names one config and library version: results never change
 RESULT_CACHE_ENTRIES = 256  # a few MB at most: a 600-layer result is about 100 kB of JSON
+READINESS_TTL_SECONDS = 5  # workers come and go rarely; a page polling every second asks less
 
 
 class ApiProblem(Exception):
@@ -135,6 +136,10 @@ class ApiClient:
         """A sweep's view: `size`, `states` (points per state) and each point's params and job."""
         return self._request("GET", f"/v1/sweeps/{sweep_id}").json()
 
+    def readiness(self) -> dict[str, Any]:
+        """GET /readyz: Redis reachable, and the live workers on each queue (`workers`)."""
+        return self._request("GET", "/readyz").json()
+
     def limits(self) -> dict[str, Any]:
         """The API's resource limits (GET /v1/limits): max_train_steps, max_flops, ..."""
         return self._request("GET", "/v1/limits").json()
@@ -171,6 +176,12 @@ def cached_result(job_id: str) -> dict[str, Any]:
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)
 def cached_csv(job_id: str) -> str:
     return get_client().csv(job_id)
+
+
+@st.cache_data(ttl=READINESS_TTL_SECONDS, show_spinner=False)
+def cached_readiness() -> dict[str, Any]:
+    """The API's readiness (workers per queue), read at most every few seconds."""
+    return get_client().readiness()
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, show_spinner=False)

@@ -15,10 +15,10 @@ import pandas as pd
 import streamlit as st
 
 from app.api_client import ApiProblem, cached_limits
-from nfcore.config import TrainConfig
+from nfcore.config import TrainConfig, canonical_json
 from nfcore.fields import field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.train_presets import TrainPreset, get_train_preset
+from nfcore.train_presets import TRAIN_PRESETS, TrainPreset, get_train_preset, run_config
 
 # Columns of the runs table: the model per run, and per-run overrides of batch and lr.
 RUN_COLUMNS: Final[tuple[str, ...]] = (
@@ -28,7 +28,7 @@ RUN_COLUMNS: Final[tuple[str, ...]] = (
 SETTING_FIELDS: Final[tuple[str, ...]] = (
     "dataset", "resolution", "batch", "steps", "lr", "warmup_steps", "weight_decay",
     "label_smoothing", "ema_decay", "clip_grad_norm", "eval_every", "eval_examples",
-    "stochdepth_rate", "drop_rate", "seed",
+    "spp_every", "stochdepth_rate", "drop_rate", "seed",
 )  # fmt: skip
 DEPTHS = (14, 26, 50)
 NORMS = ("bn", "nf")
@@ -57,13 +57,14 @@ HELP = {
     "lr": "Peak learning rate (after warm-up, then cosine decay) of runs with a blank 'lr'.",
 }
 COLUMN_HELP = {
-    "label": "Legend text; blank: named after the model.",
+    "label": "Legend text; default: named after the model.",
     "norm": "bn: BatchNorm; nf: Normalizer-Free (Scaled WS, α = 0.2).",
     "depth": "ResNet depth.",
     "skipinit": "A residual gain initialized at 0 (the paper trains NF-ResNets with it).",
-    "batch": "This run's batch size; blank: the batch size below.",
-    "lr": "This run's learning rate; blank: the learning rate below.",
+    "batch": "This run's batch size; default: the batch size below.",
+    "lr": "This run's learning rate; default: the learning rate below.",
 }
+BLANK_CELL = "default"  # what a blank cell shows (its run takes the label or setting below)
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -79,6 +80,47 @@ def apply_preset(preset_id: str) -> None:
     st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
     # New widget keys (the version) make the setting widgets start from the preset's values.
     st.session_state[SETTINGS_KEY] = preset_settings(preset)
+
+
+def apply_configs(configs: list[TrainConfig]) -> bool:
+    """Fill the runs table and the settings so that they plan `configs` again (the runs of a
+    link): a preset's own when they are its runs, else the first run's settings with each
+    run's batch and learning rate. False, changing nothing, when the table cannot say them
+    (runs that differ in a shared setting, or in a field the page has no control for)."""
+    wanted = [canonical_json(config) for config in configs]
+    for preset in TRAIN_PRESETS:
+        if wanted == [canonical_json(config) for config in preset.configs()]:
+            apply_preset(preset.id)
+            return True
+    settings = _settings_of(configs[0])
+    rows = []
+    for config in configs:
+        row = {column: getattr(config, column, None) for column in RUN_COLUMNS}
+        row["label"] = None
+        for name in ("batch", "lr"):
+            if row[name] == settings[name]:
+                row[name] = None
+        rows.append(row)
+    try:
+        again = [canonical_json(run_config(settings, row)) for row in rows]
+    except ValueError:
+        return False
+    if again != wanted:
+        return False
+    st.session_state[TABLE_KEY] = rows
+    st.session_state.pop(EDITED_KEY, None)
+    st.session_state[VERSION_KEY] = st.session_state.get(VERSION_KEY, 0) + 1
+    st.session_state[SETTINGS_KEY] = settings
+    return True
+
+
+def _settings_of(config: TrainConfig) -> dict[str, Any]:
+    """The shared settings of a config; a warm-up the config chose itself stays 'auto'."""
+    settings = {name: getattr(config, name) for name in SETTING_FIELDS}
+    auto = TrainConfig.model_validate({**config.model_dump(), "warmup_steps": None}).warmup_steps
+    if settings["warmup_steps"] == auto:
+        settings["warmup_steps"] = None
+    return settings
 
 
 def preset_rows(preset: TrainPreset) -> list[dict[str, Any]]:
@@ -140,6 +182,7 @@ def runs_table() -> list[dict[str, Any]]:
         key=key,
         num_rows="dynamic",
         hide_index=True,
+        placeholder=BLANK_CELL,
         width="stretch",
         column_config={
             "label": st.column_config.TextColumn("label", help=COLUMN_HELP["label"]),
@@ -229,6 +272,10 @@ def settings_controls() -> dict[str, Any]:
                  **limits("eval_every"), step=5)  # fmt: skip
         _setting(middle.number_input, "Held-out examples", "eval_examples",
                  **limits("eval_examples"), step=100)  # fmt: skip
+        _setting(middle.number_input, "SPP every (steps)", "spp_every", **limits("spp_every"),
+                 step=5, placeholder="at the start and end only",
+                 help="Measure the Signal Propagation Plot every this many steps (and at the "
+                 "start and end): the frames of 'Signal propagation during training'.")  # fmt: skip
         _setting(right.slider, "Stochastic depth rate", "stochdepth_rate",
                  **limits("stochdepth_rate", inside=0.05), step=0.05)  # fmt: skip
         _setting(right.slider, "Dropout", "drop_rate", **limits("drop_rate", inside=0.05),

@@ -87,6 +87,7 @@ class TrainRun:
     label: str
     job_id: str | None  # None: the API refused the run (`error` says why)
     total: int  # steps to train
+    config: dict[str, Any] | None = None  # the TrainConfig's JSON, when known
     state: str = "queued"  # the job's state, or "rejected"
     done: int = 0  # steps trained
     error: str | None = None
@@ -97,9 +98,10 @@ class TrainRun:
     result_gone: bool = False  # finished, but its result expired: the events draw it
 
     @classmethod
-    def submitted(cls, label: str, steps: int, submission: Submission) -> TrainRun:
+    def submitted(cls, label: str, config: TrainConfig, submission: Submission) -> TrainRun:
         """The run of what POST /v1/train answered: a cached result, or a job to follow."""
-        run = cls(label, submission.job_id, steps)
+        steps = config.steps
+        run = cls(label, submission.job_id, steps, config=config.model_dump(mode="json"))
         if submission.result is not None:
             run.state, run.result, run.done = "finished", submission.result, steps
         elif submission.job is not None:
@@ -112,8 +114,11 @@ class TrainRun:
 
     @property
     def data(self) -> dict[str, Any]:
-        """The run's records: its result when finished, else what its events said so far."""
-        return self.result if self.result is not None else runs_from_events(self.events)
+        """The run's records: its result when finished, else what its events said so far
+        (with the config, which the figures read for colours and the first evaluation)."""
+        if self.result is not None:
+            return self.result
+        return {"config": self.config, **runs_from_events(self.events)}
 
     def update_from_job(self, job: dict[str, Any]) -> None:
         """Take the state, progress and error of a job's view (or of an events page)."""
@@ -167,6 +172,65 @@ class TrainRun:
             self.update_from_job(get_client().cancel(self.job_id))
 
 
+def queue_note(number: int, runs: Sequence[TrainRun], train_workers: int | None) -> str:
+    """Why run `number` (0-based) is still queued, in words: the training workers and which of
+    these runs keep them busy (a queue serves its jobs in the order they came)."""
+    if train_workers == 0:
+        return "queued: no training worker is running, so it waits until one starts"
+    workers = ("the training workers" if train_workers is None else
+               f"{train_workers} training worker{'s' if train_workers != 1 else ''}")  # fmt: skip
+    running = [n for n, run in enumerate(runs, start=1) if run.state == "running"]
+    ahead = [run for run in runs[:number] if run.state == "queued"]
+    if not running:
+        return f"queued: waiting for a free worker ({workers}, busy with other jobs or starting)"
+    text = f"queued: {workers} busy with {_numbers('run', running)}"
+    if ahead:
+        many = len(ahead) != 1
+        return f"{text}; {len(ahead)} more run{'s' if many else ''} queued ahead of it"
+    return f"{text}; starts after {'it' if len(running) == 1 else 'one of them'}"
+
+
+def _numbers(word: str, numbers: Sequence[int]) -> str:
+    """'run 1', 'runs 1 and 2', 'runs 1, 2 and 3'."""
+    if len(numbers) == 1:
+        return f"{word} {numbers[0]}"
+    listed = ", ".join(str(n) for n in numbers[:-1])
+    return f"{word}s {listed} and {numbers[-1]}"
+
+
+def accuracy_by_batch(runs: Sequence[TrainRun]) -> list[dict[str, Any]] | None:
+    """Held-out accuracy by batch size (a row each, largest first) and model (a column each,
+    the run's label without its batch and learning rate), or None unless the runs span two
+    batch sizes. A cell says 'collapsed at step N', or the run's state until it finishes."""
+    known = [(run, run.config) for run in runs if run.config and run.job_id]
+    batches = sorted({int(config["batch"]) for _, config in known}, reverse=True)
+    if len(batches) < 2:
+        return None
+    rows: dict[int, dict[str, Any]] = {batch: {"batch": batch} for batch in batches}
+    for run, config in known:
+        model = ", ".join(part for part in run.label.split(", ")
+                          if not part.startswith(("batch ", "lr ")))  # fmt: skip
+        rows[int(config["batch"])][model] = _outcome(run)
+    return list(rows.values())
+
+
+def _outcome(run: TrainRun) -> str:
+    """A run's result in a few words: its last held-out accuracy, or where it stands."""
+    data = run.data
+    if collapse := data.get("collapse"):
+        return f"collapsed at step {collapse['step']}"
+    if run.state != "finished":
+        return run.state
+    evals = data.get("evals") or []
+    if not evals:
+        return "not evaluated"
+    last = evals[-1]
+    text = f"{last['accuracy']:.1%}"
+    if last.get("ema_accuracy") is not None:
+        text += f" (EMA {last['ema_accuracy']:.1%})"
+    return text
+
+
 def submit(planned: Sequence[PlannedRun]) -> tuple[list[TrainRun], list[Notice]]:
     """One job per distinct config of valid runs (`problems` says none is invalid); the runs
     the API refused are kept, with its sentence. An unreachable API stops the submitting."""
@@ -190,15 +254,18 @@ def submit(planned: Sequence[PlannedRun]) -> tuple[list[TrainRun], list[Notice]]
                 notices.append(("error", problem.message))  # the API is down: stop here
                 break
             runs.append(TrainRun(run.label, None, run.config.steps, state="rejected",
-                                 error=problem.message))  # fmt: skip
+                                 error=problem.message,
+                                 config=run.config.model_dump(mode="json")))  # fmt: skip
             continue
-        runs.append(TrainRun.submitted(run.label, run.config.steps, submission))
+        runs.append(TrainRun.submitted(run.label, run.config, submission))
     return runs, notices
 
 
 def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[str]]:
     """The runs of the jobs a link named, and the short ids of those the API no longer knows.
-    Raises ApiProblem when the API cannot answer."""
+
+    Each run knows its config (the job's view names it), so the runs keep the labels they had
+    when started (`auto_labels`). Raises ApiProblem when the API cannot answer."""
     runs: list[TrainRun] = []
     gone: list[str] = []
     for job_id in job_ids:
@@ -209,7 +276,21 @@ def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[str]]:
                 raise
             gone.append(job_id[:12])
             continue
-        run = TrainRun(job.get("label") or job_id[:12], job_id, 0)
+        config = job.get("config") if job.get("kind") == "train" else None
+        run = TrainRun(job.get("label") or job_id[:12], job_id, 0, config=config)
         run.update_from_job(job)
         runs.append(run)
+    configs = run_configs(runs)
+    if configs is not None:
+        for run, label in zip(runs, auto_labels(configs), strict=True):
+            run.label = label
     return runs, gone
+
+
+def run_configs(runs: Sequence[TrainRun]) -> list[TrainConfig] | None:
+    """The runs' configs, validated; None unless every run has a valid one."""
+    try:
+        configs = [TrainConfig.model_validate(run.config) for run in runs if run.config]
+    except ValidationError:
+        return None
+    return configs if runs and len(configs) == len(runs) else None

@@ -1,11 +1,12 @@
-"""Train: short training runs side by side, with live curves and before/after SPPs.
+"""Train: short training runs side by side, with live curves and the SPPs while they learn.
 
 Orchestration only: the runs table and the shared settings live in `app.train_controls`,
 planning, submitting and polling the runs in `app.train_runs`, the figures in
-`nfcore.train_plots`. "Start" validates every row as a `TrainConfig`, then submits one job
-per run. While any run is active a fragment polls each job's events every second and redraws
-the curves; a finished run is drawn from its result. The job ids are also kept in the URL
-(`jobs=`), so a reload follows the same runs.
+`nfcore.train_plots` and `nfcore.train_spp_plots`. "Start" validates every row as a
+`TrainConfig`, then submits one job per run. While any run is active a fragment polls each
+job's events every second and redraws the curves; a finished run is drawn from its result.
+The job ids are also kept in the URL (`jobs=`), so a reload follows the same runs, and the
+table and settings come back from the jobs' configs.
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ from typing import Any
 import streamlit as st
 
 from app import train_controls, train_runs
-from app.api_client import ApiProblem
+from app.api_client import ApiProblem, cached_readiness
 from app.figures import themed
 from app.train_runs import PlannedRun, TrainRun
+from contract import TRAIN_QUEUE
 from nfcore.train_plots import spp_snapshot_figures, training_figure
 from nfcore.train_presets import DEFAULT_PRESET, TRAIN_PRESETS, get_train_preset
+from nfcore.train_spp_plots import spp_over_training_figure
 
 SIDE_BY_SIDE_RUNS = 2  # before/after SPPs side by side up to this many runs, else stacked
 POLL_SECONDS = 1.0  # between polls of the events while a run is active
+MAX_SMOOTHING = 0.99  # of the loss curve's EMA: 0.99 averages over about 100 steps
+# The paper's Table 2 (ResNet-50 on ImageNet, 15 epochs, median of 5 seeds), beside this
+# machine's numbers.
+PAPER_TABLE2 = (
+    "The paper's Table 2 (ResNet-50 on ImageNet, 15 epochs, median of 5 seeds): NF-ResNet "
+    "69.9%, 69.6% and 69.9%, BN-ResNet 70.9%, 65.7% and 55.7% at batch 1024, 8 and 4."
+)
 # The preset buttons: their label and help, by preset id.
 PRESET_BUTTONS = {
     "bn-vs-nf": ("BN vs NF", "The default runs: BN-ResNet-26 and NF-ResNet-26 at batch 32."),
@@ -98,9 +108,16 @@ def _restore() -> None:
     except ApiProblem:
         st.session_state[RESTORE_KEY] = job_ids  # try again on the next run
         raise
+    notices: list[train_runs.Notice] = []
     if gone:
-        message = f"The API no longer knows the run(s) {', '.join(gone)} from the link."
-        st.session_state[NOTICE_KEY] = [("error", message)]
+        notices.append(("error", f"The API no longer knows the run(s) {', '.join(gone)} from "
+                        "the link."))  # fmt: skip
+    configs = train_runs.run_configs(runs)
+    if configs is not None and not train_controls.apply_configs(configs):
+        notices.append(("info", "The linked runs differ in settings the runs table cannot "
+                        "hold, so the table keeps its own runs; the runs below are the link's."))  # fmt: skip
+    if notices:
+        st.session_state[NOTICE_KEY] = notices
     st.session_state[RUNS_KEY] = runs
 
 
@@ -178,18 +195,53 @@ def _live() -> None:
     except ApiProblem as problem:
         st.error(problem.message)
     st.subheader("Progress")
+    workers = _train_workers() if any(run.state == "queued" for run in runs) else None
     for number, run in enumerate(runs):
-        _status(number, run)
+        _status(number, run, runs, workers)
     shown = [(run.label, run.data) for run in runs if run.job_id]
-    _curves(shown)
     active = any(run.active for run in runs)
-    _spps(shown, active=active)
+    if any(data.get("steps") or data.get("spp") for _, data in shown):
+        smoothing, grad_norm, log_y = _view_controls()
+    else:
+        smoothing, grad_norm, log_y = 0.0, False, False
+    _curves(shown, smoothing=smoothing, grad_norm=grad_norm)
+    _summary(runs)
+    _scrubber(shown, smoothing=smoothing, log_y=log_y)
+    _spps(shown, active=active, log_y=log_y)
     if polling and not active:
         st.rerun()  # all done: rerun the page, which stops polling and enables Start
 
 
-def _status(number: int, run: TrainRun) -> None:
-    """One line per run: progress and Cancel, the result, or why it did not finish."""
+def _train_workers() -> int | None:
+    """Live workers on the training queue (GET /readyz), None when the API cannot say."""
+    try:
+        return int(cached_readiness()["workers"][TRAIN_QUEUE])
+    except (ApiProblem, KeyError, TypeError, ValueError):
+        return None
+
+
+def _view_controls() -> tuple[float, bool, bool]:
+    """How the curves and SPPs are drawn: loss smoothing, gradient norm, log-scale SPPs."""
+    smooth, grad, log = st.columns([2, 1, 1], vertical_alignment="bottom")
+    smoothing = smooth.slider(
+        "Smooth the loss", min_value=0.0, max_value=MAX_SMOOTHING, value=0.0, step=0.01,
+        key="t_smoothing",
+        help="An exponential moving average of the loss (and gradient norm) curve, debiased "
+        "at the start; the raw curve stays faint behind it. 0: no smoothing.",
+    )  # fmt: skip
+    grad_norm = grad.toggle("Gradient norm", key="t_grad_norm",
+                            help="A fourth panel: the global gradient norm of each step, "
+                            "before clipping.")  # fmt: skip
+    log_y = log.toggle("Log-scale SPPs", key="t_spp_log",
+                       help="Semilog SPP panels, for signals that grew during training.")  # fmt: skip
+    return smoothing, grad_norm, log_y
+
+
+def _status(
+    number: int, run: TrainRun, runs: Sequence[TrainRun], train_workers: int | None
+) -> None:
+    """One line per run: progress and Cancel (why it waits, when queued), the result, or why
+    it did not finish."""
     label, state = run.label, run.state
     data = run.data
     collapse = data.get("collapse")
@@ -201,7 +253,9 @@ def _status(number: int, run: TrainRun) -> None:
         bar, button = st.columns([5, 1])
         done, total = run.done, run.total
         text = (
-            f"{label}: {state}, step {done}/{total}" if state == "running" else f"{label}: queued"
+            f"{label}: {state}, step {done}/{total}"
+            if state == "running"
+            else f"{label}: {train_runs.queue_note(number, runs, train_workers)}"
         )
         bar.progress(min(done / total, 1.0) if total else 0.0, text=text)
         if button.button("Cancel", key=f"t_cancel_{number}", width="stretch"):
@@ -230,18 +284,41 @@ def _accuracy_text(data: dict[str, Any]) -> str:
     return f"{text} after {last['step']} steps"
 
 
-def _curves(shown: list[tuple[str, dict[str, Any]]]) -> None:
+def _curves(shown: list[tuple[str, dict[str, Any]]], *, smoothing: float, grad_norm: bool) -> None:
     if not any(data.get("steps") for _, data in shown):
         st.info("The curves appear after the first training steps.")
         return
-    fig = themed(training_figure(shown), dark=st.context.theme.type == "dark")
-    st.plotly_chart(fig, theme=None, key="train_chart")
+    fig = training_figure(shown, smoothing=smoothing, grad_norm=grad_norm)
+    st.plotly_chart(themed(fig, dark=st.context.theme.type == "dark"), theme=None,
+                    key="train_chart")  # fmt: skip
 
 
-def _spps(shown: list[tuple[str, dict[str, Any]]], *, active: bool) -> None:
+def _summary(runs: Sequence[TrainRun]) -> None:
+    """Held-out accuracy against batch size (the Table 2 preset), once runs span two."""
+    rows = train_runs.accuracy_by_batch(runs)
+    if rows is None:
+        return
+    st.markdown("**Held-out accuracy by batch size** (the last evaluation of each run)")
+    st.dataframe(rows, hide_index=True, placeholder="", key="train_batch_summary")
+    st.caption(PAPER_TABLE2)
+
+
+def _scrubber(shown: list[tuple[str, dict[str, Any]]], *, smoothing: float, log_y: bool) -> None:
+    """Every SPP the runs recorded, a frame per step: the slider and Play run in the browser."""
+    fig = spp_over_training_figure(shown, log_y=log_y, smoothing=smoothing)
+    if fig is None:
+        return
+    st.plotly_chart(themed(fig, dark=st.context.theme.type == "dark"), theme=None,
+                    key="train_spp_scrubber")  # fmt: skip
+    st.caption(
+        "Drag the slider (or press Play) to watch every run's signal change while it learns; "
+        "the dotted line on the loss marks the step shown. The SPPs are measured on a batch of "
+        "Gaussian noise, every 'SPP every' steps (More settings)."
+    )
+
+
+def _spps(shown: list[tuple[str, dict[str, Any]]], *, active: bool, log_y: bool) -> None:
     """The Signal Propagation Plots at initialization and after training, side by side."""
-    log_y = st.toggle("Log-scale SPPs", key="t_spp_log",
-                      help="Semilog SPP panels, for signals that grew during training.")  # fmt: skip
     before, after = spp_snapshot_figures(shown, log_y=log_y)
     if before is None:
         return

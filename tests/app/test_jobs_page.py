@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -83,6 +87,38 @@ def test_jobs_page_lists_recent_jobs(
         assert urlstate.decode_config(dict(parse_qsl(link.query))) == config
 
 
+def test_a_collapsed_training_run_says_so_and_times_are_local(
+    api_server: str, worker: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_URL", api_server)
+    # An absurd learning rate: the loss explodes within a few of the 50 steps.
+    config = {**TINY, "dataset": "gaussian", "steps": 50, "lr": 100.0, "batch": 8,
+              "eval_examples": 16}  # fmt: skip
+    response = httpx.post(f"{api_server}/v1/train", json=config)
+    assert response.status_code == 202, response.text
+    job_url = f"{api_server}/v1/jobs/{response.json()['id']}"
+    submit_and_wait(api_server, [SPPConfig(**TINY)])
+    deadline = time.monotonic() + JOB_DEADLINE
+    while (job := httpx.get(job_url).json())["state"] != "finished":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    collapse = httpx.get(f"{job_url}/result").json()["collapse"]
+    assert collapse is not None
+
+    at = open_jobs_page()
+    rows = {row["kind"]: row for row in at.dataframe[0].value.to_dict("records")}
+    assert set(rows) == {"spp", "train"}
+    assert rows["train"]["state"] == f"collapsed at step {collapse['step']}"
+    assert rows["train"]["progress"] < 1
+    assert rows["spp"]["state"] == "finished"
+    # Enqueued times are the API's UTC times, shown in a named local zone.
+    enqueued = datetime.fromisoformat(job["enqueued_at"])
+    assert rows["train"]["enqueued"].tzinfo is not None
+    assert rows["train"]["enqueued"] == pd.Timestamp(enqueued)
+    header = json.loads(at.dataframe[0].proto.columns)["enqueued"]["label"]
+    assert re.fullmatch(r"enqueued \(.+\)", header), header
+
+
 def test_jobs_page_says_when_the_api_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("API_URL", closed)
@@ -99,3 +135,4 @@ def test_a_training_job_links_to_the_train_page_following_it() -> None:
     job = {"id": "abc123", "kind": "train", "state": "finished", "url": "/v1/jobs/abc123"}
     assert explorer_link(job) == "/train?jobs=abc123"
     assert explorer_link({**job, "state": "running"}) == "/train?jobs=abc123"
+

@@ -9,6 +9,7 @@ preset (ResNet-14 at width 0.125, 20 steps).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,6 +27,7 @@ from api.localhost import free_port
 from nfcore.config import MAX_TRAIN_STEPS
 from nfcore.train_plots import PANEL_TITLES
 from nfcore.train_presets import QUICK, TABLE2, auto_labels
+from nfcore.train_spp_plots import SCRUB_TITLE
 from tests.app.conftest import ServerProcess, clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
@@ -80,7 +83,7 @@ def table(at: AppTest) -> list[dict[str, Any]]:
 
 def charts(at: AppTest) -> dict[str, dict[str, Any]]:
     """The page's Plotly figures by their title: 'training' for the curves, 'Before
-    training' and 'After training' for the SPPs."""
+    training' and 'After training' for the SPPs, SCRUB_TITLE for the SPPs while training."""
     found = {}
     for element in at.get("plotly_chart"):
         spec = json.loads(element.proto.spec)
@@ -221,7 +224,7 @@ def test_two_tiny_runs_train_to_the_end(api_server: str, worker: object, monkeyp
         assert text.endswith("after 20 steps")
     assert not at.error and not at.warning
     found = charts(at)
-    assert set(found) == {"training", "Before training", "After training"}
+    assert set(found) == {"training", "Before training", "After training", SCRUB_TITLE}
     assert legend(found["training"]) == labels
     loss = next(t for t in found["training"]["data"] if t["name"] == labels[0])
     assert len(loss["x"]["bdata"] if isinstance(loss["x"], dict) else loss["x"]) > 0
@@ -230,12 +233,47 @@ def test_two_tiny_runs_train_to_the_end(api_server: str, worker: object, monkeyp
     jobs = {job["id"]: job for job in listed_jobs(api_server)}
     assert all(jobs[job_id]["state"] == "finished" for job_id in job_ids)
 
-    # A reload (a new session at the same URL) follows the same runs, from their results.
+    # The scrubber has a frame per recorded SPP (every 4 steps), and the frame of a step shows
+    # the SPP the run recorded at that step.
+    results = [httpx.get(f"{api_server}/v1/jobs/{job_id}/result").json() for job_id in job_ids]
+    scrubber = found[SCRUB_TITLE]
+    assert [frame["name"] for frame in scrubber["frames"]] == ["0", "4", "8", "12", "16", "20"]
+    assert [step["label"] for step in scrubber["layout"]["sliders"][0]["steps"]] == [
+        "0", "4", "8", "12", "16", "20",
+    ]  # fmt: skip
+    for step in (0, 8, 20):
+        shown = scrubbed(scrubber, step)
+        for label, result in zip(labels, results, strict=True):
+            [snapshot] = [s for s in result["spp"] if s["step"] == step]
+            blocks = snapshot["result"]["blocks"]
+            assert shown[label] == pytest.approx([b["avg_channel_var"] for b in blocks])
+
+    # A reload (a new session at the same URL) follows the same runs, from their results, with
+    # the labels they had and the table and settings that made them.
     again = open_train_page({"jobs": ",".join(job_ids)})
-    assert [text.split(": finished")[0] for text in texts(again.success)] == [
-        jobs[job_id]["label"] for job_id in job_ids
-    ]
+    assert [text.split(": finished")[0] for text in texts(again.success)] == labels
     assert "training" in charts(again)
+    assert table(again) == table(open_train_page({"preset": "quick"}))
+    assert setting(again, "number_input", "steps").value == 20
+    assert setting(again, "number_input", "spp_every").value == 4
+
+
+def scrubbed(spec: dict[str, Any], step: int) -> dict[str, list[float]]:
+    """What the scrubber's frame for `step` shows in its variance panel: y by run label."""
+    [frame] = [frame for frame in spec["frames"] if frame["name"] == str(step)]
+    by_label = {}
+    for index, data in zip(frame["traces"], frame["data"], strict=True):
+        base = spec["data"][index]
+        if base.get("xaxis") == "x3":  # the loss, the squared mean, then the variance
+            by_label[base["name"]] = plotly_values(data["y"])
+    return by_label
+
+
+def plotly_values(values: Any) -> list[float]:
+    """A Plotly JSON array: a list, or typed-array JSON ({"dtype", "bdata"})."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
 
 
 def test_cancel_stops_a_run(api_server: str, worker: object, monkeypatch) -> None:

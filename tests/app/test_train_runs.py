@@ -1,0 +1,60 @@
+"""The Train page's words about its runs, without Streamlit or an API: why a run is still
+queued, and the held-out accuracy by batch size (the Table 2 preset's summary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.train_runs import TrainRun, accuracy_by_batch, queue_note
+from nfcore.train_presets import TABLE2, auto_labels
+
+
+def runs(*states: str) -> list[TrainRun]:
+    return [TrainRun(f"run {n}", f"job{n}", 200, state=s) for n, s in enumerate(states, 1)]
+
+
+def test_a_queued_run_says_what_it_waits_for() -> None:
+    followed = runs("running", "queued", "queued")
+    assert (
+        queue_note(1, followed, 1) == "queued: 1 training worker busy with run 1; starts after it"
+    )
+    assert queue_note(2, followed, 1) == (
+        "queued: 1 training worker busy with run 1; 1 more run queued ahead of it"
+    )
+    two = runs("running", "running", "queued")
+    assert queue_note(2, two, 2) == (
+        "queued: 2 training workers busy with runs 1 and 2; starts after one of them"
+    )
+    assert queue_note(0, runs("queued"), 1) == (
+        "queued: waiting for a free worker (1 training worker, busy with other jobs or starting)"
+    )
+    assert queue_note(1, followed, 0) == (
+        "queued: no training worker is running, so it waits until one starts"
+    )
+    assert queue_note(1, followed, None).startswith("queued: the training workers busy with run 1")
+
+
+def finished(run: TrainRun, accuracy: float, **extra: Any) -> TrainRun:
+    run.state = "finished"
+    run.result = {"steps": [], "evals": [{"step": 200, "accuracy": accuracy}], **extra}
+    return run
+
+
+def test_table2_accuracy_by_batch_pairs_bn_and_nf() -> None:
+    configs = TABLE2.configs()
+    followed = [
+        TrainRun(label, f"job{n}", 200, config=config.model_dump(mode="json"))
+        for n, (label, config) in enumerate(zip(auto_labels(configs), configs, strict=True))
+    ]
+    finished(followed[0], 0.97)
+    finished(followed[1], 0.99)
+    finished(followed[4], 0.70, collapse={"step": 31, "reason": "x", "loss": None})
+    finished(followed[5], 0.9)
+    followed[2].state, followed[3].state = "running", "queued"
+    assert accuracy_by_batch(followed) == [
+        {"batch": 64, "BN-ResNet-26": "97.0%", "NF-ResNet-26": "99.0%"},
+        {"batch": 8, "BN-ResNet-26": "running", "NF-ResNet-26": "queued"},
+        {"batch": 4, "BN-ResNet-26": "collapsed at step 31", "NF-ResNet-26": "90.0%"},
+    ]
+    # One batch size: nothing to compare.
+    assert accuracy_by_batch(followed[:2]) is None
