@@ -17,6 +17,7 @@ import streamlit as st
 from app.settings import get_settings
 
 RESULT_TTL_SECONDS = 3600  # a job id names one config and library version: results never change
+MODELS_TTL_SECONDS = 5  # the plugins of /v1/models come and go with their workers
 RESULT_CACHE_ENTRIES = 256  # a few MB at most: a 600-layer result is about 100 kB of JSON
 READINESS_TTL_SECONDS = 5  # workers come and go rarely; a page polling every second asks less
 
@@ -140,6 +141,10 @@ class ApiClient:
         """GET /readyz: Redis reachable, and the live workers on each queue (`workers`)."""
         return self._request("GET", "/readyz").json()
 
+    def models(self) -> list[dict[str, Any]]:
+        """GET /v1/models: the built-in networks, then the plugins a live worker has."""
+        return self._request("GET", "/v1/models").json()
+
     def limits(self) -> dict[str, Any]:
         """The API's resource limits (GET /v1/limits): max_train_steps, max_flops, ..."""
         return self._request("GET", "/v1/limits").json()
@@ -188,3 +193,9 @@ def cached_readiness() -> dict[str, Any]:
 def cached_limits() -> dict[str, Any]:
     """The API's limits; an unreachable API raises (nothing cached) and the caller falls back."""
     return get_client().limits()
+
+
+@st.cache_data(ttl=MODELS_TTL_SECONDS, show_spinner=False)
+def cached_models() -> list[dict[str, Any]]:
+    """GET /v1/models for a few seconds: plugins come and go with their workers."""
+    return get_client().models()

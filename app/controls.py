@@ -16,6 +16,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from app import urlstate
+from app.api_client import ApiProblem, cached_models
 from nfcore.catalog import GAMMA_TABLE
 from nfcore.config import MAX_GAMMA, SPPConfig
 from nfcore.edits import with_changes
@@ -32,6 +33,8 @@ WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 RESOLUTIONS = (8, 16, 32, 64, 96, 128, 160, 224, 256, 384, 512)
 GAMMA_BY_ACTIVATION = {row["name"]: row["quadrature"] for row in GAMMA_TABLE}
 ERROR_KEY = "control_error"
+PLUGIN_PREFIX = "plugin:"  # a family menu entry that opens the "Your network" page
+GOTO_PLUGIN_KEY = "goto_plugin"  # session key: the plugin chosen in the family menu
 
 HELP = {
     "family": "Pre-activation ResNetV2 (Figs. 1, 2, 6-10), post-activation ResNetV1 (Fig. 11), "
@@ -219,6 +222,11 @@ def _change_for(name: str, value: Any, config: SPPConfig) -> dict[str, Any] | No
 def _on_change(name: str) -> None:
     config = current_config()
     value = st.session_state[widget_key(name)]
+    if name == "family" and str(value).startswith(PLUGIN_PREFIX):
+        # A model plugin has a page of its own (its form comes from its argument schema).
+        st.session_state[GOTO_PLUGIN_KEY] = str(value).removeprefix(PLUGIN_PREFIX)
+        _bump()  # the menu shows the config's family again when the user comes back
+        return
     changes = _change_for(name, value, config)
     if changes is None:
         return
@@ -273,14 +281,32 @@ def _with(options: tuple, value: Any) -> tuple:
 
 
 # --- the sidebar ------------------------------------------------------------------------------
+def plugin_options() -> tuple[str, ...]:
+    """The family menu's entries for the model plugins a live worker has ('plugin:<name>'),
+    none while the API cannot say."""
+    try:
+        rows = cached_models()
+    except ApiProblem:
+        return ()
+    return tuple(f"{PLUGIN_PREFIX}{row['plugin']}" for row in rows if row.get("family") == "plugin")
+
+
+def _family_title(name: str) -> str:
+    if name.startswith(PLUGIN_PREFIX):
+        return f"Your network: {name.removeprefix(PLUGIN_PREFIX)} (plugin)"
+    return FAMILIES[name].title
+
+
 def sidebar_controls() -> None:
     """Every control of the config, showing only those that apply to the chosen model."""
+    if plugin := st.session_state.pop(GOTO_PLUGIN_KEY, None):
+        st.switch_page("views/plugins.py", query_params={"plugin": plugin})
     config = current_config()
     shown = widget_values(config)
     with st.sidebar:
         st.header("Model")
-        _widget(st.selectbox, "Family", "family", options=tuple(FAMILIES),
-                format_func=lambda name: FAMILIES[name].title)  # fmt: skip
+        _widget(st.selectbox, "Family", "family", options=(*FAMILIES, *plugin_options()),
+                format_func=_family_title)  # fmt: skip
         if shown["depth"] is None:
             _widget(st.selectbox, "Variant", "variant", options=shown["variant_options"])
         else:

@@ -15,6 +15,9 @@ def main() -> None:
             "views/train.py", title="Train", icon=":material/model_training:", url_path="train"
         ),
         st.Page("views/sweeps.py", title="Sweeps", icon=":material/grid_on:", url_path="sweeps"),
+        st.Page(
+            "views/plugins.py", title="Your network", icon=":material/hub:", url_path="plugins"
+        ),
         st.Page("views/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
     ]
     st.navigation(pages).run()

@@ -7,6 +7,7 @@ would re-enqueue a failed or canceled job, which the user did not ask for.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,18 @@ def track(label: str, config: SPPConfig, *, wait: float = 0.0, replaces: str | N
     this session showed before and no longer wants; the API cancels it unless someone else
     waits for it. A job this session gave up that is wanted again is asked for again.
     """
+    return _track(label, canonical_json(config), config.model_dump(mode="json"), wait, replaces)
+
+
+def track_body(label: str, body: dict[str, Any], *, wait: float = 0.0) -> Run:
+    """`track` for a request body the API completes (a model plugin's job, whose defaults and
+    version only the API knows): keyed by the body as sent."""
+    return _track(label, json.dumps(body, sort_keys=True), body, wait, None)
+
+
+def _track(label: str, key: str, body: dict[str, Any], wait: float, replaces: str | None) -> Run:
     submitted: dict[str, str] = st.session_state.setdefault(SUBMITTED_KEY, {})
     superseded: set[str] = st.session_state.setdefault(SUPERSEDED_KEY, set())
-    key = canonical_json(config)
     if key in submitted:
         run = follow(label, submitted[key])
         if run is not None and not (run.problem and run.job_id in superseded):
@@ -59,7 +69,7 @@ def track(label: str, config: SPPConfig, *, wait: float = 0.0, replaces: str | N
         superseded.add(replaces)
     else:
         replaces = None
-    submission = get_client().submit(config.model_dump(mode="json"), wait=wait, replaces=replaces)
+    submission = get_client().submit(body, wait=wait, replaces=replaces)
     submitted[key] = submission.job_id
     superseded.discard(submission.job_id)
     if submission.result is not None:

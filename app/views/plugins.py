@@ -1,0 +1,167 @@
+"""Your network: the SPP of an installed model plugin, beside the paper's networks.
+
+The plugins are those a live worker advertises (GET /v1/models, family "plugin"). The form
+is generated from the plugin's argument schema (`app.plugin_form`); the job is the plugin's
+name, its arguments and how to measure it (POST /v1/spp `{"plugin": ...}`), validated by the
+API and run by a worker that has the plugin. Its SPP is drawn over built-in networks of the
+same input, and can be pinned in the Explorer like any other run (`/?pins=<job id>`). The
+choice is kept in the URL (`plugin`, `args`, `resolution`, `batch`, `gradients`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import streamlit as st
+
+from app import figures, plugin_form, runs
+from app.api_client import ApiProblem, cached_models
+from app.settings import get_settings
+from nfcore.config import SPPConfig
+
+RESOLUTIONS = (16, 32, 48, 64, 96, 128)
+BATCHES = (2, 4, 8, 16, 32)
+REFERENCES = {  # built-in networks to draw beside the plugin's, at its input size
+    "NF-ResNetV2-50": {"depth": 50, "norm": "nf", "width": 0.25},
+    "BN-ResNetV2-50": {"depth": 50, "norm": "bn", "width": 0.25},
+}
+FOLLOW_SECONDS = 60.0  # how long one page run follows a job before offering to look again
+
+
+def render() -> None:
+    st.title("Your own network")
+    st.caption(
+        "The Signal Propagation Plot of a network written outside nfcore, installed as a model "
+        "plugin (a Python package with an `nfcore.models` entry point), beside the paper's "
+        'networks. The README\'s "Your own network" says how to write and install one.'
+    )
+    try:
+        plugins = {row["plugin"]: row for row in cached_models() if row.get("family") == "plugin"}
+    except ApiProblem as problem:
+        st.error(problem.message)
+        return
+    if not plugins:
+        st.info(
+            "No model plugin is available: no live worker has one installed. Install a plugin "
+            "package beside the workers (`pip install -e examples/plugins` for the examples; "
+            "`make run` does) and restart them."
+        )
+        return
+    config, references = _controls(plugins)
+    if config is None:
+        return
+    try:
+        _body(config, references)
+    except ApiProblem as problem:
+        st.error(problem.message)
+
+
+def _query() -> dict[str, str]:
+    return st.query_params.to_dict()
+
+
+def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The sidebar: the plugin, its form, the input and the references; the config to run."""
+    query = _query()
+    names = sorted(plugins)
+    asked = query.get("plugin")
+    if asked and asked not in plugins:
+        st.warning(f"The link asks for the plugin {asked!r}, which no live worker has; "
+                   f"showing {names[0]!r}. Available: {', '.join(names)}.")  # fmt: skip
+    with st.sidebar:
+        st.header("Network")
+        name = st.selectbox("Model plugin", names, index=names.index(asked) if asked in plugins else 0,
+                            format_func=lambda n: f"{n} ({plugins[n].get('version')})")  # fmt: skip
+        info = plugins[name]
+        if info.get("description"):
+            st.caption(info["description"])
+        try:
+            given = json.loads(query.get("args", "{}")) if asked == name else {}
+        except ValueError:
+            given = {}
+            st.warning("The link's `args` are not valid JSON; showing the defaults.")
+        try:
+            args = plugin_form.render(plugin_form.form_fields(info.get("arguments") or {}),
+                                      {**(info.get("defaults") or {}), **given}, key=f"plugin:{name}")  # fmt: skip
+        except ValueError as error:
+            st.error(str(error))
+            return None, []
+        st.header("Input and measurement")
+        image = info.get("input_shape") is None
+        resolution = None
+        if image:
+            wanted = int(query.get("resolution", info.get("resolution") or 64))
+            resolution = st.select_slider("Resolution (px)", RESOLUTIONS,
+                                          value=wanted if wanted in RESOLUTIONS else 64)  # fmt: skip
+        else:
+            st.caption(
+                f"Input: {info['input_shape']} per example (channels {info.get('channels')})."
+            )
+        wanted_batch = int(query.get("batch", 8))
+        batch = st.select_slider(
+            "Batch", BATCHES, value=wanted_batch if wanted_batch in BATCHES else 8
+        )
+        gradients = st.toggle("Gradients (backward pass)", value=query.get("gradients") == "true")
+        references = st.multiselect("Beside it", list(REFERENCES), default=["NF-ResNetV2-50"],
+                                    disabled=not image,
+                                    help="Built-in networks at the same input, for comparison.")  # fmt: skip
+    config: dict[str, Any] = {"plugin": name, "model_args": args, "batch": batch,
+                              "gradients": gradients, "device": "auto"}  # fmt: skip
+    if resolution is not None:
+        config["resolution"] = resolution
+    wanted_query = {"plugin": name, "args": json.dumps(args, sort_keys=True), "batch": str(batch)}
+    if resolution is not None:
+        wanted_query["resolution"] = str(resolution)
+    if gradients:
+        wanted_query["gradients"] = "true"
+    if query != wanted_query:
+        st.query_params.from_dict(wanted_query)
+    return config, (references if image else [])
+
+
+def _body(config: dict[str, Any], references: list[str]) -> None:
+    settings = get_settings()
+    run = runs.track_body(config["plugin"], config, wait=settings.app_submit_wait_seconds)
+    others = [
+        runs.track(label, SPPConfig(**REFERENCES[label], resolution=config.get("resolution", 64),
+                                    batch=config["batch"], gradients=config["gradients"]))
+        for label in references
+    ]  # fmt: skip
+    progress = st.empty()
+    deadline = time.monotonic() + FOLLOW_SECONDS
+    while any(r.pending for r in (run, *others)) and time.monotonic() < deadline:
+        done, total = run.progress
+        progress.progress(
+            done / total if total else 0.0, text=f"measuring: block {done} of {total or '?'}"
+        )
+        run = runs.await_run(run, settings.app_poll_seconds)
+        others = [runs.await_run(r, settings.app_poll_seconds) for r in others]
+    progress.empty()
+    if run.problem:
+        st.error(f"The plugin's job failed: {run.problem}")
+        return
+    if run.pending:
+        st.info("Still computing (a worker may be busy with other jobs).")
+        st.button("Look again")
+        return
+    shown = [r for r in (run, *others) if r.result is not None]
+    assert run.result is not None
+    labels = [run.result.config.label, *[r.label for r in others if r.result is not None]]
+    dark = st.context.theme.type == "dark"
+    figure = figures.dashboard_figure([r.result for r in shown], labels, log_y=False, dark=dark)
+    st.plotly_chart(figure, key="plugin_chart")
+    meta = run.result.meta
+    st.caption(
+        f"{meta.num_blocks} blocks in {len(meta.stage_ends)} stages, {meta.parameter_count:,} "
+        f"parameters; statistics per channel over {meta.reduced_over}; {meta.seconds:.2f} s on "
+        f"{meta.device}. " + ("" if run.result.config.residual else
+                             "The plugin names no residual branch: that panel stays empty.")
+    )  # fmt: skip
+    st.link_button("Pin it in the Explorer", f"/?pins={run.job_id}",
+                   help="Overlay this network's SPP on any of the paper's in the Explorer.")  # fmt: skip
+
+
+if __name__ == "__main__":
+    render()
