@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -127,3 +127,30 @@ def test_the_explorers_family_menu_lists_the_plugins_and_opens_their_page(api_ur
     assert not at.exception, at.exception
     assert at.title[0].value == "Your own network"
     assert at.sidebar.selectbox[0].value == "tv_resnet"
+
+
+def test_the_page_in_a_browser_draws_the_plugins_spp(
+    api_url: str,
+    streamlit_server: str,
+    browser_page: object,
+    output_path: Callable[[str], list[Path]],
+) -> None:
+    """What a visitor sees at /plugins: the chart with the plugin's and the paper net's curves."""
+    page = browser_page
+    query = "plugin=nf_tv_resnet&args=%7B%22depth%22%3A+50%7D&resolution=64&batch=8"
+    page.goto(f"{streamlit_server}/plugins?{query}", wait_until="domcontentloaded")
+    read = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(p => (p.data || []).map(t => t.name))"
+    deadline = time.monotonic() + 120
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        names = page.evaluate(read)
+        if any(n and n.startswith("nf_tv_resnet(") for n in names) and any(
+            n and n.startswith("NF-ResNetV2-50") for n in names
+        ):
+            break
+        page.wait_for_timeout(300)
+    else:
+        raise AssertionError(f"the chart never showed both networks: {names}")
+    page.wait_for_timeout(500)
+    for path in output_path("plugins.png"):
+        page.screenshot(path=path, full_page=True)
