@@ -4,20 +4,22 @@ the dashboard, waits until each is ready, and stops them all on Ctrl-C.
 Children run in their own session (a Ctrl-C in the terminal reaches only this launcher, which
 stops them in reverse order) and, on Linux, get SIGTERM when the launcher dies. Their pids are
 written to DATA_DIR/stack.pid, so a run after a crash stops what the last one left behind.
+
+A child that exits while the stack runs (killed, out of memory, a bug) is started again after
+a backoff of 1, 2, 4 ... up to 30 s, its log continued, so an open dashboard tab keeps working
+and says the API is restarting; after MAX_FAST_CRASHES exits in a row, each within
+STABLE_SECONDS of its start, the launcher gives up and stops the stack, saying why
+(`api.children`: starting, stopping and restarting the processes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,15 +28,29 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
 
+from api.children import (
+    ROOT,
+    Child,
+    StackError,
+    say,
+    start,
+    stop,
+    stop_stale,
+    supervise,
+    wait_ready,
+    write_pid_file,
+)
 from api.localhost import redis_server_command
 from contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
 
-ROOT = Path(__file__).resolve().parents[1]
-GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL: an idle service exits well within it
-POLL_SECONDS = 0.2
-LOG_TAIL_LINES = 25
-LAUNCHER_MARKER = "api.local"  # in the launcher's own /proc/<pid>/cmdline
 DASHBOARD = ROOT / "app" / "main.py"  # started only once the dashboard exists
+# A training worker per this many cores (each run then has two threads: one thread is about
+# half as fast), and per this much memory: a worker with torch imported holds about 0.6 GiB
+# while it trains a preset run (ResNet-26 at width 0.25, measured: 561 MiB peak RSS), and
+# room is left for the run's own data. A run near the API's MAX_MEMORY_BYTES (8 GiB) needs
+# more: set TRAIN_WORKERS lower on a machine that trains such runs side by side.
+CORES_PER_TRAIN_WORKER = 2
+MEMORY_PER_TRAIN_WORKER = 2 * 2**30
 
 
 class LocalSettings(BaseSettings):
@@ -53,40 +69,35 @@ class LocalSettings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     app_port: int = Field(8501, ge=1, le=65535, description="Port of the dashboard.")
     workers: int = Field(1, ge=1, le=64, description="Number of `python -m worker` processes.")
-    train_workers: int = Field(
-        1,
+    train_workers: int | None = Field(
+        None,
         ge=0,
         le=64,
         description="Workers for training runs only, so SPPs never wait behind a training run "
-        "(the WORKERS then serve SPPs only); 0: the WORKERS serve both queues.",
+        "(the WORKERS then serve SPPs only); 0: the WORKERS serve both queues. Default: one "
+        "per two cores, at most one per 2 GiB of memory, at least one.",
     )
     data_dir: Path = Field(ROOT / ".data", description="Redis data, logs and the pid file.")
     startup_timeout: float = Field(120, gt=0, description="Seconds for everything to be ready.")
 
 
-class StackError(Exception):
-    """A failure to tell the user in one message (which service, and why)."""
+def auto_train_workers(cores: int, memory_bytes: int | None) -> int:
+    """Training workers for a machine of `cores` and `memory_bytes` (None: unknown)."""
+    count = cores // CORES_PER_TRAIN_WORKER
+    if memory_bytes is not None:
+        count = min(count, memory_bytes // MEMORY_PER_TRAIN_WORKER)
+    return max(1, count)
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class Stop(Exception):
     """SIGINT, SIGTERM or SIGHUP asked the stack to stop."""
-
-
-@dataclass
-class Child:
-    """One service process: how to start it, how to recognise it, and when it is ready."""
-
-    name: str
-    args: list[str]
-    marker: str  # in its /proc/<pid>/cmdline, so a stale pid is only stopped when it is ours
-    ready: Callable[[], bool]
-    env: dict[str, str]
-    process: subprocess.Popen | None = None
-    log_path: Path | None = None
-
-
-def say(message: str) -> None:
-    print(f"[stack] {message}", flush=True)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -118,99 +129,6 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def runs(pid: int, marker: str) -> bool:
-    """Process `pid` is alive and its command line has `marker` as a whole word or words."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return f"{marker} " in f"{command} "  # "-m api" must not match "-m api.local"
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def start(child: Child, log_dir: Path) -> None:
-    child.log_path = log_dir / f"{child.name}.log"
-    with child.log_path.open("w") as log:
-        child.process = subprocess.Popen(
-            child.args, cwd=ROOT, env={**os.environ, **child.env}, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )  # fmt: skip
-
-
-def stop(child: Child) -> None:
-    """SIGTERM, then SIGKILL after GRACE_SECONDS (a worker finishing a long job, say)."""
-    process = child.process
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        say(f"{child.name} did not stop within {GRACE_SECONDS:g} s; killing it")
-        process.kill()
-        process.wait()
-
-
-def log_tail(child: Child) -> str:
-    if child.log_path is None or not child.log_path.exists():
-        return "(no log)"
-    lines = child.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(f"    {line}" for line in lines) or "    (empty log)"
-
-
-def wait_ready(child: Child, deadline: float) -> None:
-    """Until `child.ready()`; StackError with its log's tail when it exits or time runs out."""
-    assert child.process is not None
-    while not child.ready():
-        code = child.process.poll()
-        if code is not None:
-            why = f"{child.name} exited with code {code}"
-        elif time.monotonic() > deadline:
-            why = f"{child.name} was not ready in time (STARTUP_TIMEOUT)"
-        else:
-            time.sleep(POLL_SECONDS)
-            continue
-        raise StackError(f"{why}; the end of {child.log_path}:\n{log_tail(child)}")
-
-
-def write_pid_file(path: Path, children: list[Child]) -> None:
-    """`<pid> <marker>` lines, the launcher first, for the next run to find stale processes."""
-    lines = [f"{os.getpid()} {LAUNCHER_MARKER}"]
-    lines += [f"{c.process.pid} {c.marker}" for c in children if c.process is not None]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def stop_stale(pid_file: Path) -> None:
-    """Stop the processes a crashed run left behind; refuse when that run is still alive."""
-    if not pid_file.exists():
-        return
-    for line in pid_file.read_text().splitlines():
-        pid_text, _, marker = line.partition(" ")
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        pid = int(pid_text)
-        if not runs(pid, marker):
-            continue  # gone, or the pid now belongs to another program
-        if marker == LAUNCHER_MARKER:
-            raise StackError(f"a stack from {pid_file.parent} is already running (pid {pid})")
-        say(f"stopping pid {pid} ({marker}) left by an earlier run")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + GRACE_SECONDS
-        while runs(pid, marker) and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    pid_file.unlink()
-
-
 def check_port(port: int, variable: str) -> None:
     if port_in_use(port):
         raise StackError(f"port {port} is in use by another program; set {variable}")
@@ -235,28 +153,35 @@ def service_children(settings: LocalSettings, redis_url: str) -> list[Child]:
     api_env = {"API_HOST": "127.0.0.1", "API_PORT": str(settings.api_port)}
     children = [Child("api", [python, "-m", "api"], "-m api", lambda: http_ok(f"{api_url}/readyz"),
                       {**shared, **api_env})]  # fmt: skip
-    threads = {}
-    if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # N torch processes each using every core would slow each other down. (A training
-        # worker beside one SPP worker keeps all cores: the two are rarely busy at once.)
-        threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // settings.workers))}
-    queues = [(f"worker-{i}", [SPP_QUEUE] if settings.train_workers else None)
+    cores = os.cpu_count() or 1
+    train_workers = settings.train_workers
+    if train_workers is None:
+        train_workers = auto_train_workers(cores, physical_memory())
+    queues = [(f"worker-{i}", [SPP_QUEUE] if train_workers else None, settings.workers)
               for i in range(1, settings.workers + 1)]  # fmt: skip
-    queues += [(f"train-worker-{i}", [TRAIN_QUEUE]) for i in range(1, settings.train_workers + 1)]
-    for label, serves in queues:
-        name = f"local-{os.getpid()}-{label}"  # unique, so a stale registration cannot clash
-        ready = lambda name=name: redis_answers(redis_url, worker=name)  # noqa: E731
-        env = {**shared, **threads, "WORKER_NAME": name}
+    queues += [(f"train-worker-{i}", [TRAIN_QUEUE], train_workers)
+               for i in range(1, train_workers + 1)]  # fmt: skip
+    for label, serves, alike in queues:
+        env = {**shared, "WORKER_NAME": f"local-{os.getpid()}-{label}"}  # unique: no clash
+        if alike > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # N torch processes each using every core would slow each other down. (The
+            # training workers beside the SPP workers keep theirs: the two are rarely busy at
+            # once; N training workers are, when a class trains its runs.)
+            env["OMP_NUM_THREADS"] = str(max(1, cores // alike))
         if serves is not None:
             env["WORKER_QUEUES"] = json.dumps(serves)
-        children.append(Child(label, [python, "-m", "worker"], "-m worker", ready, env))
+        child = Child(label, [python, "-m", "worker"], "-m worker", lambda: False, env)
+        # Its name changes when it is restarted: the check reads the current one.
+        child.ready = lambda child=child: redis_answers(redis_url, worker=child.env["WORKER_NAME"])
+        children.append(child)
     if DASHBOARD.exists():
         app_url = f"http://127.0.0.1:{settings.app_port}"
         args = [python, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
                 "--server.port", str(settings.app_port), "--server.address", "127.0.0.1",
                 "--browser.gatherUsageStats", "false"]  # fmt: skip
         ready = lambda: http_ok(f"{app_url}/_stcore/health")  # noqa: E731
-        children.append(Child("dashboard", args, "-m streamlit", ready, {"API_URL": api_url}))
+        env = {"API_URL": api_url, "APP_API_SUPERVISED": "1"}  # it says a lost API restarts
+        children.append(Child("dashboard", args, "-m streamlit", ready, env))
     return children
 
 
@@ -310,10 +235,7 @@ def run(settings: LocalSettings, children: list[Child]) -> None:
     say(f"API docs:  http://127.0.0.1:{settings.api_port}/docs")
     say(f"stack ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it")
     while True:
-        for child in children:
-            if child.process is not None and child.process.poll() is not None:
-                code = child.process.returncode
-                raise StackError(f"{child.name} exited with code {code}:\n{log_tail(child)}")
+        supervise(children, settings.data_dir)
         time.sleep(0.5)
 
 

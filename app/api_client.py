@@ -1,7 +1,9 @@
 """The dashboard's only way to the service: a small httpx client over the REST API.
 
 Every failure becomes one `ApiProblem` carrying a sentence a user can act on: the API's own
-`detail` for 4xx/5xx answers, or how to start the API when it cannot be reached. Read-only
+`detail` for 4xx/5xx answers, or, when it cannot be reached, how to start it (or, under
+`make run`, whose launcher restarts a crashed API, that it may be restarting). Every page
+shows `ApiProblem.message`, so they all say it in the same words. Read-only
 calls whose answers do not change (a finished job's result, which is keyed by the hash of its
 config) are wrapped in `st.cache_data` at the bottom of this module.
 """
@@ -53,9 +55,11 @@ class ApiClient:
         token: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        supervised: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.supervised = supervised  # a launcher restarts the API when it exits
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -64,15 +68,23 @@ class ApiClient:
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except (httpx.ConnectError, httpx.TimeoutException) as error:
-            raise ApiProblem(
-                f"the API at {self.base_url} is not reachable ({type(error).__name__}): "
-                "start it with `python -m api`"
-            ) from None
+            raise ApiProblem(self._unreachable(error)) from None
         except httpx.HTTPError as error:
             raise ApiProblem(f"the request to {self.base_url}{path} failed: {error}") from None
         if response.status_code >= 400:
             raise ApiProblem(_detail(response), status=response.status_code)
         return response
+
+    def _unreachable(self, error: httpx.HTTPError) -> str:
+        if self.supervised:
+            return (
+                f"The API at {self.base_url} is not answering; it may be restarting. This page "
+                "tries again on your next change."
+            )
+        return (
+            f"the API at {self.base_url} is not reachable ({type(error).__name__}): "
+            "start it with `python -m api`"
+        )
 
     # --- runs ---------------------------------------------------------------------------------
     def submit(
@@ -169,7 +181,12 @@ def get_client() -> ApiClient:
     """One client (one connection pool) per dashboard process."""
     settings = get_settings()
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    return ApiClient(settings.api_url, token=token, timeout=settings.api_timeout_seconds)
+    return ApiClient(
+        settings.api_url,
+        token=token,
+        timeout=settings.api_timeout_seconds,
+        supervised=settings.app_api_supervised,
+    )
 
 
 @st.cache_data(ttl=RESULT_TTL_SECONDS, max_entries=RESULT_CACHE_ENTRIES, show_spinner=False)

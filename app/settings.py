@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class AppSettings(BaseSettings):
     """Where the API is and how the dashboard talks to it (API_URL, API_TOKEN, APP_POLL_SECONDS,
-    APP_SUBMIT_WAIT_SECONDS, APP_FOLLOW_SECONDS, API_TIMEOUT_SECONDS)."""
+    APP_SUBMIT_WAIT_SECONDS, APP_FOLLOW_SECONDS, API_TIMEOUT_SECONDS, APP_API_SUPERVISED)."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=".env")
 
@@ -47,6 +47,11 @@ class AppSettings(BaseSettings):
     )
     api_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Timeout of one API request."
+    )
+    app_api_supervised: bool = Field(
+        False,
+        description="The API is restarted when it exits (`make run` sets it): an API that does "
+        "not answer is then said to be restarting, not to need starting.",
     )
 
 

@@ -20,13 +20,13 @@ from app import train_controls, train_runs
 from app.api_client import ApiProblem, cached_readiness
 from app.figures import themed
 from app.train_runs import PlannedRun, TrainRun
-from contract import TRAIN_QUEUE
 from nfcore.train_plots import spp_snapshot_figures, training_figure
 from nfcore.train_presets import DEFAULT_PRESET, TRAIN_PRESETS, get_train_preset
 from nfcore.train_spp_plots import spp_over_training_figure
 
 SIDE_BY_SIDE_RUNS = 2  # before/after SPPs side by side up to this many runs, else stacked
 POLL_SECONDS = 1.0  # between polls of the events while a run is active
+TRAIN_QUEUE = "train"  # /readyz's name of the training queue (contract/ is not in the app image)
 MAX_SMOOTHING = 0.99  # of the loss curve's EMA: 0.99 averages over about 100 steps
 # The paper's Table 2 (ResNet-50 on ImageNet, 15 epochs, median of 5 seeds), beside this
 # machine's numbers.

@@ -136,3 +136,15 @@ def test_a_training_job_links_to_the_train_page_following_it() -> None:
     assert explorer_link(job) == "/train?jobs=abc123"
     assert explorer_link({**job, "state": "running"}) == "/train?jobs=abc123"
 
+
+def test_under_the_launcher_a_silent_api_is_restarting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` restarts a crashed API and tells the dashboard so (APP_API_SUPERVISED): the
+    page says the API may be restarting, not that someone must start it."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("API_URL", closed)
+    monkeypatch.setenv("APP_API_SUPERVISED", "1")
+    at = open_jobs_page()
+    assert [error.value for error in at.error] == [
+        f"The API at {closed} is not answering; it may be restarting. This page tries again "
+        "on your next change."
+    ]

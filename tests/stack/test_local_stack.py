@@ -1,6 +1,7 @@
 """`python -m api.local` end to end, with real processes: the stack comes up from a copy of the
 repository, computes an SPP, stops on Ctrl-C leaving no process and no port behind, and after a
-restart on the same data folder still has the result (Redis's append-only file)."""
+restart on the same data folder still has the result (Redis's append-only file). A service
+killed while the stack runs is started again, and one that keeps dying stops the stack."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.children import MAX_FAST_CRASHES, STABLE_SECONDS
 from api.local import port_in_use
 from api.localhost import free_port
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = {"depth": 14, "width": 0.125, "resolution": 32, "batch": 2, "norm": "nf", "device": "cpu"}
 READY_TIMEOUT = 60  # seconds; the stack is usually ready in a few
 STOP_TIMEOUT = 15
+RESTART_TIMEOUT = 45  # seconds for a killed service to answer again (1 s backoff, then imports)
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,6 +72,20 @@ class Stack:
         lines = (self.data_dir / "stack.pid").read_text().splitlines()
         return {int(line.split()[0]) for line in lines[1:]}  # the first line is the launcher
 
+    def pid_of(self, marker: str) -> int:
+        """The pid of the one child whose pid-file marker is `marker` ('-m api', ...)."""
+        lines = (self.data_dir / "stack.pid").read_text().splitlines()[1:]
+        [pid] = [int(pid) for pid, _, mark in (line.partition(" ") for line in lines)
+                 if mark == marker]  # fmt: skip
+        return pid
+
+    def wait_for(self, text: str, timeout: float = RESTART_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the console:\n{self.output()}")
+            time.sleep(0.2)
+
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(STOP_TIMEOUT)
@@ -92,7 +109,7 @@ def start_stack(tmp_path: Path) -> Iterator:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "API_TOKEN", "WORKERS")}
     env |= {k: str(v) for k, v in ports.items()}
     env |= {"DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(repo)}
-    env |= {"WORKER_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env |= {"WORKER_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "TRAIN_WORKERS": "1"}
     runs: list[Stack] = []
 
     def start() -> Stack:
@@ -160,3 +177,56 @@ def test_stack_runs_an_spp_stops_cleanly_and_keeps_results_across_a_restart(star
     assert cached.headers["X-Cache"] == "hit"
     assert cached.json() == result
     assert again.interrupt() == 0, again.output()
+
+
+def test_a_killed_api_and_worker_are_started_again(start_stack):
+    """SIGKILL the API: the launcher says so, starts it again after its backoff and /healthz
+    answers; the stack (and an open dashboard) stays up. A killed worker comes back under a
+    new name (RQ refuses the old one while its record lingers)."""
+    stack = start_stack()
+    api_pid = stack.pid_of("-m api")
+    os.kill(api_pid, signal.SIGKILL)
+    started = time.monotonic()
+    stack.wait_for("api exited with status -9; restarting in 1 s (restart 1)")
+    stack.wait_for("api ready again")
+    print(f"the API answered again {time.monotonic() - started:.1f} s after SIGKILL")
+    assert httpx.get(f"{stack.api}/healthz").json() == {"status": "ok"}
+    assert stack.pid_of("-m api") != api_pid
+    assert httpx.get(f"{stack.app}/_stcore/health").status_code == 200  # never went down
+    assert "api.log" in {p.name for p in (stack.data_dir / "logs").iterdir()}
+    assert "--- restart 1 ---" in (stack.data_dir / "logs" / "api.log").read_text()
+
+    lines = (stack.data_dir / "stack.pid").read_text().splitlines()
+    workers = [int(line.split()[0]) for line in lines if line.endswith("-m worker")]
+    os.kill(workers[-1], signal.SIGKILL)  # the pid file's order: the SPP worker, then training
+    stack.wait_for("train-worker-1 exited with status -9; restarting in 1 s (restart 1)")
+    stack.wait_for("train-worker-1 ready again")
+    with httpx.Client(base_url=stack.api, timeout=10) as client:
+        assert len(compute(client)["blocks"]) > 0  # the SPP worker kept working throughout
+    assert stack.interrupt() == 0, stack.output()
+
+
+def test_a_service_that_keeps_dying_stops_the_stack(start_stack):
+    """Each start of the API is killed at once: after MAX_FAST_CRASHES exits in a row the
+    launcher gives up with one message, and stops everything."""
+    stack = start_stack()
+    deadline = time.monotonic() + 120
+    killed = set()
+    while stack.process.poll() is None:
+        assert time.monotonic() < deadline, stack.output()
+        time.sleep(0.1)
+        try:
+            pid = stack.pid_of("-m api")
+        except FileNotFoundError:  # the launcher is stopping and took its pid file away
+            continue
+        if pid not in killed and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+    assert stack.process.returncode == 1, stack.output()
+    assert len(killed) == MAX_FAST_CRASHES
+    assert (
+        f"api exited with status -9, {MAX_FAST_CRASHES} times in a row within "
+        f"{STABLE_SECONDS:g} s of starting; giving up" in stack.output()
+    )
+    assert "[stack] stopped" in stack.output()
+    assert not any(port_in_use(port) for port in stack.ports)
