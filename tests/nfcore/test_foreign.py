@@ -348,3 +348,35 @@ def test_the_cli_measures_a_file_factory_and_lists_its_blocks(
     assert [(r["name"], r["stage"], r["transition"]) for r in rows][:3] == [
         ("layer1.0", 0, True), ("layer1.1", 0, False), ("layer2.0", 1, True)
     ]  # fmt: skip
+
+
+class ResidualMLP(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(x)
+
+
+def test_an_mlp_is_measured_per_channel_over_the_batch() -> None:
+    model = nn.Sequential(*[ResidualMLP(32) for _ in range(4)], nn.Linear(32, 10))
+    outputs: list[np.ndarray] = []
+    handle = model[3].register_forward_hook(
+        lambda _m, _i, o: outputs.append(o.detach().double().numpy())
+    )
+    result = measure(model, input_shape=(32,), batch=16, residual=["*.fc"], gradients=True)
+    handle.remove()
+    assert [b.name for b in result.blocks] == ["0", "1", "2", "3"]
+    assert result.meta.reduced_over == "N" and [b.stage for b in result.blocks] == [0, 0, 0, 0]
+    assert result.blocks[3].avg_channel_var == pytest.approx(
+        np.mean(np.var(outputs[-1], axis=0)), rel=1e-5
+    )
+    assert all(b.grad_avg_channel_var > 0 for b in result.blocks)  # cross-entropy on the logits
+
+
+def test_the_cli_takes_a_dotted_module_path(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["blocks", "--model", "nfcore_example_plugins.nets:mixer", "--model-args", '{"depth": 2}',
+            "--input-shape", "16,64", "--channels", "last", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["0", "1"]
