@@ -41,6 +41,7 @@ STAGE_END_MARKER: dict[str, Any] = {
     "line": {"color": "white", "width": 1},
 }
 ROW_HEIGHT = 500  # pixels per row of panels, interactive and exported
+NARROW_ROW_HEIGHT = 300  # a phone's row: one panel, stacked
 IMAGE_WIDTH = 1500  # three panels of about 500 px each
 IMAGE_SCALE = 2  # sharp on high-density screens and in slides
 IMAGE_FORMATS = (".png", ".svg", ".pdf")
@@ -53,6 +54,8 @@ def spp_figure(
     labels: Sequence[str] | None = None,
     title: str | None = None,
     panels: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    narrow: bool = False,
 ) -> go.Figure:
     """Draw one or several SPP runs, overlaid, like the paper's Signal Propagation Plots.
 
@@ -65,6 +68,10 @@ def spp_figure(
     row and gradient ones in a second, each row in the table's order; None draws the
     `drawn` statistics that the runs measured (the paper's three, and the gradient row).
     A key no run measured is a ValueError that names it and what was measured.
+
+    `colors`: one per run (default: the palette in order), so a run can keep its colour
+    while others come and go. `narrow` (a phone, about 400 px): every panel on a row of its
+    own under its short title, and a short figure title.
     """
     runs = [results] if isinstance(results, SPPResult) else list(results)
     if not runs:
@@ -72,10 +79,12 @@ def spp_figure(
     names = list(labels) if labels is not None else [run.config.label for run in runs]
     if len(names) != len(runs):
         raise ValueError(f"got {len(names)} labels for {len(runs)} results")
-    layout = _panels(runs, panels)
-    fig = _empty_figure(layout, log_y)
+    if colors is not None and len(colors) != len(runs):
+        raise ValueError(f"got {len(colors)} colors for {len(runs)} results")
+    layout = _panels(runs, panels, narrow)
+    fig = _empty_figure(layout, log_y, narrow)
     for number, (run, name) in enumerate(zip(runs, names, strict=True)):
-        color = RUN_COLORS[number % len(RUN_COLORS)]
+        color = colors[number] if colors is not None else RUN_COLORS[number % len(RUN_COLORS)]
         group = f"run-{number}"
         keys = set(run.block_keys())
         drawn = [panel for panel in layout if panel[0] in keys]  # (a pin may lack some)
@@ -85,8 +94,8 @@ def spp_figure(
                 traces.append(_expected_var_trace(run, name, color, group))
             for trace in traces:
                 fig.add_trace(trace, row=row, col=col)
-        _mark_overflow(fig, run, color, [col for _, _, row, col in layout if row == 1])
-    fig.update_layout(title=_title(runs, names, title))
+        _mark_overflow(fig, run, color, [(r, c) for _, _, r, c in layout if r == 1 or narrow])
+    fig.update_layout(title=_title(runs, names, title, narrow))
     return fig
 
 
@@ -113,7 +122,7 @@ def write_figure(fig: go.Figure, path: str | Path) -> Path:
 
 
 def _panels(
-    runs: Sequence[SPPResult], chosen: Sequence[str] | None
+    runs: Sequence[SPPResult], chosen: Sequence[str] | None, narrow: bool = False
 ) -> list[tuple[str, str, int, int]]:
     """(block key, title, row, col) of every panel: the chosen statistics, or the drawn
     statistics of `nfcore.statistics` that one of the runs measured; forward ones in the
@@ -137,20 +146,26 @@ def _panels(
     rows = [statistic(key) for key in keys]
     forward = [row for row in rows if row.when != "gradients"]
     backward = [row for row in rows if row.when == "gradients"]
+    if narrow:  # one column: each panel on its own row, under its short title
+        return [(row.key, row.short, number, 1) for number, row in enumerate(forward + backward, 1)]
     panels = []
     for number, row_stats in enumerate([r for r in (forward, backward) if r], start=1):
         panels += [(row.key, row.title, number, col) for col, row in enumerate(row_stats, 1)]
     return panels
 
 
-def _empty_figure(panels: list[tuple[str, str, int, int]], log_y: bool) -> go.Figure:
+def _empty_figure(
+    panels: list[tuple[str, str, int, int]], log_y: bool, narrow: bool = False
+) -> go.Figure:
     """The panels without traces: a copy of one built once per layout (make_subplots and its
     axis updates cost tens of milliseconds, a copy one)."""
-    return go.Figure(_panel_layout(tuple(panels), log_y))
+    return go.Figure(_panel_layout(tuple(panels), log_y, narrow))
 
 
 @functools.cache
-def _panel_layout(panels: tuple[tuple[str, str, int, int], ...], log_y: bool) -> go.Figure:
+def _panel_layout(
+    panels: tuple[tuple[str, str, int, int], ...], log_y: bool, narrow: bool = False
+) -> go.Figure:
     rows = panels[-1][2]
     cols = max(col for _, _, _, col in panels)
     specs: list[list[dict | None]] = [
@@ -170,7 +185,7 @@ def _panel_layout(panels: tuple[tuple[str, str, int, int], ...], log_y: bool) ->
         specs=specs,
         subplot_titles=titles,
         horizontal_spacing=0.06,
-        vertical_spacing=0.22 if rows > 1 else 0.0,
+        vertical_spacing=(0.3 / rows if narrow else 0.22) if rows > 1 else 0.0,
     )
     for key, _, row, col in panels:
         log = log_y or statistic(key).log_axis
@@ -184,12 +199,15 @@ def _panel_layout(panels: tuple[tuple[str, str, int, int], ...], log_y: bool) ->
         )
     fig.update_layout(
         template="plotly_white",
-        height=ROW_HEIGHT * rows,
+        height=(NARROW_ROW_HEIGHT if narrow else ROW_HEIGHT) * rows,
         hovermode="closest",
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2 / rows},
         legend_traceorder="grouped",
-        margin={"t": 120, "b": 110},
+        margin={"t": 80, "b": 110, "l": 40, "r": 10} if narrow else {"t": 120, "b": 110},
     )
+    if narrow:
+        fig.update_xaxes(title_text=None)  # "Residual block" once, under the last panel
+        fig.update_xaxes(title_text="Residual block", row=rows, col=1)
     return fig
 
 
@@ -242,18 +260,31 @@ def _expected_var_trace(run: SPPResult, name: str, color: str, group: str) -> go
     )
 
 
-def _mark_overflow(fig: go.Figure, run: SPPResult, color: str, columns: list[int]) -> None:
-    """A dotted line where the float32 signal overflowed, so the gap after it is explained."""
+def _mark_overflow(
+    fig: go.Figure, run: SPPResult, color: str, cells: list[tuple[int, int]]
+) -> None:
+    """A dotted line where the float32 signal overflowed, so the gap after it is explained;
+    in each forward panel (`cells`: row and column), the words in the first."""
     block = run.meta.nonfinite_from_block
     if block is None:
         return
     line = {"color": color, "dash": "dot", "width": 1}
     note = {"annotation_text": "float32 overflow", "annotation_position": "top left"}
-    for col in columns:
-        fig.add_vline(x=block, line=line, row=1, col=col, **(note if col == 1 else {}))
+    for number, (row, col) in enumerate(cells):
+        fig.add_vline(x=block, line=line, row=row, col=col, **(note if number == 0 else {}))
 
 
-def _title(runs: Sequence[SPPResult], names: Sequence[str], title: str | None) -> dict[str, Any]:
+NARROW_TITLE_CHARACTERS = 40  # about what fits a phone's width at the title's size
+
+
+def _title(
+    runs: Sequence[SPPResult], names: Sequence[str], title: str | None, narrow: bool = False
+) -> dict[str, Any]:
+    if narrow:
+        text = title if title is not None else (names[0] if len(runs) == 1 else "SPP")
+        if len(text) > NARROW_TITLE_CHARACTERS:
+            text = text[: NARROW_TITLE_CHARACTERS - 1].rstrip() + "…"
+        return {"text": text, "font": {"size": 15}}
     if title is not None:
         return {"text": title}
     if len(runs) > 1:

@@ -31,33 +31,41 @@ class Statistic:
     when: When = "always"
     drawn: bool = True  # a panel of the SPP figure by default
     log_axis: bool = False  # drawn on a log scale (gradients are tiny)
+    short_title: str = ""  # the panel's title on a narrow screen (default: `title`)
+
+    @property
+    def short(self) -> str:
+        return self.short_title or self.title
 
 
 STATISTICS: list[Statistic] = [
     # Section 3, the paper's three panels.
     Statistic("avg_sq_channel_mean", "output", "sq_channel_mean", "Average Channel Squared Mean",
-              "mean_C (mean_NHW x)^2: a mean shift shows here (Section 4.1)."),
+              "mean_C (mean_NHW x)^2: a mean shift shows here (Section 4.1).",
+              short_title="Squared mean"),
     Statistic("avg_channel_var", "output", "channel_var", "Average Channel Variance",
-              "mean_C var_NHW x: signal explosion or attenuation."),
+              "mean_C var_NHW x: signal explosion or attenuation.", short_title="Variance"),
     Statistic("residual_avg_channel_var", "residual", "channel_var",
               "Residual Average Channel Variance",
-              "mean_C var_NHW f(x), before alpha and any SkipInit gain."),
+              "mean_C var_NHW f(x), before alpha and any SkipInit gain.",
+              short_title="Residual variance"),
     # Appendix G.
     Statistic("activation_mean", "output", "mean", "Activation Mean", "mean of x (Appendix G.2).",
-              when="extra_stats", drawn=False),
+              when="extra_stats", drawn=False, short_title="Mean"),
     Statistic("avg_pixel_norm", "output", "pixel_norm", "Average Pixel Norm",
-              "mean_NHW ||x[n, :, h, w]||_2 (Appendix G.2).", when="extra_stats", drawn=False),
+              "mean_NHW ||x[n, :, h, w]||_2 (Appendix G.2).", when="extra_stats", drawn=False,
+              short_title="Pixel norm"),
     # The backward pass of a cross-entropy loss: a second row of panels.
     Statistic("grad_avg_sq_channel_mean", "grad_output", "sq_channel_mean",
               "Gradient Average Channel Squared Mean", "mean_C (mean_NHW dL/dx)^2.",
-              when="gradients", log_axis=True),
+              when="gradients", log_axis=True, short_title="Gradient squared mean"),
     Statistic("grad_avg_channel_var", "grad_output", "channel_var",
               "Gradient Average Channel Variance", "mean_C var_NHW dL/dx.", when="gradients",
-              log_axis=True),
+              log_axis=True, short_title="Gradient variance"),
     Statistic("grad_residual_avg_channel_var", "grad_residual", "channel_var",
               "Gradient Residual Average Channel Variance",
               "mean_C var_NHW of dLoss/df(x), at the same place as the residual.",
-              when="gradients", log_axis=True),
+              when="gradients", log_axis=True, short_title="Gradient residual variance"),
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -252,3 +253,33 @@ def test_a_panel_no_run_measured_is_named_with_what_was_measured():
     assert [curve.name for curve in curves(fig, "x")] == [extra.config.label]
     runs = [t.name for t in fig.data if t.showlegend is not False]
     assert runs == [extra.config.label]
+
+
+def test_a_narrow_figure_stacks_the_panels_under_short_titles_that_do_not_overlap() -> None:
+    # A phone (about 400 px): three panels side by side overlap their titles and labels.
+    runs = [make_result("nf", gradients=True), make_result("bn", gradients=True)]
+    fig = spp_figure(runs, narrow=True)
+    titles = [a.text for a in fig.layout.annotations if a.text in
+              ("Squared mean", "Variance", "Residual variance", "Gradient variance",
+               "Gradient squared mean", "Gradient residual variance")]  # fmt: skip
+    assert titles == ["Squared mean", "Variance", "Residual variance", "Gradient squared mean",
+                      "Gradient variance", "Gradient residual variance"]  # fmt: skip
+    axes = [fig.layout[name] for name in fig.layout if name.startswith("yaxis")]
+    assert len(axes) == 6
+    domains = sorted(tuple(axis.domain) for axis in axes)
+    for (_, top), (bottom, _) in itertools.pairwise(domains):
+        assert top < bottom  # each panel its own band of the height, none shared
+    x_domains = {tuple(fig.layout[n].domain) for n in fig.layout if n.startswith("xaxis")}
+    assert x_domains == {(0.0, 1.0)}  # the whole width each
+    ys = [a.y for a in fig.layout.annotations if a.text in titles]
+    assert len(set(ys)) == len(ys)
+    assert len(fig.layout.title.text) <= 40
+
+
+def test_runs_keep_the_colours_they_are_given() -> None:
+    first, second = make_result("nf"), make_result("bn")
+    fig = spp_figure([second, first], colors=["#111111", "#222222"])
+    colours = {t.name: t.line.color for t in fig.data if t.line.color and t.mode == "lines"}
+    assert colours[second.config.label] == "#111111" and colours[first.config.label] == "#222222"
+    with pytest.raises(ValueError, match="got 1 colors for 2 results"):
+        spp_figure([first, second], colors=["#111111"])
