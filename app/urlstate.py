@@ -59,6 +59,29 @@ def encode_config(config: SPPConfig) -> dict[str, str]:
     return fields
 
 
+def link_notices(query: Mapping[str, str], config: SPPConfig) -> list[str]:
+    """What of the link the view does not show, each a sentence: a preset that is not one of
+    the paper's figures, a field that does not apply to the network the link describes (the
+    BN order of an NF net), and a key that is no setting at all."""
+    from nfcore.presets import PRESETS  # the link's words are checked against the figures
+
+    notices = []
+    preset = query.get("preset")
+    if preset and preset not in {p.id for p in PRESETS}:
+        known = ", ".join(p.id for p in PRESETS)
+        notices.append(f"The link's preset {preset!r} is not one of the paper's figures "
+                       f"({known}); it was ignored.")  # fmt: skip
+    canonical = config.model_dump(mode="json")
+    for key, value in query.items():
+        if key in SPPConfig.model_fields:
+            if value != NULL and canonical.get(key) is None:
+                notices.append(f"The link's {key}={value} does not apply to {config.label}; "
+                               "it was left out.")  # fmt: skip
+        elif key not in VIEW_KEYS:
+            notices.append(f"The link's {key!r} is not a setting of the Explorer; it was ignored.")
+    return notices
+
+
 def decode_pins(query: Mapping[str, str]) -> list[str]:
     return [pin for pin in query.get("pins", "").split(",") if pin]
 
