@@ -37,14 +37,17 @@ PLUGIN_PREFIX = "plugin:"  # a family menu entry that opens the "Your network" p
 GOTO_PLUGIN_KEY = "goto_plugin"  # session key: the plugin chosen in the family menu
 
 HELP = {
-    "family": "Pre-activation ResNetV2 (Figs. 1, 2, 6-10), post-activation ResNetV1 (Fig. 11), "
+    "family": "Pre-activation ResNetV2 (Figs. 1, 2, 6-10), post-activation ResNetV1 (Fig. 11, "
+    "and the reference FixUp network of Fig. 10), "
     "or the NF-RegNets of Section 5 / Appendix D.2 (with Normalization = BatchNorm: the same "
     "network batch-normalized, the baseline NF-RegNets are compared with).",
     "depth": "Residual blocks per stage follow He et al.; the paper's SPPs use 600 layers.",
     "layout": "Blocks per stage, comma-separated (1 to 4 stages), e.g. 50,50,50,50.",
     "variant": "NF-RegNet-B0 to B5 (Appendix D.2, Table 7).",
     "norm": "BatchNorm, Normalizer-Free (Section 4: x_{l+1} = x_l + α f(x_l / β_l)), "
-    "no normalization, or FixUp (Fig. 10).",
+    "no normalization, or FixUp (Fig. 10): in ResNetV2 FixUp's rules on this project's "
+    "pre-activation block (ours), in ResNetV1 the reference's post-activation FixUp network "
+    "(nfnets/fixup_resnet.py), which Fig. 10 most likely shows.",
     "order": "Fig. 1: BN-ReLU-Conv adds a channel mean in every branch; ReLU-BN-Conv does not.",
     "conv": "Scaled Weight Standardization (Section 4.2, eq. 2) or Gaussian He init (Fig. 2).",
     "activation": "The nonlinearity g; Scaled WS scales it by γ = 1/√Var g(x) (Section 4.2).",
@@ -315,8 +318,9 @@ def sidebar_controls() -> None:
                     format_func=lambda d: "custom layout" if d == CUSTOM else str(d))  # fmt: skip
             if custom:
                 _widget(st.text_input, "Blocks per stage", "layout")
+        titles = {**NORMS, **family(config.family).norm_titles}  # FixUp: ours or the reference
         _widget(st.selectbox, "Normalization", "norm", options=shown["norm_options"],
-                format_func=NORMS.__getitem__)  # fmt: skip
+                format_func=titles.__getitem__)  # fmt: skip
         if shown["order"] is not None:
             _widget(st.radio, "BN order", "order", options=("bn-relu-conv", "relu-bn-conv"),
                     horizontal=True)  # fmt: skip

@@ -75,7 +75,9 @@ class ModelConfig(BaseModel):
     )
     variant: Variant | None = Field(None, description="NF-RegNet variant B0-B5.")
     norm: Norm | None = Field(
-        None, description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup."
+        None,
+        description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup: in resnetv2 FixUp "
+        "(pre-activation, ours), in resnetv1 FixUp (reference, post-activation).",
     )
     order: Order | None = Field(
         None, description="Order of BN and ReLU in a BN ResNetV2 block; default bn-relu-conv."

@@ -26,8 +26,8 @@ Block = Literal["resnet_v2", "resnet_v1", "nf_regnet"]
 (Fig. 5), or NF-RegNet's inverted bottleneck with grouped 3x3 conv and S+E (Appendix D.2)."""
 
 Head = Literal["norm_act", "none", "conv_norm_act"]
-"""Before global pooling: the pre-activation nets' last norm and g; nothing; or NF-RegNet's
-1x1 expansion conv to 1280 * w channels, then g (Appendix C)."""
+"""Before global pooling: the pre-activation nets' last norm and g; nothing (FixUp's scalar
+bias alone); or NF-RegNet's 1x1 expansion conv to 1280 * w channels, then g (Appendix C)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class FamilyRow:
     first_stage_strided: bool = False  # the first block of stage 0 halves the size too
     bn_order: bool = False  # BN's place before or after g is a choice (Fig. 1)
     catalog_norms: tuple[str, ...] = ("bn",)  # the norms /v1/models lists its sizes with
+    # What a norm is called in this family where the plain name would mislead (menus, help).
+    norm_titles: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_maxpool(self) -> bool:
@@ -105,13 +107,17 @@ register_family(
         ("bn", "nf", "none", "fixup"),
         {"depth": 50, "norm": "bn", "activation": "relu", "se_gain": 0.0, "skipinit": False},
         bn_order=True, catalog_norms=("nf", "bn"),
+        # FixUp's rules on this project's pre-activation block: not the reference network.
+        norm_titles={"fixup": "FixUp (pre-activation, ours)"},
     )
 )  # fmt: skip
 register_family(
     FamilyRow(
-        "resnetv1", "ResNetV1", "ResNetV1 (post-activation)", "ResNet", ("bn", "none"),
+        "resnetv1", "ResNetV1", "ResNetV1 (post-activation)", "ResNet", ("bn", "none", "fixup"),
         {"depth": 50, "norm": "bn", "activation": "relu", "se_gain": 0.0, "skipinit": False},
         stem="resnet_postact", block="resnet_v1", head="none",
+        # The FixUp network released with the paper (deepmind-research nfnets/fixup_resnet.py).
+        norm_titles={"fixup": "FixUp (reference, post-activation)"},
     )
 )  # fmt: skip
 register_family(

@@ -137,6 +137,8 @@ class _Parts:
                 )  # fmt: skip
                 if layer.fixup_scale is not None:
                     conv.fixup_scale = layer.fixup_scale
+                if layer.fan == "out":
+                    conv.he_fan = "out"
                 return conv
             case plan.BatchNorm(channels):
                 return nn.BatchNorm2d(channels)
@@ -197,8 +199,12 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d) and id(module) not in se_convs:
             # He et al. (2015): N(0, gain^2 / fan_in), gain = 1/sqrt(E[g^2]) after g (sqrt 2 for
-            # ReLU, as in Fig. 8's caption), else 1. FixUp rescales its branch convs.
-            std = getattr(module, "he_gain", 1.0) / math.sqrt(module.weight[0].numel())
+            # ReLU, as in Fig. 8's caption), else 1. FixUp rescales its branch convs; the
+            # reference FixUp network takes the fan-out (out channels x kernel area) instead.
+            weight = module.weight
+            fan_out = weight.shape[0] * weight[0, 0].numel()
+            fan = fan_out if getattr(module, "he_fan", "in") == "out" else weight[0].numel()
+            std = getattr(module, "he_gain", 1.0) / math.sqrt(fan)
             nn.init.normal_(module.weight, std=std * getattr(module, "fixup_scale", 1.0))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -39,6 +39,8 @@ class Conv:
     `reads_activation`: its input is g(.) (Scaled WS then uses gamma, He init the gain
     1/sqrt(E[g^2])), not a linear map of it such as BN or the image (gain 1).
     `fixup_scale`: FixUp's rescaling of the He init (Zhang et al., 2019).
+    `fan`: He init's variance over the fan-in, or over the fan-out (out channels x kernel
+    area), as the reference FixUp network draws its weights.
     `padding`: what the kernel // 2 border holds (a 1x1 conv has none)."""
 
     cin: int
@@ -49,6 +51,7 @@ class Conv:
     reads_activation: bool = True
     fixup_scale: float | None = None
     padding: Padding = "zeros"
+    fan: Literal["in", "out"] = "in"
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ def _resnet_stem(ctx: _Ctx, _widths: list[int], post_activation: bool = False) -
     layers: list[Layer] = [Conv(3, width, 7, 2, reads_activation=False, padding=ctx.padding)]
     if post_activation:
         layers += [BatchNorm(width)] if ctx.config.norm == "bn" else []
+        layers += [Bias()] if ctx.config.norm == "fixup" else []  # FixUp's bias before g
         layers.append(Act())
     if ctx.config.maxpool:
         layers.append(MaxPool(ctx.padding))
@@ -312,8 +316,10 @@ def _resnet_v2_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
     return pre, branch, shortcut, None
 
 
-def _resnet_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -> BlockParts:
+def _resnet_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, index: int) -> BlockParts:
     """Post-activation bottleneck (He et al., 2016b; Fig. 5): g(skip + BN(conv(...)))."""
+    if ctx.config.norm == "fixup":
+        return _fixup_v1_block(ctx, cin, cout, stride, index)
     mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
 
     def bn(channels: int) -> Layer:
@@ -328,6 +334,32 @@ def _resnet_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
     transition = stride > 1 or cin != cout
     shortcut = Seq((Conv(cin, cout, 1, stride), bn(cout))) if transition else None
     return Identity(), branch, shortcut, Act()
+
+
+def _fixup_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -> BlockParts:
+    """The reference FixUp block (deepmind-research nfnets/fixup_resnet.py, after Zhang et
+    al., 2019): a post-activation bottleneck without normalization,
+    g(skip + f(x + b1a)), f = conv0, + b1b, g, + b2a, conv1, + b2b, g, + b3a, conv2, * s, + b3b:
+    a scalar bias before every conv and activation, a scalar multiplier at the end.
+
+    Its initialization: the last conv is zero, the others He-init over their fan-out
+    (N(0, 2 / fan_out) for ReLU) scaled by L^(-1/(2m-2)) = L^(-1/4) for m = 3 convs per
+    branch; the shortcut conv of a transition reads x + b1a, He-init over its fan-out,
+    unscaled. The identity skip carries x itself, as Zhang et al.'s code does (the reference
+    adds b1a to it too: the same at initialization, where b1a = 0).
+    """
+    mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
+    scale = ctx.num_blocks ** (-1 / 4)
+    conv0 = Conv(cin, mid, 1, fixup_scale=scale, fan="out")
+    conv1 = Conv(mid, mid, 3, stride, fixup_scale=scale, padding=ctx.padding, fan="out")
+    conv2 = Conv(mid, cout, 1, fixup_scale=0.0)
+    branch = Seq(
+        (conv0, *ctx.norm_act_layers(mid), conv1, *ctx.norm_act_layers(mid), conv2,
+         Scale(), Bias(), *ctx.squeeze_excite(cout, variants.RESNET_SE_RATIO))
+    )  # fmt: skip
+    transition = stride > 1 or cin != cout
+    shortcut = Conv(cin, cout, 1, stride, fan="out") if transition else None
+    return Bias(), branch, shortcut, Act()
 
 
 def _nf_regnet_block(ctx: _Ctx, cin: int, cout: int, stride: int, index: int) -> BlockParts:
@@ -362,8 +394,10 @@ def _norm_act_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:
     return (ctx.norm_act(channels) if ctx.config.norm == "bn" else Act()), channels
 
 
-def _no_head(_ctx: _Ctx, channels: int) -> tuple[Layer, int]:
-    return Identity(), channels
+def _no_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:
+    """Nothing; FixUp's scalar bias before the classifier (the reference adds it to the
+    pooled features: pooling commutes with it)."""
+    return (Bias() if ctx.config.norm == "fixup" else Identity()), channels
 
 
 def _conv_norm_act_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:

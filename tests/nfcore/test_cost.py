@@ -29,6 +29,8 @@ PARAMETER_CONFIGS: list[dict[str, Any]] = [
     {**TINY, "norm": "nf", "conv": "he"},
     {**TINY, "norm": "none"},
     {**TINY, "norm": "fixup"},
+    {**TINY, "family": "resnetv1", "norm": "fixup"},  # the reference FixUp network
+    {**TINY, "family": "resnetv1", "norm": "fixup", "se_gain": 2.0, "width": 0.5},
     {**TINY, "family": "resnetv1", "norm": "bn"},
     {**TINY, "family": "resnetv1", "norm": "none", "se_gain": 2.0, "skipinit": True},
     {**TINY, "family": "resnetv1", "norm": "bn", "conv": "ws", "maxpool": False},
@@ -71,6 +73,8 @@ FLOP_CASES: list[tuple[dict[str, Any], int]] = [
     ({"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"}, 64),
     ({"family": "nf_regnet", "variant": "B1", "width": 0.25, "norm": "bn"}, 45),  # odd sizes
     ({"depth": 14, "width": 0.25, "norm": "bn", "padding": "circular"}, 32),
+    ({"depth": 26, "width": 0.25, "family": "resnetv1", "norm": "fixup"}, 45),  # odd sizes
+    ({"depth": 50, "width": 0.25, "family": "resnetv1", "norm": "fixup"}, 64),
     ({"family": "nf_regnet", "variant": "B1", "width": 0.25, "padding": "circular"}, 45),
 ]
 
@@ -80,9 +84,15 @@ MEMORY_CASES: list[dict[str, Any]] = [
     {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "skipinit": True},
     {"family": "nf_regnet", "variant": "B0", "width": 0.5},
     {"family": "nf_regnet", "variant": "B0", "width": 0.5, "norm": "bn"},
+    {"depth": 26, "width": 0.5, "family": "resnetv1", "norm": "fixup"},
     # A circular border pads a copy of each 3x3 conv's (and the max-pool's) input.
     {"depth": 26, "width": 0.5, "norm": "nf", "se_gain": 2.0, "padding": "circular"},
 ]
+
+
+def _batchnorms(config: ModelConfig) -> list[torch.nn.BatchNorm2d]:
+    model = build_model(config)
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
 def flop_case_id(case: tuple[dict[str, Any], int]) -> str:
@@ -170,6 +180,13 @@ def test_parameters_of_well_known_networks() -> None:
     # torchvision.models.resnet50(): 25,557,032 parameters.
     v1 = ModelConfig(family="resnetv1", depth=50, norm="bn")
     assert estimate(v1, batch=1, resolution=224).parameters == 25_557_032
+    # The reference FixUp ResNet-50: the same convs and classifier without BN's 53,120
+    # affine parameters, plus 7 scalars per block (6 biases, a multiplier) and 2 more (the
+    # stem's bias and the classifier's): 25,557,032 - 53,120 + 16 * 7 + 2.
+    fixup = ModelConfig(family="resnetv1", depth=50, norm="fixup")
+    bn_affine = 2 * sum(m.num_features for m in _batchnorms(v1))
+    assert bn_affine == 53_120
+    assert estimate(fixup, batch=1, resolution=224).parameters == 25_557_032 - bn_affine + 114
 
 
 # --- FLOPs ------------------------------------------------------------------------------------

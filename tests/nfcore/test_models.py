@@ -18,6 +18,7 @@ from nfcore.layers import (
     Activation,
     CircularAvgPool2d,
     CircularMaxPool2d,
+    ScalarBias,
     ScaledWSConv2d,
     SqueezeExcite,
 )
@@ -443,3 +444,48 @@ def test_circular_padding_wraps_every_border_and_keeps_the_weights(name: str) ->
     pools = [m for m in circular.modules() if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)]
     assert pools and all(isinstance(m, CircularMaxPool2d | CircularAvgPool2d) for m in pools)
     assert not any(isinstance(m, CircularMaxPool2d | CircularAvgPool2d) for m in zeros.modules())
+
+
+# --- the reference FixUp (post-activation) ----------------------------------------------------
+
+
+def test_the_reference_fixup_is_post_activation_with_its_scalars_and_fan_out_init() -> None:
+    """deepmind-research nfnets/fixup_resnet.py: g(skip + f(x + b)), a scalar bias before
+    every conv and activation, a multiplier at the branch's end; the last conv zero, the
+    others N(0, 2 / fan_out) scaled by L^(-1/4), the shortcut N(0, 2 / fan_out)."""
+    config = ModelConfig(family="resnetv1", depth=50, norm="fixup", width=0.25)
+    model = build_model(config, seed=0)
+    scale = config.num_blocks ** (-1 / 4)
+
+    def relative_std(convs: list[nn.Conv2d], gain: float, by_fan_out: bool) -> float:
+        def fan(c: nn.Conv2d) -> int:
+            return c.weight.shape[0] * c.weight[0, 0].numel() if by_fan_out else c.weight[0].numel()
+
+        relative = [c.weight.detach().flatten() * math.sqrt(fan(c)) / gain for c in convs]
+        return float(torch.cat(relative).std())
+
+    first_two, shortcuts = [], []
+    for block in model.blocks:
+        assert isinstance(block.pre, ScalarBias) and isinstance(block.post, Activation)
+        kinds = [type(m).__name__ for m in block.branch]
+        assert kinds == ["Conv2d", "ScalarBias", "Activation", "ScalarBias", "Conv2d",
+                         "ScalarBias", "Activation", "ScalarBias", "Conv2d", "ScalarScale",
+                         "ScalarBias"]  # fmt: skip
+        convs = [m for m in block.branch if isinstance(m, nn.Conv2d)]
+        assert torch.equal(convs[2].weight, torch.zeros_like(convs[2].weight))
+        first_two += convs[:2]
+        if block.shortcut is not None:
+            shortcuts.append(block.shortcut)
+    relu = math.sqrt(2)
+    assert relative_std(first_two, relu * scale, by_fan_out=True) == pytest.approx(1, abs=0.03)
+    # Against the fan-in they are wider than He init's: conv0 narrows 4x to the bottleneck.
+    assert relative_std(first_two, relu * scale, by_fan_out=False) > 1.2
+    assert relative_std(shortcuts, relu, by_fan_out=True) == pytest.approx(1, abs=0.05)
+    # The stem reads the image: gain 1 over its fan-in, then its bias, g and the max-pool.
+    assert relative_std([model.stem[0]], 1.0, by_fan_out=False) == pytest.approx(1, abs=0.06)
+    assert [type(m).__name__ for m in model.stem] == [
+        "Conv2d", "ScalarBias", "Activation", "MaxPool2d"
+    ]  # fmt: skip
+    assert isinstance(model.head, ScalarBias)  # before the classifier
+    scalars = [p for p in model.parameters() if p.dim() == 0]
+    assert len(scalars) == 7 * config.num_blocks + 2

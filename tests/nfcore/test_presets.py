@@ -133,7 +133,13 @@ def test_fig9_is_unmodified_squeeze_excite_with_the_corrected_one_beside_it() ->
 
 
 def test_fig10_is_fixup_and_fig11_is_post_activation_batchnorm() -> None:
-    assert [(c.family, c.norm) for c in configs("fig10")] == [("resnetv2", "fixup")]
+    # The reference (post-activation) FixUp first, most likely the figure's; ours beside it.
+    assert [(c.family, c.norm) for c in configs("fig10")] == [
+        ("resnetv1", "fixup"),
+        ("resnetv2", "fixup"),
+    ]
+    labels = [run.label for run in get_preset("fig10").runs]
+    assert labels == ["FixUp (reference, post-activation)", "FixUp (pre-activation, ours)"]
     assert [(c.family, c.norm) for c in configs("fig11")] == [("resnetv1", "bn")]
 
 
@@ -225,11 +231,14 @@ def fig9(plain: SPPResult, corrected: SPPResult) -> None:
     assert corrected_var > 3 * plain_var  # the gate halves the magnitude: a quarter the variance
 
 
-def fig10(fixup: SPPResult) -> None:
-    assert set(column(fixup, "residual_avg_channel_var")) == {0.0}
-    first, second = stages(fixup, "avg_channel_var")
-    assert len(set(first)) == len(set(second)) == 1
-    assert first[0] != second[0]
+def fig10(reference: SPPResult, ours: SPPResult) -> None:
+    for fixup in (reference, ours):
+        assert set(column(fixup, "residual_avg_channel_var")) == {0.0}
+        first, second = stages(fixup, "avg_channel_var")
+        assert len(set(first)) == len(set(second)) == 1
+        assert first[0] != second[0]
+    first, second = stages(reference, "avg_channel_var")
+    assert second[0] < 0.7 * first[0]  # the reference's variance falls at the transition
 
 
 def fig11(v1: SPPResult) -> None:
