@@ -278,6 +278,11 @@ def _widget(kind: Any, label: str, name: str, shown: Any = None, **kwargs: Any) 
                 help=HELP.get(name), **kwargs)  # fmt: skip
 
 
+def norm_titles(family_name: str) -> dict[str, str]:
+    """The Normalization menu's names in a family (FixUp: ours or the reference network)."""
+    return {**NORMS, **family(family_name).norm_titles}
+
+
 def _with(options: tuple, value: Any) -> tuple:
     """Options that include the current value (a URL may ask for one not in the list)."""
     return options if value in options else tuple(sorted((*options, value)))
@@ -318,9 +323,8 @@ def sidebar_controls() -> None:
                     format_func=lambda d: "custom layout" if d == CUSTOM else str(d))  # fmt: skip
             if custom:
                 _widget(st.text_input, "Blocks per stage", "layout")
-        titles = {**NORMS, **family(config.family).norm_titles}  # FixUp: ours or the reference
         _widget(st.selectbox, "Normalization", "norm", options=shown["norm_options"],
-                format_func=titles.__getitem__)  # fmt: skip
+                format_func=norm_titles(config.family).__getitem__)  # fmt: skip
         if shown["order"] is not None:
             _widget(st.radio, "BN order", "order", options=("bn-relu-conv", "relu-bn-conv"),
                     horizontal=True)  # fmt: skip

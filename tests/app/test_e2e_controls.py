@@ -76,7 +76,8 @@ def assert_one_state(page: Page, runs: list[SPPConfig], step: str) -> None:
     assert config == runs[0], f"after {step}: the URL is {config.label}, not {runs[0].label}"
     shown = controls.widget_values(config)
     assert combobox(page, "Activation") == config.activation, step
-    assert combobox(page, "Normalization") == controls.NORMS[str(config.norm)], step
+    norm = controls.norm_titles(config.family)[str(config.norm)]  # FixUp: ours or the reference
+    assert combobox(page, "Normalization") == norm, step
     assert radio(page, "Convolution") == (CONV_LABELS[config.conv] if shown["conv"] else None), step
     gamma = radio(page, "γ (gamma)")
     if shown["gamma_mode"] is None:
