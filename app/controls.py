@@ -32,7 +32,9 @@ DEPTHS = (14, 26, 50, 101, 152, 200, 288, 600, CUSTOM)
 WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 RESOLUTIONS = (8, 16, 32, 64, 96, 128, 160, 224, 256, 384, 512)
 GAMMA_BY_ACTIVATION = {row["name"]: row["quadrature"] for row in GAMMA_TABLE}
-ERROR_KEY = "control_error"
+ERROR_KEY = "control_error"  # why a widget's change was refused: shown under that widget
+ERROR_FIELD_KEY = "control_error_field"  # the widget it belongs to
+LINK_KEY = "link_notices"  # what of the link is not shown: at the top of the page
 PLUGIN_PREFIX = "plugin:"  # a family menu entry that opens the "Your network" page
 GOTO_PLUGIN_KEY = "goto_plugin"  # session key: the plugin chosen in the family menu
 
@@ -109,8 +111,9 @@ def init_state() -> None:
     except urlstate.BadQuery as problem:
         problems.append(f"{problem}; showing the default panels instead")
         panels = None
-    if problems:
-        st.session_state[ERROR_KEY] = ". ".join(problems)
+    if not problems:
+        problems = urlstate.link_notices(query, config)
+    st.session_state[LINK_KEY] = problems
     config = urlstate.measuring(config, panels)  # a panel of Appendix G switches it on
     st.session_state[PANELS_KEY] = urlstate.panels_for(config, panels)
     st.session_state[CONFIG_KEY] = config
@@ -236,10 +239,9 @@ def _on_change(name: str) -> None:
     try:
         new = SPPConfig(**with_changes(config.model_dump(), changes))
     except ValidationError as error:
-        st.session_state[ERROR_KEY] = describe_validation_error(error)
-        _bump()  # the widgets are made afresh, showing the config that stays
+        _refuse(name, describe_validation_error(error))
         return
-    st.session_state.pop(ERROR_KEY, None)
+    clear_messages()
     before, after = widget_values(config), widget_values(new)
     st.session_state[CONFIG_KEY] = new
     st.session_state[PANELS_KEY] = urlstate.panels_for(new, panels(), before=config)
@@ -251,10 +253,9 @@ def _on_change(name: str) -> None:
 def _on_panels_change() -> None:
     chosen = st.session_state[widget_key("panels")]
     if not chosen:
-        st.session_state[ERROR_KEY] = "Panels: choose at least one statistic to draw"
-        _bump()  # the panels shown before come back
+        _refuse("panels", "Panels: choose at least one statistic to draw")  # the last come back
         return
-    st.session_state.pop(ERROR_KEY, None)
+    clear_messages()
     st.session_state[PANELS_KEY] = urlstate.panels_for(current_config(), chosen)
 
 
@@ -266,6 +267,46 @@ def _on_log_change() -> None:
 _BY_INDEX = (st.selectbox, st.radio)
 
 
+def _refuse(name: str, message: str) -> None:
+    """Undo a widget's change: every widget is made afresh from the config that stays, and
+    the reason is shown under the widget that was changed."""
+    st.session_state[ERROR_KEY] = message
+    st.session_state[ERROR_FIELD_KEY] = name
+    st.session_state[LINK_KEY] = []  # the user has moved on from the link
+    _bump()
+
+
+def clear_messages() -> None:
+    """A change went through: the refusal before it, and the link's notices, are done with."""
+    st.session_state.pop(ERROR_KEY, None)
+    st.session_state.pop(ERROR_FIELD_KEY, None)
+    st.session_state[LINK_KEY] = []
+
+
+def _error_under(name: str) -> None:
+    """The reason a change of widget `name` was refused, right under it."""
+    if st.session_state.get(ERROR_FIELD_KEY) == name and (
+        message := st.session_state.get(ERROR_KEY)
+    ):
+        st.error(message)
+
+
+def narrow() -> bool:
+    """A phone's browser (its User-Agent says Mobi): the panels are stacked, the paper's
+    figures a menu rather than a row of buttons."""
+    try:
+        agent = st.context.headers.get("User-Agent") or ""
+    except Exception:  # no browser behind this run (a script test)
+        return False
+    return "Mobi" in agent
+
+
+def page_messages() -> None:
+    """At the top of the page: what of the link the page does not show, and why."""
+    for message in st.session_state.get(LINK_KEY) or []:
+        st.warning(message)
+
+
 def _widget(kind: Any, label: str, name: str, shown: Any = None, **kwargs: Any) -> Any:
     """One config widget, created from the config: its value (or `shown`), the shared
     callback, its help."""
@@ -274,8 +315,10 @@ def _widget(kind: Any, label: str, name: str, shown: Any = None, **kwargs: Any) 
         kwargs["index"] = list(kwargs["options"]).index(value)
     else:
         kwargs["value"] = value
-    return kind(label, key=widget_key(name), on_change=_on_change, args=(name,),
-                help=HELP.get(name), **kwargs)  # fmt: skip
+    widget = kind(label, key=widget_key(name), on_change=_on_change, args=(name,),
+                  help=HELP.get(name), **kwargs)  # fmt: skip
+    _error_under(name)
+    return widget
 
 
 def norm_titles(family_name: str) -> dict[str, str]:
@@ -336,8 +379,6 @@ def sidebar_controls() -> None:
         _signal_controls(shown)
         st.header("Input and measurement")
         _input_controls(config)
-        if message := st.session_state.get(ERROR_KEY):
-            st.error(message)
 
 
 def _signal_controls(shown: dict[str, Any]) -> None:
@@ -388,3 +429,4 @@ def _panels_control(config: SPPConfig) -> None:
     st.multiselect("Panels", options=[row.key for row in rows], default=list(chosen),
                    format_func=lambda key: statistic(key).title, key=widget_key("panels"),
                    on_change=_on_panels_change, help=HELP["panels"])  # fmt: skip
+    _error_under("panels")

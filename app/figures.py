@@ -29,10 +29,13 @@ def dashboard_figure(
     dark: bool,
     title: str | None = None,
     panels: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    narrow: bool = False,
 ) -> go.Figure:
     """The chosen statistics' panels, runs overlaid; by default the paper's three (and the
-    gradient row when measured)."""
-    fig = spp_figure(list(results), log_y=log_y, labels=list(labels), title=title, panels=panels)
+    gradient row when measured). `colors`: one per run; `narrow`: stacked for a phone."""
+    fig = spp_figure(list(results), log_y=log_y, labels=list(labels), title=title, panels=panels,
+                     colors=colors, narrow=narrow)  # fmt: skip
     return themed(fig, dark=dark)
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import streamlit as st
 
 import nfcore
-from app import controls, figures, runs, trace
+from app import controls, exports, figures, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
 from nfcore.edits import with_changes
+from nfcore.plots import RUN_COLORS
 from nfcore.presets import PRESETS, Preset, get_preset
 from nfcore.result import SPPResult
 
@@ -41,6 +42,7 @@ def render() -> None:
         "squared channel mean, the channel variance and the residual branch's variance at "
         "initialization, for a random input batch."
     )
+    controls.page_messages()
     _preset_buttons()
     try:
         _body()
@@ -67,6 +69,15 @@ def active_preset() -> Preset | None:
 
 def _preset_buttons() -> None:
     chosen = active_preset()
+    if controls.narrow():  # eight buttons would fill a phone's first screen
+        ids = [None, *(preset.id for preset in PRESETS)]
+        st.selectbox(
+            "Paper figure", ids, index=ids.index(chosen.id if chosen else None),
+            format_func=lambda i: "none" if i is None else f"Fig. {get_preset(i).figure}: {get_preset(i).title}",
+            key=f"preset_menu@{st.session_state.get(controls.VERSION_KEY, 0)}",
+            on_change=_on_preset_menu,
+        )  # fmt: skip
+        return
     columns = st.columns(len(PRESETS))
     for column, preset in zip(columns, PRESETS, strict=True):
         column.button(
@@ -80,10 +91,16 @@ def _preset_buttons() -> None:
         )
 
 
+def _on_preset_menu() -> None:
+    chosen = st.session_state[f"preset_menu@{st.session_state.get(controls.VERSION_KEY, 0)}"]
+    if chosen is not None:
+        _apply_preset(chosen)
+
+
 def _apply_preset(preset_id: str) -> None:
     preset = get_preset(preset_id)
     controls.set_config(preset.runs[0].config, preset=preset.id, log_y=preset.log_y)
-    st.session_state.pop(controls.ERROR_KEY, None)
+    controls.clear_messages()
 
 
 def _body() -> None:
@@ -245,18 +262,19 @@ def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
         chart.info("The plot appears when the first run has finished.")
         return
     labels = _unique([run.label for run in finished])
+    colors = [_color(run, all_runs) for run in finished]
+    narrow = controls.narrow()
     dark = st.context.theme.type == "dark"
     title = preset.title if preset else None
     results = [run.result for run in finished if run.result is not None]
     panels = _drawable(controls.panels(), results)
     key = (tuple(run.job_id for run in finished), tuple(labels), controls.log_y(), dark, title,
-           panels)  # fmt: skip
+           panels, tuple(colors), narrow)  # fmt: skip
     built: dict = st.session_state.setdefault(FIGURES_KEY, {})
     fig = built.pop(key, None)  # a config shown a moment ago: its chart is not built again
     if fig is None:
-        fig = figures.dashboard_figure(
-            results, labels, log_y=key[2], dark=dark, title=title, panels=panels
-        )
+        fig = figures.dashboard_figure(results, labels, log_y=key[2], dark=dark, title=title,
+                                       panels=panels, colors=colors, narrow=narrow)  # fmt: skip
     built[key] = fig
     while len(built) > FIGURES_KEPT:
         built.pop(next(iter(built)))  # the least recently shown
@@ -264,6 +282,16 @@ def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
     trace.mark("figure")
     chart.plotly_chart(fig, theme=None)
     trace.mark("sent")
+
+
+def _color(run: runs.Run, all_runs: list[runs.Run]) -> str:
+    """A run's colour, whichever others are drawn: the current (or a figure's) runs take the
+    palette from its start, in their order; a pin takes it from the end, by its place among
+    the pins, so it keeps its colour while the current run changes or computes."""
+    pins = st.session_state.get("pins", [])
+    if run.label.startswith("pinned: ") and run.job_id in pins:
+        return RUN_COLORS[-(1 + pins.index(run.job_id)) % len(RUN_COLORS)]
+    return RUN_COLORS[all_runs.index(run) % len(RUN_COLORS)]
 
 
 def _drawable(panels: tuple[str, ...] | None, results: list[SPPResult]) -> tuple[str, ...] | None:
@@ -286,19 +314,29 @@ def _unique(labels: list[str]) -> list[str]:
 
 
 def _exports(current: runs.Run, overlaid: list[runs.Run]) -> None:
-    """Downloads: the current run's JSON and CSV, and the figure as PNG and HTML."""
+    """Downloads of what is shown: the results' JSON and CSV (every run of an overlay, with
+    its label and config), and the figure as PNG and HTML, named after what they hold."""
     assert current.result is not None and current.job_id is not None
-    name = f"spp-{current.job_id[:12]}"
+    finished = [run for run in overlaid if run.result is not None and run.job_id is not None]
+    labels = [run.label for run in finished]
+    preset = active_preset()
+    name = exports.file_stem(labels, preset.id if preset else None)
     fig = st.session_state[FIGURE_KEY]
-    results = [run.result.to_json_dict() for run in overlaid if run.result is not None]
+    results = [run.result.to_json_dict() for run in finished if run.result is not None]
     payload = results[0] if len(results) == 1 else results
+    if len(finished) > 1:
+        table = exports.overlay_csv([r.result for r in finished if r.result is not None], labels,
+                                    [str(r.job_id) for r in finished])  # fmt: skip
+    else:
+        table = cached_csv(current.job_id)
     columns = st.columns(4)
     columns[0].download_button("JSON", json.dumps(payload, indent=1), f"{name}.json",
                                "application/json", help="The result(s) of the plot, as the API "
                                "returns them.", on_click="ignore", width="stretch")  # fmt: skip
-    columns[1].download_button("CSV", cached_csv(current.job_id), f"{name}.csv", "text/csv",
-                               help="One row per block of the current run, with every "
-                               "statistic it measured (the panels choose what is drawn).",
+    columns[1].download_button("CSV", table, f"{name}.csv", "text/csv",
+                               help="One row per block of every run shown (with its label, job "
+                               "id and config when there are several), with every statistic it "
+                               "measured (the panels choose what is drawn).",
                                on_click="ignore",
                                width="stretch")  # fmt: skip
     columns[2].download_button("PNG", lambda: figures.image_bytes(fig), f"{name}.png",

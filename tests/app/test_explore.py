@@ -262,7 +262,8 @@ def test_unreachable_api_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
     at = open_explorer({"depth": "14", "resolution": "8"})
-    assert [error.value for error in at.sidebar.error] == [
+    # At the top of the page, where the user looks, not at the bottom of the sidebar.
+    assert [notice.value for notice in at.main.warning] == [
         "the link's configuration is invalid: resolution: 8 is too small: this network "
         "downsamples by 32, so the resolution must be at least 32; showing the defaults instead"
     ]
@@ -276,7 +277,8 @@ def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
     assert [error.value for error in at.sidebar.error] == [
         "resolution: 16 is too small: this network downsamples by 32, so the resolution must "
         "be at least 32"
-    ]
+    ]  # under the resolution control, which is back at the value that stays
+    assert not at.main.warning  # the link's notice is done with once the user acts
     assert control(at.select_slider, "resolution").value == 64
     assert at.session_state["config"] == urlstate.default_config()
 
@@ -413,7 +415,7 @@ def test_choosing_an_appendix_g_panel_draws_it(api_url: str) -> None:
 
 def test_a_bad_panel_in_a_link_is_explained(api_url: str) -> None:
     at = open_explorer({**urlstate.encode_config(SPPConfig(**TINY)), "panels": "activation_man"})
-    [error] = at.sidebar.error
+    [error] = at.main.warning
     assert error.value.startswith(
         "the link's panels are invalid: unknown statistic 'activation_man'; choose from "
     )
@@ -424,3 +426,55 @@ def test_a_bad_panel_in_a_link_is_explained(api_url: str) -> None:
     assert [note["text"] for note in spec["layout"]["annotations"]] == [
         title for _, title in FORWARD_PANELS
     ]
+
+
+def test_a_link_says_what_it_asked_for_that_is_not_shown(api_url: str) -> None:
+    query = {
+        **urlstate.encode_config(SPPConfig(**TINY)),
+        "order": "relu-bn-conv",
+        "preset": "fig99",
+    }
+    at = open_explorer(query)
+    notices = [notice.value for notice in at.main.warning]
+    assert any(
+        n.startswith("The link's preset 'fig99' is not one of the paper's figures") for n in notices
+    )
+    assert any(
+        n.startswith("The link's order=relu-bn-conv does not apply to NF-ResNetV2-14")
+        for n in notices
+    )
+    wait_for_chart(at)
+
+
+def test_a_refused_layout_is_explained_under_its_control(api_url: str) -> None:
+    at = open_explorer(
+        urlstate.encode_config(SPPConfig(**{**TINY, "depth": None, "layout": (2, 1, 1, 1)}))
+    )
+    layout = control(at.text_input, "layout")
+    layout.set_value("1,x").run()
+    assert not at.exception
+    errors = [error.value for error in at.sidebar.error]
+    assert len(errors) == 1 and errors[0].startswith("layout: "), errors
+
+
+def test_a_pinned_run_keeps_its_colour_when_the_current_run_changes(api_url: str) -> None:
+    pinned = SPPConfig(**TINY, alpha=0.6)
+    pin = compute(api_url, pinned)
+    at = open_explorer(
+        urlstate.encode_view(SPPConfig(**TINY), preset=None, pins=[pin], log_y=False)
+    )
+
+    def pin_colour(spec: dict[str, Any]) -> str:
+        curve = panel_traces(spec, f"pinned: {pinned.label}")["avg_channel_var"][0]
+        return curve["line"]["color"]
+
+    before = pin_colour(wait_for_chart(at))
+    control(at.number_input, "seed").set_value(3)
+    run(at)
+    spec = wait_for_chart(at)
+    while legend(spec)[0] != SPPConfig(**TINY, seed=3).label:
+        run(at)
+        spec = wait_for_chart(at)
+    assert pin_colour(spec) == before
+    current = panel_traces(spec, SPPConfig(**TINY, seed=3).label)["avg_channel_var"][0]
+    assert current["line"]["color"] != before
