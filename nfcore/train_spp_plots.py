@@ -25,7 +25,7 @@ SCRUB_TITLE = "Signal propagation during training"
 LOSS_TITLE = "Training loss<br>(line: the step shown)"
 FRAME_MS = 700  # each frame's time on screen while playing
 TRANSITION_MS = 300  # the curves glide from one frame to the next
-FIGURE_HEIGHT = 560
+FIGURE_HEIGHT = 600
 STAGE_END_SIZE = 7  # the paper's dots at the end of each stage
 LOG_PAD = 0.1  # decades of room above and below the curves on a log axis
 LINEAR_HEADROOM = 1.08
@@ -202,7 +202,8 @@ def _axes(
 
 
 def _controls(fig: go.Figure, steps: Sequence[int], active: int) -> None:
-    """The step slider and the Play / Pause buttons, under the panels."""
+    """The step slider under the panels (the legend below it), Play / Pause at the top right,
+    beside the title, where they cover no tick of the slider."""
     still = {"mode": "immediate", "frame": {"duration": 0, "redraw": False},
              "transition": {"duration": 0}}  # fmt: skip
     playing = {"mode": "immediate", "fromcurrent": False,
@@ -213,18 +214,18 @@ def _controls(fig: go.Figure, steps: Sequence[int], active: int) -> None:
         height=FIGURE_HEIGHT,
         hovermode="closest",
         title={"text": SCRUB_TITLE},
-        margin={"t": 110, "b": 190},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.5, "yanchor": "top"},
+        margin={"t": 110, "b": 230},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.62, "yanchor": "top"},
         sliders=[{
-            "active": active, "x": 0.12, "len": 0.88, "y": -0.2, "yanchor": "top",
+            "active": active, "x": 0, "len": 1, "y": -0.2, "yanchor": "top",
             "currentvalue": {"prefix": "SPP at step ", "xanchor": "left"},
             "pad": {"t": 10},
             "steps": [{"label": str(s), "method": "animate", "args": [[str(s)], still]}
                       for s in steps],
         }],
         updatemenus=[{
-            "type": "buttons", "direction": "left", "x": 0, "xanchor": "left", "y": -0.2,
-            "yanchor": "top", "pad": {"t": 45, "r": 10}, "showactive": False,
+            "type": "buttons", "direction": "left", "x": 1, "xanchor": "right", "y": 1.3,
+            "yanchor": "bottom", "showactive": False,
             "buttons": [
                 {"label": "▶ Play", "method": "animate",
                  "args": [[str(s) for s in steps], playing]},

@@ -20,7 +20,7 @@ from app.settings import get_settings
 from nfcore.config import SPPConfig
 
 JOB_LIMIT = 50
-TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"
+TIME_FORMAT = "MMM D, HH:mm:ss"
 
 
 def render() -> None:
@@ -45,21 +45,22 @@ def render() -> None:
         hide_index=True,
         width="stretch",
         placeholder="",
+        # Widths that fit 1440 px beside the sidebar, the links before the error (rare, long).
         column_config={
-            "id": st.column_config.TextColumn("id", width=110),
-            "kind": st.column_config.TextColumn("kind", width=50, help="spp or train"),
-            "label": st.column_config.TextColumn("label", width="medium"),
-            "state": st.column_config.TextColumn("state", width=150),
+            "id": st.column_config.TextColumn("id", width=100),
+            "kind": st.column_config.TextColumn("kind", width=45, help="spp or train"),
+            "label": st.column_config.TextColumn("label", width=270),
+            "state": st.column_config.TextColumn("state", width=140),
             "progress": st.column_config.ProgressColumn(
-                "progress", min_value=0, max_value=1, width=90
+                "progress", min_value=0, max_value=1, width=85
             ),
             "enqueued": st.column_config.DatetimeColumn(
-                f"enqueued ({zone_name})", format=TIME_FORMAT, width=160
+                f"enqueued ({zone_name})", format=TIME_FORMAT, width=125
             ),
-            "run seconds": st.column_config.NumberColumn("run s", format="%.1f", width=60),
-            "error": st.column_config.TextColumn("error", width="medium"),
-            "open": st.column_config.LinkColumn("open", display_text="open", width=50),
-            "api": st.column_config.LinkColumn("api", display_text="JSON", width=50),
+            "run seconds": st.column_config.NumberColumn("run s", format="%.1f", width=55),
+            "open": st.column_config.LinkColumn("open", display_text="open", width=45),
+            "api": st.column_config.LinkColumn("api", display_text="JSON", width=45),
+            "error": st.column_config.TextColumn("error"),
         },
     )
 
@@ -86,9 +87,9 @@ def _row(job: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
         "progress": done / total if total else 0.0,
         "enqueued": local_time(job.get("enqueued_at"), zone),
         "run seconds": job["run_seconds"],
-        "error": job["error"],
         "open": explorer_link(job),
         "api": get_settings().api_url.rstrip("/") + job["url"],
+        "error": job["error"],
     }
 
 

@@ -28,6 +28,9 @@ SIDE_BY_SIDE_RUNS = 2  # before/after SPPs side by side up to this many runs, el
 POLL_SECONDS = 1.0  # between polls of the events while a run is active
 TRAIN_QUEUE = "train"  # /readyz's name of the training queue (contract/ is not in the app image)
 MAX_SMOOTHING = 0.99  # of the loss curve's EMA: 0.99 averages over about 100 steps
+# Small-batch losses jump from step to step; TensorBoard's default weight shows their trend,
+# the raw curve faint behind it.
+DEFAULT_SMOOTHING = 0.6
 # The paper's Table 2 (ResNet-50 on ImageNet, 15 epochs, median of 5 seeds), beside this
 # machine's numbers.
 PAPER_TABLE2 = (
@@ -56,8 +59,9 @@ def render() -> None:
     st.caption(
         "Short training runs of BN- and NF-ResNets with the paper's recipe scaled down (SGD "
         "with Nesterov momentum, warm-up and cosine decay, label smoothing). The curves update "
-        "while the runs train; the Signal Propagation Plots before and after training appear "
-        "once measured."
+        "while the runs train, and the Signal Propagation Plots measured along the way can be "
+        "scrubbed through step by step, so you can watch each network's signal change as it "
+        "learns."
     )
     try:
         _restore()
@@ -203,7 +207,7 @@ def _live() -> None:
     if any(data.get("steps") or data.get("spp") for _, data in shown):
         smoothing, grad_norm, log_y = _view_controls()
     else:
-        smoothing, grad_norm, log_y = 0.0, False, False
+        smoothing, grad_norm, log_y = DEFAULT_SMOOTHING, False, False
     _curves(shown, smoothing=smoothing, grad_norm=grad_norm)
     _summary(runs)
     _scrubber(shown, smoothing=smoothing, log_y=log_y)
@@ -224,7 +228,8 @@ def _view_controls() -> tuple[float, bool, bool]:
     """How the curves and SPPs are drawn: loss smoothing, gradient norm, log-scale SPPs."""
     smooth, grad, log = st.columns([2, 1, 1], vertical_alignment="bottom")
     smoothing = smooth.slider(
-        "Smooth the loss", min_value=0.0, max_value=MAX_SMOOTHING, value=0.0, step=0.01,
+        "Smooth the loss", min_value=0.0, max_value=MAX_SMOOTHING, value=DEFAULT_SMOOTHING,
+        step=0.01,
         key="t_smoothing",
         help="An exponential moving average of the loss (and gradient norm) curve, debiased "
         "at the start; the raw curve stays faint behind it. 0: no smoothing.",

@@ -1,8 +1,8 @@
 """The Train page end to end, in headless Chromium: Redis, a worker, the API and Streamlit.
 
 A user opens /train with the tiny "Quick check" preset, presses Start, and watches both runs
-(BN- and NF-ResNet-14, 20 steps) train: the curves appear, and each run ends "finished" with
-its held-out accuracy.
+(BN- and NF-ResNet-14, 20 steps) train: the curves appear, each run ends "finished" with its
+held-out accuracy, and Play walks the SPP scrubber through the steps.
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ READ_LEGEND = """(title) => {
             .map(t => String(t.name));
     }
     return [];
+}"""
+
+
+# (frames Plotly holds, the slider's step) of the SPP scrubber, the figure with a slider.
+READ_SCRUBBER = """() => {
+    for (const graph of document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot')) {
+        const sliders = (graph._fullLayout && graph._fullLayout.sliders) || [];
+        if (!sliders.length) continue;
+        return [(graph._transitionData._frames || []).length, sliders[0].active];
+    }
+    return [0, null];
 }"""
 
 
@@ -72,6 +83,13 @@ def test_quick_runs_train_with_live_curves(
     settings = preset_settings(QUICK)
     shown = page.locator('input[type="number"]').evaluate_all("els => els.map(e => e.value)")
     assert shown[:3] == [str(settings["batch"]), str(settings["steps"]), f"{settings['lr']:.4g}"]
+
+    # The SPP scrubber runs in the browser: its frames reached Plotly, and Play walks them.
+    frames, first = page.evaluate(READ_SCRUBBER)
+    assert frames == 6 and first == 5  # steps 0, 4, ..., 20, shown at the last
+    page.get_by_text("▶ Play").click()
+    page.wait_for_function(f"() => ({READ_SCRUBBER})()[1] !== {first}", timeout=5_000)
+    page.get_by_text("❚❚ Pause").click()
 
     for path in output_path("train.png"):
         page.screenshot(path=path, full_page=True)

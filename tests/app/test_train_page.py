@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from api.localhost import free_port
 from nfcore.config import MAX_TRAIN_STEPS
-from nfcore.train_plots import PANEL_TITLES
+from nfcore.train_plots import GRAD_NORM_TITLE, PANEL_TITLES
 from nfcore.train_presets import QUICK, TABLE2, auto_labels
 from nfcore.train_spp_plots import SCRUB_TITLE
 from tests.app.conftest import ServerProcess, clear_app_caches
@@ -232,6 +232,15 @@ def test_two_tiny_runs_train_to_the_end(api_server: str, worker: object, monkeyp
     assert not at.button(key="t_start").disabled
     jobs = {job["id"]: job for job in listed_jobs(api_server)}
     assert all(jobs[job_id]["state"] == "finished" for job_id in job_ids)
+
+    # The loss is smoothed by default, its raw curve faint behind it; the gradient norm is a
+    # fourth panel on request.
+    raw = next(t for t in found["training"]["data"] if t["name"] == f"{labels[0]} (raw)")
+    assert raw["showlegend"] is False and raw["opacity"] < 1
+    at.toggle(key="t_grad_norm").set_value(True)
+    run(at)
+    titles = [a["text"] for a in charts(at)["training"]["layout"]["annotations"]]
+    assert titles[:4] == [*PANEL_TITLES, GRAD_NORM_TITLE]
 
     # The scrubber has a frame per recorded SPP (every 4 steps), and the frame of a step shows
     # the SPP the run recorded at that step.
