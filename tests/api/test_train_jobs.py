@@ -105,6 +105,18 @@ def test_post_queues_a_training_job_on_the_train_queue(client: TestClient, store
     }
 
 
+def test_a_jobs_view_names_its_config(client: TestClient, store: redis.Redis):
+    """A client that knows only a job's id (a dashboard link) can say what the job trains."""
+    job_id = client.post("/v1/train", json=TINY_TRAIN).json()["id"]
+    expected = TrainConfig(**TINY_TRAIN).model_dump(mode="json")
+    assert client.get(f"/v1/jobs/{job_id}").json()["config"] == expected
+    [listed] = client.get("/v1/jobs").json()["jobs"]
+    assert listed["config"] == expected
+    # A record that is not what the API enqueues has no config, and does not break the view.
+    store.hset(f"rq:job:{job_id}", "data", b"not json")
+    assert client.get(f"/v1/jobs/{job_id}").json()["config"] is None
+
+
 def test_events_of_an_unknown_job_are_404_and_a_negative_since_is_422(client: TestClient):
     missing = client.get("/v1/jobs/no-such-job/events")
     assert missing.status_code == 404
