@@ -91,7 +91,9 @@ class Plugin:
             "version": self.version,
             "target": self.target,
             "arguments": self.arguments.model_json_schema(),
-            "defaults": self.arguments().model_dump(mode="json") if _all_defaulted(self.arguments) else {},
+            "defaults": self.arguments().model_dump(mode="json")
+            if _all_defaulted(self.arguments)
+            else {},
             **spec,
         }
 

@@ -166,7 +166,9 @@ def test_a_link_says_what_of_it_is_not_shown() -> None:
     query = {"norm": "nf", "order": "relu-bn-conv", "preset": "fig99", "colour": "red"}
     notices = urlstate.link_notices(query, urlstate.decode_config(query))
     assert len(notices) == 3
-    assert notices[0].startswith("The link's preset 'fig99' is not one of the paper's figures (fig1")
+    assert notices[0].startswith(
+        "The link's preset 'fig99' is not one of the paper's figures (fig1"
+    )
     assert notices[1].startswith("The link's order=relu-bn-conv does not apply to NF-ResNetV2-50")
     assert notices[2] == "The link's 'colour' is not a setting of the Explorer; it was ignored."
     good = {"norm": "bn", "order": "relu-bn-conv", "preset": "fig1", "pins": "abc", "log": "1"}

@@ -118,7 +118,9 @@ def tv_resnet(depth: Depth = 26, width: int = 16, num_classes: int = 10) -> nn.M
 
 
 @model_plugin(residual=["layer*.*.conv3"])
-def nf_tv_resnet(depth: Depth = 26, width: int = 16, alpha: float = 0.2, num_classes: int = 10) -> nn.Module:
+def nf_tv_resnet(
+    depth: Depth = 26, width: int = 16, alpha: float = 0.2, num_classes: int = 10
+) -> nn.Module:
     """The same layout Normalizer-Free: Scaled WS, x + alpha * f(x / beta) (Section 4)."""
     return ResNet(LAYOUTS[depth], width, num_classes, "nf", alpha)
 
@@ -133,7 +135,9 @@ class MixerBlock(nn.Module):
             nn.Linear(tokens, expansion * tokens), nn.GELU(), nn.Linear(expansion * tokens, tokens)
         )
         self.channel_mlp = nn.Sequential(
-            nn.Linear(channels, expansion * channels), nn.GELU(), nn.Linear(expansion * channels, channels)
+            nn.Linear(channels, expansion * channels),
+            nn.GELU(),
+            nn.Linear(expansion * channels, channels),
         )
 
     def forward(self, x: Tensor) -> Tensor:
