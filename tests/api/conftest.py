@@ -38,6 +38,9 @@ class WorkerProcess:
             "WORKER_DEVICE": "cpu",
             "HEARTBEAT_TTL": "6",
             "OMP_NUM_THREADS": "1",
+            # No model plugins unless a test asks (tests/api/test_plugins.py): loading them
+            # costs every worker start a second or two on a loaded machine.
+            "WORKER_PLUGINS": "[]",
             **env,
         }
         self.log = self.log_path.open("w")

@@ -15,7 +15,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.plugin_form import form_fields
+from tests.api.conftest import WorkerProcess
 from tests.app.conftest import clear_app_caches
+from tests.conftest import RedisServer, session_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MAIN = ROOT / "app" / "main.py"
@@ -31,14 +33,30 @@ def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     clear_app_caches()
 
 
+@pytest.fixture(scope="module")
+def module_worker(
+    redis_server: RedisServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """This module's worker serves the example plugins (the others' serve none)."""
+    process = WorkerProcess(
+        session_redis_url(redis_server), tmp_path_factory.mktemp("worker"),
+        WORKER_PLUGINS='["tv_resnet", "nf_tv_resnet", "mixer"]',
+    )  # fmt: skip
+    try:
+        process.wait_ready(timeout=120)
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture
 def api_url(api_server: str, worker: object, monkeypatch: pytest.MonkeyPatch) -> str:
     """The stack, once the worker has advertised its plugins on this test's fresh database
     (it registers again at its next heartbeat)."""
     monkeypatch.setenv("API_URL", api_server)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        rows = httpx.get(f"{api_server}/v1/models", timeout=5).json()
+        rows = httpx.get(f"{api_server}/v1/models", timeout=10).json()
         if any(row["family"] == "plugin" for row in rows):
             return api_server
         time.sleep(0.2)

@@ -87,9 +87,16 @@ def test_quick_runs_train_with_live_curves(
     # The SPP scrubber runs in the browser: its frames reached Plotly, and Play walks them.
     frames, first = page.evaluate(READ_SCRUBBER)
     assert frames == 6 and first == 5  # steps 0, 4, ..., 20, shown at the last
-    page.get_by_text("▶ Play").click()
+    # The first chart with a scrubber, as READ_SCRUBBER reads it (while the page reruns, the
+    # chart of the run before can still be in the page beside the new one).
+    scrubber = (
+        page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot')
+        .filter(has=page.get_by_text("▶ Play"))
+        .first
+    )
+    scrubber.get_by_text("▶ Play").first.click()
     page.wait_for_function(f"() => ({READ_SCRUBBER})()[1] !== {first}", timeout=5_000)
-    page.get_by_text("❚❚ Pause").click()
+    scrubber.get_by_text("❚❚ Pause").first.click()
 
     for path in output_path("train.png"):
         page.screenshot(path=path, full_page=True)
