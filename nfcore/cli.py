@@ -144,6 +144,9 @@ def cmd_spp(args: argparse.Namespace) -> int:
         _check_outputs(args)
         result = run_foreign_spp(foreign, _progress_printer(args.quiet))
         return _spp_outputs(args, result)
+    from nfcore.cli_foreign import check_no_foreign_flags
+
+    check_no_foreign_flags(args)
     config = config_from_args(args)
     _check_outputs(args)
     from nfcore.devices import DeviceUnavailableError  # torch loads once the input is good

@@ -78,6 +78,18 @@ def add_blocks_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+FOREIGN_FLAGS = ("model_args", "blocks", "residual", "input_shape", "channels", "name")
+
+
+def check_no_foreign_flags(args: argparse.Namespace) -> None:
+    """The flags of `--model` without it: an error, not silently ignored."""
+    given = [
+        f"--{n.replace('_', '-')}" for n in FOREIGN_FLAGS if getattr(args, n, None) is not None
+    ]
+    if given:
+        raise UsageError(f"{', '.join(given)}: applies to your own network only; give --model too")
+
+
 def model_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.model_args is None:
         return {}

@@ -380,3 +380,12 @@ def test_the_cli_takes_a_dotted_module_path(capsys: pytest.CaptureFixture[str]) 
             "--input-shape", "16,64", "--channels", "last", "--json"]  # fmt: skip
     assert main(argv) == 0
     assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["0", "1"]
+
+
+def test_the_flags_of_model_without_it_are_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["spp", "--depth", "14", "--residual", "blocks.*.residual_tap", "--name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "nfcore: error: --residual, --name: applies to your own network only; give --model too"
+    )
