@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,7 +110,11 @@ def test_sweep_heatmap_fills_in_from_real_jobs(
     target = urlsplit(link.get_attribute("href") or "")
     assert target.path == "/"
     assert urlstate.decode_config(dict(parse_qsl(target.query))) == sweep.point_config("none", 101)
-    assert page.locator(HEATMAP).count() == 2  # the heatmap and the point's SPP
+    # The heatmap and the point's SPP (while the page reruns, a chart of the run before can be
+    # in the page beside them for a moment).
+    page.wait_for_function(
+        f"() => document.querySelectorAll({json.dumps(HEATMAP)}).length === 2", timeout=20_000
+    )
 
     # The CSV: one row per point, the API's numbers.
     with page.expect_download() as download:
