@@ -21,11 +21,10 @@ networks), else half the mean square of its output.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nfcore import __version__
@@ -35,16 +34,13 @@ from nfcore.foreign import (
     FoundBlock,
     block_shapes,
     find_blocks,
-    first_tensor,
     match_residuals,
     stages_and_transitions,
 )
 from nfcore.foreign_config import ForeignConfig
 from nfcore.inputs import input_batch
 from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
-from nfcore.spp import ProgressCallback, measurement_mode
-from nfcore.statistics import measured
-from nfcore.stats import channel_stats
+from nfcore.spp import ProgressCallback, Recorder, forward_pass, measurement_mode
 
 AXIS_NAMES = {1: "N", 2: "N,L", 3: "N,H,W"}  # by the number of axes besides the channel's
 
@@ -108,12 +104,18 @@ def measure_config(
     )
     shapes = block_shapes(model, found, x)
     stages, transitions = stages_and_transitions(found, shapes)
-    recorder = _ForeignRecorder(found, residuals, config, progress)
+    recorder = Recorder(
+        [(block.module, residual) for block, residual in zip(found, residuals, strict=True)],
+        extra_stats=config.extra_stats,
+        gradients=config.gradients,
+        progress=progress,
+        view=lambda tensor: as_channels_first(tensor.detach(), config.channels),
+    )
     start = time.perf_counter()
     with measurement_mode(model, torch_device):
         recorder.attach()
         try:
-            _forward(model, x, config)
+            forward_pass(model, x, gradients=config.gradients, seed=config.seed)
         finally:
             recorder.detach()
     records = recorder.records()
@@ -145,102 +147,6 @@ def as_channels_first(y: Tensor, channels: str) -> Tensor:
     if channels == "last":
         y = y.movedim(-1, 1)
     return y.reshape(y.shape[0], y.shape[1], -1, 1)
-
-
-class _ForeignRecorder:
-    """Hooks on the chosen blocks (and residual modules), as `nfcore.spp`'s recorder."""
-
-    def __init__(
-        self,
-        blocks: Sequence[FoundBlock],
-        residuals: Sequence[nn.Module | None],
-        config: ForeignConfig,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.blocks, self.residuals, self.config = blocks, residuals, config
-        self.progress = progress
-        self.total = len(blocks) * (2 if config.gradients else 1)
-        self.done = 0
-        self.taps: dict[str, list[tuple[str, str]]] = {}
-        for row in measured(config.extra_stats, config.gradients):
-            self.taps.setdefault(row.tap, []).append((row.key, row.reduction))
-        self._pending: list[tuple[int, str, Tensor]] = []
-        self.handles: list[Any] = []
-
-    def _tick(self) -> None:
-        self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-    def _measure(self, index: int, tap: str, tensor: Tensor) -> None:
-        rows = self.taps.get(tap, [])
-        if rows:
-            y = as_channels_first(tensor.detach(), self.config.channels)
-            stats = channel_stats(y, {reduction for _, reduction in rows})
-            self._pending += [(index, key, stats[reduction]) for key, reduction in rows]
-
-    def records(self) -> list[dict[str, float]]:
-        out: list[dict[str, float]] = [{} for _ in self.blocks]
-        if self._pending:
-            values = torch.stack([value.double() for _, _, value in self._pending]).tolist()
-            for (index, key, _), value in zip(self._pending, values, strict=True):
-                out[index][key] = value
-        return out
-
-    def attach(self) -> None:
-        for index, (block, residual) in enumerate(zip(self.blocks, self.residuals, strict=True)):
-            if residual is not None:
-                self.handles.append(residual.register_forward_hook(self._hook(index, "residual")))
-            self.handles.append(block.module.register_forward_hook(self._hook(index, "output")))
-
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-    def _hook(self, index: int, tap: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: tuple, output: Any) -> None:
-            tensor = first_tensor(output)
-            if tensor is None:
-                return
-            self._measure(index, tap, tensor)
-            if self.config.gradients and tensor.requires_grad:
-                tensor.register_hook(self._gradient_hook(index, f"grad_{tap}", tap == "output"))
-            if tap == "output":
-                self._tick()
-
-        return hook
-
-    def _gradient_hook(self, index: int, tap: str, tick: bool) -> Callable:
-        def hook(grad: Tensor) -> None:
-            self._measure(index, tap, grad)
-            if tick:
-                self._tick()
-
-        return hook
-
-
-def _forward(model: nn.Module, x: Tensor, config: ForeignConfig) -> None:
-    if not config.gradients:
-        with torch.no_grad():
-            model(x)
-        return
-    requires = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            output = first_tensor(model(x.requires_grad_(True)))
-            if output is None:
-                raise ValueError("the network's output holds no tensor to take a loss of")
-            if output.ndim == 2:  # N x K logits: as `nfcore.spp`, random labels
-                generator = torch.Generator().manual_seed(config.seed + 1)
-                labels = torch.randint(output.shape[1], (x.shape[0],), generator=generator)
-                F.cross_entropy(output, labels.to(x.device)).backward()
-            else:
-                (output.float().square().mean() / 2).backward()
-    finally:
-        for p, flag in zip(model.parameters(), requires, strict=True):
-            p.requires_grad_(flag)
 
 
 def _result(

@@ -12,8 +12,9 @@ cross-entropy loss on random labels is back-propagated; tensor hooks measure dLo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from nfcore import __version__
 from nfcore.config import SPPConfig
 from nfcore.devices import describe_device, resolve_device
+from nfcore.foreign import first_tensor
 from nfcore.inputs import input_batch
 from nfcore.models import Network, build_model
 from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
@@ -75,22 +77,32 @@ def measurement_mode(model: nn.Module, device: torch.device) -> Iterator[None]:
         ) = flags
 
 
-class _Recorder:
+class Recorder:
     """Forward and tensor hooks that reduce each block's tensors to scalars as they pass.
 
+    `points`: per block, the module whose output is x_{l+1} and the one whose output is its
+    residual branch f(x) (None: not measured). `view` turns a tapped tensor into the N x C x
+    ... layout the reductions take (a foreign network's token tensors, `nfcore.foreign_spp`).
     What is taken where comes from the statistics table (`nfcore.statistics`): per tap, the
     rows the run measures and their reductions."""
 
     def __init__(
-        self, model: Network, config: SPPConfig, progress: ProgressCallback | None
+        self,
+        points: Sequence[tuple[nn.Module, nn.Module | None]],
+        *,
+        extra_stats: bool,
+        gradients: bool,
+        progress: ProgressCallback | None,
+        view: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
-        self.blocks = list(model.blocks)
-        self.gradients = config.gradients
+        self.points = list(points)
+        self.gradients = gradients
         self.progress = progress
-        self.total = len(self.blocks) * (2 if config.gradients else 1)
+        self.view = view
+        self.total = len(self.points) * (2 if gradients else 1)
         self.done = 0
         self.taps: dict[str, list[tuple[str, str]]] = {}  # tap -> [(key, reduction)]
-        for row in measured(config.extra_stats, config.gradients):
+        for row in measured(extra_stats, gradients):
             self.taps.setdefault(row.tap, []).append((row.key, row.reduction))
         # Per block, the statistics as 0-d tensors on the model's device: read back all at once
         # at the end (`records`), so a GPU is not made to wait for the host after every block.
@@ -105,12 +117,13 @@ class _Recorder:
     def _measure(self, index: int, tap: str, tensor: Tensor) -> None:
         rows = self.taps.get(tap, [])
         if rows:
-            stats = channel_stats(tensor, {reduction for _, reduction in rows})
+            y = tensor if self.view is None else self.view(tensor)
+            stats = channel_stats(y, {reduction for _, reduction in rows})
             self._pending += [(index, key, stats[reduction]) for key, reduction in rows]
 
     def records(self) -> list[dict[str, float]]:
         """Every block's statistics as floats: one transfer from the device for the whole run."""
-        out: list[dict[str, float]] = [{} for _ in self.blocks]
+        out: list[dict[str, float]] = [{} for _ in self.points]
         if self._pending:
             values = torch.stack([value.double() for _, _, value in self._pending]).tolist()
             for (index, name, _), value in zip(self._pending, values, strict=True):
@@ -118,30 +131,28 @@ class _Recorder:
         return out
 
     def attach(self) -> None:
-        for index, block in enumerate(self.blocks):
-            self.handles.append(
-                block.residual_tap.register_forward_hook(self._residual_hook(index))
-            )
-            self.handles.append(block.register_forward_hook(self._output_hook(index)))
+        for index, (output, residual) in enumerate(self.points):
+            if residual is not None:
+                self.handles.append(residual.register_forward_hook(self._hook(index, "residual")))
+            self.handles.append(output.register_forward_hook(self._hook(index, "output")))
 
     def detach(self) -> None:
         for handle in self.handles:
             handle.remove()
 
-    def _residual_hook(self, index: int) -> Callable:
-        def hook(_module: nn.Module, _inputs: tuple, residual: Tensor) -> None:
-            self._measure(index, "residual", residual)
-            if self.gradients and residual.requires_grad:
-                residual.register_hook(self._gradient_hook(index, "grad_residual", tick=False))
+    def _hook(self, index: int, tap: str) -> Callable:
+        """Measure the module's output (its first tensor); with gradients, hook its gradient.
+        A block's output ends its forward part: progress ticks there, and at its gradient."""
 
-        return hook
-
-    def _output_hook(self, index: int) -> Callable:
-        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            self._measure(index, "output", output)
-            if self.gradients and output.requires_grad:
-                output.register_hook(self._gradient_hook(index, "grad_output", tick=True))
-            self._tick()
+        def hook(_module: nn.Module, _inputs: tuple, output: Any) -> None:
+            tensor = first_tensor(output)
+            if tensor is None:
+                return
+            self._measure(index, tap, tensor)
+            if self.gradients and tensor.requires_grad:
+                tensor.register_hook(self._gradient_hook(index, f"grad_{tap}", tap == "output"))
+            if tap == "output":
+                self._tick()
 
         return hook
 
@@ -154,23 +165,29 @@ class _Recorder:
         return hook
 
 
-def _forward(model: Network, x: Tensor, config: SPPConfig) -> None:
-    if not config.gradients:
+def forward_pass(model: nn.Module, x: Tensor, *, gradients: bool, seed: int) -> None:
+    """The measured pass: `no_grad`, or with gradients with respect to activations only
+    (weight gradients would cost memory for nothing) of a loss back-propagated from the
+    output: the cross-entropy of random labels (seeded by `seed + 1`) for N x K logits, else
+    half the mean square of the output."""
+    if not gradients:
         with torch.no_grad():
             model(x)
         return
-    # Gradients with respect to activations only: weight gradients would cost memory for nothing.
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         with torch.enable_grad():
-            logits = model(x.requires_grad_(True))
-            generator = torch.Generator().manual_seed(config.seed + 1)
-            labels = torch.randint(config.num_classes, (x.shape[0],), generator=generator).to(
-                x.device
-            )
-            F.cross_entropy(logits, labels).backward()
+            output = first_tensor(model(x.requires_grad_(True)))
+            if output is None:
+                raise ValueError("the network's output holds no tensor to take a loss of")
+            if output.ndim == 2:
+                generator = torch.Generator().manual_seed(seed + 1)
+                labels = torch.randint(output.shape[1], (x.shape[0],), generator=generator)
+                F.cross_entropy(output, labels.to(x.device)).backward()
+            else:
+                (output.float().square().mean() / 2).backward()
     finally:
         for p, flag in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(flag)
@@ -192,12 +209,14 @@ def run_spp(
         model = build_model(config, seed=config.seed)
     model.to(device)
     x = input_batch(config.input, config.batch, config.resolution, config.seed).to(device)
-    recorder = _Recorder(model, config, progress)
+    points = [(block, block.residual_tap) for block in model.blocks]
+    recorder = Recorder(points, extra_stats=config.extra_stats, gradients=config.gradients,
+                        progress=progress)  # fmt: skip
     start = time.perf_counter()
     with measurement_mode(model, device):
         recorder.attach()
         try:
-            _forward(model, x, config)
+            forward_pass(model, x, gradients=config.gradients, seed=config.seed)
         finally:
             recorder.detach()
     records = recorder.records()  # waits for the device's last kernel
