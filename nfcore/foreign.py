@@ -31,14 +31,15 @@ import importlib.util
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from nfcore.models import seeded
 
 BlockSpec = str | Sequence[str] | Callable[[str, nn.Module], bool]
 CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -287,20 +288,13 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return factory
 
 
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def build_foreign(
     factory: Callable[..., Any], args: dict[str, Any], seed: int, name: str
 ) -> nn.Module:
     """The factory's network, built with the CPU generator seeded (the same command gives the
     same weights); FactoryError when it raises or returns something else than an nn.Module."""
     try:
-        with _seeded(seed):
+        with seeded(seed):
             model = factory(**args)
     except TypeError as error:
         raise FactoryError(f"{name}: calling it with {args} raised TypeError: {error}") from None

@@ -101,6 +101,11 @@ class ForeignConfig(BaseModel):
         return None
 
     @property
+    def example_shape(self) -> tuple[int, ...]:
+        """One example's input: `input_shape`, else a 3 x resolution x resolution image."""
+        return self.input_shape or (3, self.resolution, self.resolution)
+
+    @property
     def source(self) -> str:
         """The plugin's name or the factory, for messages."""
         return self.plugin or self.model or "a module"

@@ -27,8 +27,12 @@ from nfcore.foreign_config import ForeignConfig
 from nfcore.foreign_spp import foreign_input
 
 
-class _LiveBytes(TorchDispatchMode):
-    """Peak bytes of the storages that ops create (weights, buffers and inputs not counted)."""
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of the storages that ops create, each counted from its creation to its death.
+
+    A storage dies when its last tensor (Python-visible or held by autograd) does; storages an
+    op only reads or views (weights, buffers, the input) are not counted. The tests measure
+    the engine's memory with it too (tests/nfcore/test_cost.py)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,8 +66,7 @@ def meta_cost(build: Callable[[], nn.Module], config: ForeignConfig) -> tuple[in
     try:
         with torch.device("meta"):
             model = build()
-            shape = config.input_shape or (3, config.resolution, config.resolution)
-            x = torch.empty(config.batch, *shape)
+            x = torch.empty(config.batch, *config.example_shape)
             model.eval()
             with FlopCounterMode(display=False) as counter, torch.no_grad():
                 model(x)
@@ -79,10 +82,10 @@ def real_cost(model: nn.Module, config: ForeignConfig, flops: int | None = None)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _LiveBytes() as warm:
+        with torch.no_grad(), LiveBytes() as warm:
             model(x)  # fills caches (Scaled WS weights), which are not activations
         cached = warm.now  # what outlives the pass: counted with the weights
-        with torch.no_grad(), FlopCounterMode(display=False) as counter, _LiveBytes() as live:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, LiveBytes() as live:
             model(x)
     finally:
         model.train(was_training)

@@ -38,7 +38,7 @@ from nfcore.foreign import (
     stages_and_transitions,
 )
 from nfcore.foreign_config import ForeignConfig
-from nfcore.inputs import input_batch
+from nfcore.inputs import gaussian, input_batch
 from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
 from nfcore.spp import ProgressCallback, Recorder, forward_pass, measurement_mode
 
@@ -134,8 +134,7 @@ def foreign_input(config: ForeignConfig) -> Tensor:
     """N(0,1) of `input_shape` per example, else the images `nfcore.inputs` makes."""
     if config.input_shape is None:
         return input_batch(config.input, config.batch, config.resolution, config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    return torch.randn(config.batch, *config.input_shape, generator=generator)
+    return gaussian((config.batch, *config.input_shape), config.seed)
 
 
 def as_channels_first(y: Tensor, channels: str) -> Tensor:

@@ -16,10 +16,15 @@ from torch import Tensor
 IMAGE_CHANNELS = 3
 
 
+def gaussian(shape: tuple[int, ...], seed: int) -> Tensor:
+    """Seeded samples of the unit Gaussian, of any shape (a non-image network's input)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=generator)
+
+
 def gaussian_batch(batch: int, resolution: int, seed: int) -> Tensor:
     """N x 3 x H x W samples of the unit Gaussian, the paper's SPP input."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, IMAGE_CHANNELS, resolution, resolution, generator=generator)
+    return gaussian((batch, IMAGE_CHANNELS, resolution, resolution), seed)
 
 
 @lru_cache(maxsize=1)

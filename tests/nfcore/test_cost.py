@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import weakref
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from nfcore.config import ModelConfig, SPPConfig
 from nfcore.cost import FLOAT32_BYTES, Cost, estimate
+from nfcore.foreign_cost import LiveBytes
 from nfcore.models import Network, build_model, parameter_count
 from nfcore.spp import measurement_mode
 from nfcore.variants import PAPER_RESNET_DEPTHS
@@ -113,39 +111,6 @@ def measured_flops(model: Network, x: torch.Tensor, gradients: bool = False) -> 
     return counter.get_total_flops()
 
 
-class LiveActivationBytes(TorchDispatchMode):
-    """Peak bytes of the storages that ops create, each counted from its creation to its death.
-
-    A storage dies when its last tensor (Python-visible or held by autograd) does; storages an
-    op only reads or views (weights, buffers, the input image) are not counted.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.now = self.peak = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        read = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
-        inputs = {t.untyped_storage().data_ptr() for t in read}
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            key = storage.data_ptr()
-            if key in self.live or key in inputs or storage.nbytes() == 0:
-                continue
-            self.live[key] = storage.nbytes()
-            self.now += storage.nbytes()
-            self.peak = max(self.peak, self.now)
-            weakref.finalize(storage, self._release, key)
-        return out
-
-    def _release(self, key: int) -> None:
-        self.now -= self.live.pop(key)
-
-
 def measured_activation_bytes(config: SPPConfig) -> int:
     """Peak activation bytes of the SPP engine's pass (BN on batch statistics), image included."""
     model = build_model(config, seed=0)
@@ -155,7 +120,7 @@ def measured_activation_bytes(config: SPPConfig) -> int:
     with measurement_mode(model, torch.device("cpu")):
         with torch.no_grad():
             model(x)  # caches the Scaled WS weights, which are not activations
-        with LiveActivationBytes() as live:
+        with LiveBytes() as live:
             if config.gradients:
                 logits = model(x.requires_grad_(True))
                 F.cross_entropy(logits, torch.zeros(config.batch, dtype=torch.long)).backward()
@@ -276,7 +241,7 @@ def test_activation_memory_grows_with_batch_and_resolution() -> None:
 
 def test_the_live_bytes_counter_sees_tensors_born_and_freed() -> None:
     x = torch.zeros(1000)
-    with LiveActivationBytes() as live:
+    with LiveBytes() as live:
         y = x + 1  # 4000 bytes
         z = y * 2  # 8000 bytes alive
         del y
