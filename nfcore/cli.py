@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nfcore.cli_options import UsageError, build_parser
+from nfcore.cli_options import UsageError, as_flags, build_parser
 from nfcore.config import SPPConfig, TrainConfig
 from nfcore.edits import with_changes
 from nfcore.fields import describe_validation_error
@@ -48,7 +48,7 @@ def config_from_args(
     try:
         return kind(**with_changes(values, flags))
     except ValidationError as error:
-        raise UsageError(_as_flags(describe_validation_error(error))) from None
+        raise UsageError(as_flags(describe_validation_error(error))) from None
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -67,18 +67,6 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a JSON object with config fields")
     return data
-
-
-def _as_flags(message: str) -> str:
-    """'se_gain: ...; depth: ...' -> '--se-gain: ...; --depth: ...'."""
-    parts = []
-    for part in message.split("; "):
-        field, sep, rest = part.partition(": ")
-        # A field name ('bogus' from an unknown key too), not the 'allowed: ...' of a bound.
-        if sep and field.replace("_", "").replace(".", "").isalnum() and field != "allowed":
-            field = "--" + field.split(".")[0].replace("_", "-")
-        parts.append(f"{field}{sep}{rest}")
-    return "; ".join(parts)
 
 
 def _check_plot_paths(flag: str, paths: Sequence[Path]) -> None:
@@ -220,7 +208,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
             results, log_y=args.log_y, labels=args.label, title=args.title, panels=args.panels
         )
     except ValueError as error:  # "panels: ...": a panel none of the results measured
-        raise UsageError(_as_flags(str(error))) from None
+        raise UsageError(as_flags(str(error))) from None
     for path in args.plot:
         write_figure(figure, path)
         sys.stderr.write(f"wrote {path}\n")

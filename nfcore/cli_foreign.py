@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nfcore.cli_options import UsageError, field_option
+from nfcore.cli_options import UsageError, as_flags, field_option
 from nfcore.fields import describe_validation_error
 from nfcore.foreign_config import ForeignConfig
 
@@ -128,10 +128,7 @@ def foreign_config(args: argparse.Namespace) -> ForeignConfig:
     try:
         return ForeignConfig(**fields)
     except ValidationError as error:
-        message = describe_validation_error(error)
-        raise UsageError(
-            message if message.startswith("--") else f"--{message}".replace("_", "-", 1)
-        ) from None
+        raise UsageError(as_flags(describe_validation_error(error))) from None
 
 
 def build(config: ForeignConfig) -> Any:

@@ -52,6 +52,19 @@ PANELS_HELP = (
 )
 
 
+def as_flags(message: str) -> str:
+    """A config error as the flags name it: 'se_gain: ...; depth: ...' -> '--se-gain: ...;
+    --depth: ...'."""
+    parts = []
+    for part in message.split("; "):
+        field, sep, rest = part.partition(": ")
+        # A field name ('bogus' from an unknown key too), not the 'allowed: ...' of a bound.
+        if sep and field.replace("_", "").replace(".", "").isalnum() and field != "allowed":
+            field = "--" + field.split(".")[0].replace("_", "-")
+        parts.append(f"{field}{sep}{rest}")
+    return "; ".join(parts)
+
+
 def _choices(annotation: Any) -> tuple[Any, ...] | None:
     """The values of a Literal field (`X | None` too), else None."""
     if get_origin(annotation) is Literal:

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
@@ -99,17 +100,7 @@ def run_spp_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     job, config, device = _start(SPPConfig, payload)
     settings = get_settings()
-    last_saved = 0.0
-
-    def progress(done: int, total: int) -> None:
-        nonlocal last_saved
-        raise_if_stopped()
-        now = time.monotonic()
-        if done == total or now - last_saved >= PROGRESS_INTERVAL:
-            job.meta[META_PROGRESS] = {"done": done, "total": total}
-            job.save_meta()
-            last_saved = now
-
+    progress = _block_progress(job)
     model = _models().model(config, resolve_device(device))
     result = run_spp(config, progress=progress, model=model, device=device)
     _store_result(job, result.to_json_dict(), settings.result_ttl)
@@ -148,6 +139,20 @@ def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
         _check(weights_only(*counted, config), subject)
     model = build_foreign(plugin.factory, args, config.seed, f"plugin {plugin.name}")
     _check(real_cost(model, config, flops=counted[1] if counted else None), subject)
+    progress = _block_progress(job)
+    result = measure_config(model, config, progress=progress, device=device)
+    _store_result(job, result.to_json_dict(), settings.result_ttl)
+    return {
+        "result_key": key_for("result", job.id),
+        "blocks": len(result.blocks),
+        "seconds": result.meta.seconds,
+        "device": result.meta.device,
+    }
+
+
+def _block_progress(job: Job) -> Callable[[int, int], None]:
+    """An SPP's progress callback: stops the job when asked to (a cancel), and saves the
+    blocks done into its meta at most every PROGRESS_INTERVAL seconds, and at the last."""
     last_saved = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -159,14 +164,7 @@ def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
             job.save_meta()
             last_saved = now
 
-    result = measure_config(model, config, progress=progress, device=device)
-    _store_result(job, result.to_json_dict(), settings.result_ttl)
-    return {
-        "result_key": key_for("result", job.id),
-        "blocks": len(result.blocks),
-        "seconds": result.meta.seconds,
-        "device": result.meta.device,
-    }
+    return progress
 
 
 def _check(cost: Any, subject: str) -> None:
