@@ -212,6 +212,21 @@ def browser_page() -> Iterator[Page]:
             browser.close()
 
 
+@pytest.fixture
+def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A page test's own settings, caches and API client (no token from the environment)."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    clear_app_caches()
+    yield
+    clear_app_caches()
+
+
+@pytest.fixture
+def quick_polls(fresh_app: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fresh_app`, with waits on running jobs of 0.1 s, so a page test follows them closely."""
+    monkeypatch.setenv("APP_POLL_SECONDS", "0.1")
+
+
 def clear_app_caches() -> None:
     """Settings and the API client are made once per process: forget them between tests."""
     get_settings.cache_clear()

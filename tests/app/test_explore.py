@@ -27,7 +27,7 @@ from app import urlstate
 from nfcore.config import SPPConfig, config_hash
 from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS
 from nfcore.presets import get_preset
-from tests.app.conftest import ServerProcess, clear_app_caches
+from tests.app.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_MAIN = ROOT / "app" / "main.py"
@@ -37,13 +37,7 @@ PANEL_KEYS = [key for key, _ in FORWARD_PANELS + GRADIENT_PANELS]  # in subplot 
 TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("APP_POLL_SECONDS", "0.1")
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    clear_app_caches()
-    yield
-    clear_app_caches()
+pytestmark = pytest.mark.usefixtures("quick_polls")
 
 
 @pytest.fixture

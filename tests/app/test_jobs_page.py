@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -19,7 +18,6 @@ import nfcore
 from api.localhost import free_port
 from app import urlstate
 from nfcore.config import SPPConfig, config_hash
-from tests.app.conftest import clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run
@@ -27,12 +25,7 @@ JOB_DEADLINE = 60  # seconds for a tiny job, the worker's first import of torch 
 TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    clear_app_caches()
-    yield
-    clear_app_caches()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def open_jobs_page() -> AppTest:

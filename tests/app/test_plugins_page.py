@@ -16,7 +16,6 @@ from streamlit.testing.v1 import AppTest
 
 from app.plugin_form import form_fields
 from tests.api.conftest import WorkerProcess
-from tests.app.conftest import clear_app_caches
 from tests.conftest import RedisServer, session_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,13 +23,7 @@ APP_MAIN = ROOT / "app" / "main.py"
 RUN_TIMEOUT = 90
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("APP_POLL_SECONDS", "0.1")
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    clear_app_caches()
-    yield
-    clear_app_caches()
+pytestmark = pytest.mark.usefixtures("quick_polls")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,13 @@ from streamlit.testing.v1 import AppTest
 
 from api.localhost import free_port
 from app import sweeps
-from tests.app.conftest import clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run
 TINY = {"width": "0.0625", "resolution": "32", "batch": "2"}
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    clear_app_caches()
-    yield
-    clear_app_caches()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 @pytest.fixture

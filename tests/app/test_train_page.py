@@ -14,7 +14,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,7 @@ def setting(at: AppTest, kind: str, name: str) -> Any:
     return widget
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    clear_app_caches()
-    yield
-    clear_app_caches()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 @pytest.fixture
