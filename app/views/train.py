@@ -279,14 +279,10 @@ def _status(
 
 
 def _accuracy_text(data: dict[str, Any]) -> str:
-    evals = data.get("evals") or []
-    if not evals:
+    words = train_runs.accuracy_words(data)
+    if words is None:
         return "not evaluated"
-    last = evals[-1]
-    text = f"held-out accuracy {last['accuracy']:.1%}"
-    if last.get("ema_accuracy") is not None:
-        text += f" (EMA {last['ema_accuracy']:.1%})"
-    return f"{text} after {last['step']} steps"
+    return f"held-out accuracy {words} after {data['evals'][-1]['step']} steps"
 
 
 def _curves(shown: list[tuple[str, dict[str, Any]]], *, smoothing: float, grad_norm: bool) -> None:
