@@ -31,7 +31,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.utils import as_text, now, utcparse
 from rq.worker import WorkerStatus
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from contract import (
     ENDED_CHANNEL,
@@ -93,8 +93,12 @@ class JobWorker(SimpleWorker):
         return self.heartbeat_ttl
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        if pipeline is None and not self.connection.exists(self.key):
-            # Redis came back empty: register again, so /readyz counts this worker.
+        if pipeline is None and not self.connection.sismember(REDIS_WORKER_KEYS, self.key):
+            # Redis lost this worker (restarted empty, or flushed), maybe while a job ran, whose
+            # heartbeats wrote part of its record back but not its place in the list of
+            # workers: register again, so /readyz and the plugin list count it. The partial
+            # record is this process's own.
+            self.connection.delete(self.key)
             self.register_birth()
         super().heartbeat(timeout, pipeline)
         if pipeline is None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from rq import Worker
 
 from api.main import create_app
 from api.settings import ApiSettings
@@ -234,3 +235,24 @@ def test_a_cold_shutdown_during_a_job_queues_it_again(
     finished = wait_for(client, job_id, DONE, timeout=90)
     assert finished["state"] == "finished", finished
     assert finished["attempt"] == 2
+
+
+def test_a_worker_whose_record_redis_lost_during_a_job_registers_again_after_it(
+    client: TestClient, start_worker: Callable[..., WorkerProcess], store: redis.Redis
+) -> None:
+    """A flush (or an empty Redis after a restart) in the middle of a job: the job's heartbeats
+    write part of the worker's record back, but not its place in the list of workers. Once
+    the job is over the worker must register again, or /readyz and the plugin list, which
+    read that list, never count it again."""
+    start_worker(WORKER_NAME="w-flush")
+    job_id = client.post("/v1/spp", json=SLOW).json()["id"]
+    wait_for(client, job_id, ("running",))
+    time.sleep(1.0)
+    store.flushdb()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = {w.name for w in Worker.all(connection=store)}
+        if "w-flush" in names and client.get("/readyz").json()["workers"]["spp"] == 1:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the worker did not register again; workers: {names}")
