@@ -19,6 +19,7 @@ What RQ's forking worker does not give it, or gets wrong for it, is added here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -55,6 +56,11 @@ log = logging.getLogger("worker")
 
 # Seconds between looks at a same-named worker's record while waiting to see if it lives.
 TAKEOVER_POLL = 0.5
+# How long the pub/sub thread (RQ's stop-job commands) blocks in one read, and how long a
+# shutdown waits for it. RQ reads for 60 s at a time and joins the thread with no timeout,
+# so an idle worker could take a minute to exit on SIGTERM (Docker kills after 10 s).
+PUBSUB_POLL = 1.0
+PUBSUB_STOP_TIMEOUT = 2.0
 
 
 class WorkerNameTaken(RuntimeError):
@@ -80,6 +86,26 @@ class JobWorker(SimpleWorker):
         self._cold_shutdown = False
         # worker_ttl: RQ lets the worker's own key expire 60 s after its last heartbeat.
         super().__init__(queues, worker_ttl=heartbeat_ttl, job_class=TaskJob, **kwargs)
+
+    # --- commands (stop-job) -------------------------------------------------------------------
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_POLL, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+    def unsubscribe(self) -> None:
+        """Stop the pub/sub thread within PUBSUB_STOP_TIMEOUT seconds, whatever it is reading:
+        it is a daemon thread, so one that does not stop in time does not hold the exit."""
+        thread, pubsub = self.pubsub_thread, self.pubsub
+        if thread is None or pubsub is None:
+            return
+        self.pubsub_thread = None
+        thread.stop(timeout=PUBSUB_STOP_TIMEOUT)
+        if not thread.is_alive():
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
 
     # --- heartbeats ----------------------------------------------------------------------------
     @property
