@@ -23,6 +23,7 @@ from contract.jobs import (
 )
 from contract.keys import (
     ASKERS_KEY,
+    CLAIM_KEY,
     ENDED_CHANNEL,
     EVENTS_KEY,
     KEY_PREFIX,
@@ -45,6 +46,7 @@ from contract.settings import ServiceSettings, connect, connect_async, redact_ur
 
 __all__ = [
     "ASKERS_KEY",
+    "CLAIM_KEY",
     "ENDED_CHANNEL",
     "EVENTS_KEY",
     "KEY_PREFIX",

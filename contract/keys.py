@@ -19,10 +19,22 @@ EVENTS_KEY: Final = "events"
 # Pub/sub channel kind (`key_for(ENDED_CHANNEL, job_id)`): a worker publishes on it once a job
 # has ended and its final state (and result) are in Redis, so the API's `wait` answers at once.
 ENDED_CHANNEL: Final = "ended"
-# Key kind counting the submissions that wait for a job (`key_for(ASKERS_KEY, job_id)`): a
-# client that moves on (`replaces=<id>`) gives its claim back, and a job nobody waits for
-# any more is canceled.
+# Key kind of the claims on a job (`key_for(ASKERS_KEY, job_id)`): a Redis set of the claim
+# tokens of the submissions still waiting for it (a POST that returned the job, a sweep's
+# point). A client that moves on (`replaces=<claim>`) takes its own claim out, once; a job
+# left with no claim is canceled. It is emptied when the job is queued anew, and expires
+# with the result.
 ASKERS_KEY: Final = "askers"
+# Key kind of one claim (`key_for(CLAIM_KEY, token)`): the id of the job it holds. The token
+# is random and given only to the client that submitted, so nobody else can give it back.
+CLAIM_KEY: Final = "claim"
+
+
+# Key kind of a running job's memory (`key_for(MEMORY_KEY, job_id)`): the JSON object
+# {"rss_bytes": int, "limit_bytes": int} of its worker, written with each heartbeat and when
+# the worker's memory goes over its limit. The reaper fails a job whose worker died near its
+# limit instead of running it again on the next worker, which would die the same way.
+MEMORY_KEY: Final = "memory"
 
 
 KEY_PREFIX: Final = "nfsp"

@@ -8,38 +8,49 @@ What RQ's forking worker does not give it, or gets wrong for it, is added here:
 - a heartbeat thread renews the running job's own execution record, so a job whose worker is
   killed (SIGKILL, out of memory) is seen as abandoned within `HEARTBEAT_TTL` seconds and
   retried or failed; an idle worker heartbeats every third of it, so `/readyz` can tell a live
-  worker from a dead record;
-- after a Redis outage mid-job, nothing of the interrupted job is kept: each job starts from
-  a clean execution state;
-- a worker restarted under the `WORKER_NAME` of one that died takes over its record at once
-  (same host, process gone) or once the record stops heartbeating (another host);
+  worker from a dead record. Each heartbeat during a job writes the job's `last_heartbeat`
+  (RQ's field of the job's hash) and the worker's memory (`contract.keys.MEMORY_KEY`);
+- the worker's record stays whole (`worker.record`): a worker restarted under the
+  `WORKER_NAME` of one that died takes over its record, and a worker whose record Redis lost
+  in part (a restart, a flush, a stall longer than the record's expiry) registers again;
+- a short Redis outage during a job does not end it: progress writes are skipped meanwhile,
+  and the result and the job's final state are tried again for up to `HEARTBEAT_TTL` seconds
+  (`worker.outages`); after a longer one nothing of the interrupted job is kept, each job
+  starts from a clean execution state;
+- a job's limits (`worker.guards`): its queue's timeout, whatever the job's record says, and
+  the worker's memory limit (WORKER_MAX_RSS_BYTES) end it with an exception that
+  `except Exception` does not catch; a job that reached one fails and is not retried;
+- a record in a queue that is not the API's never ends the worker: one that cannot be read is
+  dropped (and marked failed), one that breaks RQ's handling is failed, and the worker goes on;
 - a cold shutdown (a second SIGTERM or Ctrl-C) during a job queues the job again;
-- cooperative stopping: RQ's stop-job command sets a flag the job checks after every block.
+- cooperative stopping: RQ's stop-job command sets a flag the job checks after every block;
+- an idle worker exits within seconds of SIGTERM (its pub/sub thread reads a second at a time).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
-import os
-import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
-from rq.job import Job
-from rq.utils import as_text, now, utcparse
+from rq.exceptions import StopRequested
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus
+from rq.utils import now
 from rq.worker import WorkerStatus
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from contract import (
     ENDED_CHANNEL,
     META_PROGRESS,
     SERIALIZER,
     TaskJob,
-    advertise,
     connect,
     key_for,
     plugin_queue,
@@ -47,15 +58,24 @@ from contract import (
     redact_url,
     refusal,
 )
+from contract.keys import MEMORY_KEY
 from contract.reaper import reap_abandoned
+from worker.guards import (
+    MEMORY_SLACK,
+    JobLimits,
+    JobOverLimit,
+    Limits,
+    memory_limit_words,
+    rss_bytes,
+)
+from worker.outages import UNREACHABLE, patiently
 from worker.plugins import descriptions
+from worker.record import WorkerNameTaken, WorkerRecord
 from worker.settings import WorkerSettings, get_settings
 from worker.stopping import stop_requested
 
 log = logging.getLogger("worker")
 
-# Seconds between looks at a same-named worker's record while waiting to see if it lives.
-TAKEOVER_POLL = 0.5
 # How long the pub/sub thread (RQ's stop-job commands) blocks in one read, and how long a
 # shutdown waits for it. RQ reads for 60 s at a time and joins the thread with no timeout,
 # so an idle worker could take a minute to exit on SIGTERM (Docker kills after 10 s).
@@ -63,13 +83,10 @@ PUBSUB_POLL = 1.0
 PUBSUB_STOP_TIMEOUT = 2.0
 
 
-class WorkerNameTaken(RuntimeError):
-    """Another live worker already runs under this WORKER_NAME."""
-
-
-class JobWorker(SimpleWorker):
-    """A SimpleWorker for our tasks only, with heartbeats during a job, clean state after a
-    Redis outage, takeover of a dead namesake's record, and cooperative stop-job handling."""
+class JobWorker(WorkerRecord, SimpleWorker):
+    """A SimpleWorker for our tasks only, with heartbeats during a job, a record kept whole,
+    jobs that live through short Redis outages, time and memory limits, and cooperative
+    stop-job handling."""
 
     job_class = TaskJob
 
@@ -84,6 +101,8 @@ class JobWorker(SimpleWorker):
         self.heartbeat_ttl = heartbeat_ttl  # read by RQ's constructor (dequeue_timeout)
         self.plugin_descriptions = plugin_descriptions or []
         self._cold_shutdown = False
+        self._waiting_for_job = False  # in the dequeue: a SIGTERM stops the worker at once
+        self._limits = Limits(seconds=get_settings().spp_job_timeout)  # the running job's
         # worker_ttl: RQ lets the worker's own key expire 60 s after its last heartbeat.
         super().__init__(queues, worker_ttl=heartbeat_ttl, job_class=TaskJob, **kwargs)
 
@@ -118,123 +137,129 @@ class JobWorker(SimpleWorker):
         # Short on purpose: the heartbeat thread renews it while the job is alive.
         return self.heartbeat_ttl
 
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        if pipeline is None and not self.connection.sismember(REDIS_WORKER_KEYS, self.key):
-            # Redis lost this worker (restarted empty, or flushed), maybe while a job ran, whose
-            # heartbeats wrote part of its record back but not its place in the list of
-            # workers: register again, so /readyz and the plugin list count it. The partial
-            # record is this process's own.
-            self.connection.delete(self.key)
-            self.register_birth()
-        super().heartbeat(timeout, pipeline)
-        if pipeline is None:
-            self._advertise()
-
     def _beat(self, job: Job, execution: Any, done: threading.Event) -> None:
-        """Renew this job's own execution (never one RQ still holds from an interrupted job)."""
+        """Every third of HEARTBEAT_TTL: renew this job's own execution (never one RQ still
+        holds from an interrupted job) and its `last_heartbeat`, record the worker's memory,
+        and register this worker again if Redis lost its record meanwhile."""
         while not done.wait(self.heartbeat_ttl / 3):
             try:
                 self.maintain_heartbeats(job, execution)
+                rss = rss_bytes()
+                if rss is not None:
+                    self._record_memory(job.id, rss)
+                self._register_if_lost()
             except redis.RedisError as error:  # Redis away for a moment: try again next beat
                 log.warning("heartbeat for job %s failed: %s", job.id, error)
+            except Exception:  # never end the beats of a running job: it would be reaped
+                log.exception("heartbeat for job %s failed", job.id)
 
-    # --- birth: take over the record of a dead worker of the same name -------------------------
-    def register_birth(self) -> None:
-        self._take_over_dead_namesake()
-        super().register_birth()
-        self._advertise()
-
-    def _advertise(self) -> None:
-        """Renew the descriptions of this worker's plugins (`contract.plugins`)."""
-        if self.plugin_descriptions:
-            advertise(self.connection, self.plugin_descriptions, get_settings().result_ttl)
-
-    def _take_over_dead_namesake(self) -> None:
-        record = self._record()
-        if record is None:
+    def _record_memory(self, job_id: str, rss: int) -> None:
+        """The worker's memory and its limit, for the reaper should the worker die."""
+        limit = self._limits.memory_bytes
+        if limit is None:
             return
-        first_beat = record.get("last_heartbeat")
-        while not self._is_dead(record):
-            time.sleep(TAKEOVER_POLL)
-            record = self._record()
-            if record is None:
-                return
-            if record.get("last_heartbeat") != first_beat:
-                raise WorkerNameTaken(
-                    f"a live worker named {self.name!r} already runs (host "
-                    f"{record.get('hostname')}, pid {record.get('pid')}); give this one another "
-                    "WORKER_NAME"
-                )
-        log.warning(
-            "worker %s: taking over the record of a dead worker of the same name (host %s, "
-            "pid %s, last heartbeat %s)",
+        record = json.dumps({"rss_bytes": rss, "limit_bytes": limit})
+        self.connection.set(key_for(MEMORY_KEY, job_id), record, ex=get_settings().result_ttl)
+
+    # --- a queue's records ---------------------------------------------------------------------
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue, but a job whose record cannot be read (not the API's: a `timeout` of
+        "xyz", a `status` of "bogus") is dropped and the next one dequeued; RQ let the error
+        end the work loop, and the worker exited."""
+        while True:
+            self._waiting_for_job = True
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except StopRequested:
+                raise
+            except Exception as error:
+                job_id = getattr(error, "job_id", None)  # set by RQ on an error reading a job
+                if job_id is None or isinstance(error, redis.RedisError):
+                    raise
+                self._drop_unreadable(str(job_id), getattr(error, "queue", None), error)
+            finally:
+                self._waiting_for_job = False
+
+    def _shutdown(self) -> None:
+        """A warm shutdown (the first SIGTERM or Ctrl-C): at once while waiting for a job;
+        after the job while one is handled, from its dequeue to its end. RQ asks whether the
+        worker is BUSY, a state it sets only once the job's body starts: a signal a moment
+        before raised StopRequested inside the handling of the job, which failed it and
+        forgot the request, and the worker never stopped."""
+        if self._waiting_for_job:
+            raise StopRequested()
+        self._stop_requested = True
+        self.set_shutdown_requested_date()
+
+    def _drop_unreadable(self, job_id: str, queue: Queue | None, error: Exception) -> None:
+        log.error(
+            "worker %s: dropped job %s: its record cannot be read (%s: %s); it is marked "
+            "failed and the worker goes on",
             self.name,
-            record.get("hostname"),
-            record.get("pid"),
-            record.get("last_heartbeat"),
+            job_id,
+            type(error).__name__,
+            str(error)[:200],
         )
-        self._bury(record)
+        if queue is not None:  # RQ moved it there to start it (one queue: LMOVE)
+            self.connection.lrem(IntermediateQueue.get_intermediate_queue_key(queue.key), 0, job_id)
+        key = TaskJob.key_for(job_id)
+        if self.connection.exists(key):  # not "queued" for ever to whoever reads it
+            self.connection.hset(key, "status", JobStatus.FAILED.value)
+        self.connection.publish(key_for(ENDED_CHANNEL, job_id), "ended")
 
-    def _record(self) -> dict[str, str] | None:
-        """The same-named worker's record, or None when there is none or it registered death."""
-        raw = self.connection.hgetall(self.key)
-        record = {as_text(key): as_text(value) for key, value in raw.items()}
-        return record if record and "death" not in record else None
-
-    def _is_dead(self, record: dict[str, str]) -> bool:
-        """On this host with its process gone (or it was this very process, restarted as PID
-        1 of a container), or no heartbeat for HEARTBEAT_TTL seconds."""
-        if record.get("hostname") == socket.gethostname():
-            pid = int(record["pid"]) if record.get("pid", "").isdigit() else None
-            if pid == os.getpid() or (pid is not None and not _process_exists(pid)):
-                return True
+    def run_maintenance_tasks(self) -> None:
+        """RQ's cleanup of the registries, which reads their jobs: a record that is not the
+        API's must not end the worker (RQ's work loop exits on any error it raises)."""
         try:
-            last = utcparse(record["last_heartbeat"])
-        except (KeyError, ValueError):
-            return True
-        return (now() - last).total_seconds() > self.heartbeat_ttl
-
-    def _bury(self, record: dict[str, str]) -> None:
-        """Remove the dead worker's record, and let its running job be reaped at once."""
-        members = [as_text(m) for m in self.connection.smembers(self.executions_key)]
-        with self.connection.pipeline() as pipe:
-            for member in members:
-                job_id = member.rsplit(":", 1)[0]
-                origin = self.connection.hget(TaskJob.key_for(job_id), "origin")
-                if origin:
-                    registry = queue_for(as_text(origin), self.connection).started_job_registry
-                    pipe.zadd(registry.key, {member: 0}, xx=True)  # expired: abandoned now
-            for name in (record.get("queues") or "").split(","):
-                if name:
-                    pipe.srem(WORKERS_BY_QUEUE_KEY % name, self.key)
-            pipe.srem(self.redis_workers_keys, self.key)
-            pipe.delete(self.key, self.executions_key)
-            pipe.execute()
-        if members:
-            reap_abandoned(self.connection, get_settings())
+            super().run_maintenance_tasks()
+        except redis.RedisError:
+            raise
+        except Exception:
+            log.exception(
+                "worker %s: cleaning the registries failed; the worker goes on", self.name
+            )
+            self.last_cleaned_at = now()
 
     # --- running a job -------------------------------------------------------------------------
     def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            self._execute(job, queue)
+        except UNREACHABLE as error:
+            # Redis stayed away past the patience of the job's writes, and RQ could not record
+            # the outcome. Stay alive: once Redis is back, the reaper retries the job if Redis
+            # kept it.
+            log.warning("Redis unreachable during job %s (%s); waiting for it", job.id, error)
+            self._wait_for_redis()
+        except Exception as error:
+            # RQ's own handling of the job broke on its record (not the API's): fail the job
+            # where Redis lets us, and serve the next one.
+            log.exception("worker %s: job %s could not be handled; it is failed", self.name, job.id)
+            with contextlib.suppress(Exception):
+                self._fail(job, queue, f"BrokenJob: the worker could not handle this job: {error}")
+        if self._cold_shutdown:
+            raise SystemExit()
+
+    def _execute(self, job: Job, queue: Queue) -> None:
         reason = refusal(job)
         if reason is not None:
-            self._refuse(job, queue, reason)
+            log.warning("worker %s: refused job %s: %s", self.name, job.id, reason)
+            self._fail(job, queue, f"RefusedJob: this job was not run: {reason}")
             return
         stop_requested.clear()
         done = threading.Event()
         beat: threading.Thread | None = None
         try:
             self._forget_executions()
+            self._limits = self._limits_for(job, queue)
+            self.connection.delete(key_for(MEMORY_KEY, job.id))  # an earlier attempt's
             execution = self.prepare_execution(job)
             beat = threading.Thread(target=self._beat, args=(job, execution, done), daemon=True)
             beat.start()
             self.perform_job(job, queue, execution)
             self.set_state(WorkerStatus.IDLE)
             self._announce_end(job)
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            # Redis went away mid-job and RQ could not record the outcome. Stay alive: once
-            # Redis is back, the reaper retries the job if Redis kept it.
-            log.warning("Redis unreachable during job %s (%s); waiting for it", job.id, error)
-            self._wait_for_redis()
         finally:
             done.set()
             if beat is not None:
@@ -242,27 +267,23 @@ class JobWorker(SimpleWorker):
             stop_requested.clear()
             self.executions.clear()
             self._executions = []
-        if self._cold_shutdown:
-            raise SystemExit()
 
-    def _refuse(self, job: Job, queue: Queue, reason: str) -> None:
-        """Fail a job that is not one of ours without running, importing or retrying anything
-        of it (TaskJob.func would refuse it too)."""
-        log.warning("worker %s: refused job %s: %s", self.name, job.id, reason)
+    def _fail(self, job: Job, queue: Queue, message: str) -> None:
+        """Fail a job without running, importing or retrying anything of it (a job that is not
+        one of ours: TaskJob.func would refuse it too)."""
         job.retries_left = None
         job.ended_at = now()
         self.handle_job_failure(
-            job,
-            queue,
-            started_job_registry=queue.started_job_registry,
-            exc_string=f"RefusedJob: this job was not run: {reason}",
+            job, queue, started_job_registry=queue.started_job_registry, exc_string=message
         )
         self.set_state(WorkerStatus.IDLE)
         self._announce_end(job)
 
     def _announce_end(self, job: Job) -> None:
-        """Tell the API's waiting requests that the job's final state is in Redis."""
-        self.connection.publish(key_for(ENDED_CHANNEL, job.id), "ended")
+        """Tell the API's waiting requests that the job's final state is in Redis (those that
+        miss it, Redis being away, see it at their next look)."""
+        with contextlib.suppress(*UNREACHABLE):
+            self.connection.publish(key_for(ENDED_CHANNEL, job.id), "ended")
 
     def _forget_executions(self) -> None:
         """One job at a time: any execution this worker still lists belongs to a job that an
@@ -271,8 +292,35 @@ class JobWorker(SimpleWorker):
         self._executions = []
         self.connection.delete(self.executions_key)
 
+    # --- a job's limits (worker.guards) --------------------------------------------------------
+    def _limits_for(self, job: Job, queue: Queue) -> Limits:
+        """The job's timeout, at most its queue's (a record may say anything), and the memory
+        limit: WORKER_MAX_RSS_BYTES, or the RSS now plus MEMORY_SLACK x MAX_MEMORY_BYTES."""
+        settings = get_settings()
+        longest = settings.job_timeout(queue.name)
+        asked = job.timeout
+        seconds = asked if isinstance(asked, int) and 0 < asked <= longest else longest
+        rss = rss_bytes()
+        if settings.worker_max_rss_bytes == 0 or rss is None:
+            return Limits(seconds=seconds)
+        memory = settings.worker_max_rss_bytes or rss + MEMORY_SLACK * settings.max_memory_bytes
+        job_id = job.id
+
+        def on_over(rss: int) -> None:  # from the memory thread: the kernel may be next
+            with contextlib.suppress(redis.RedisError):
+                self._record_memory(job_id, rss)
+
+        return Limits(seconds=seconds, memory_bytes=int(memory), on_over=on_over)
+
+    @property
+    def death_penalty_class(self) -> Callable[..., JobLimits]:  # type: ignore[override]
+        """What RQ runs a job's body in: RQ's timeout, with the worker's limits."""
+        return functools.partial(JobLimits, limits=self._limits)
+
+    # --- the end of a job ----------------------------------------------------------------------
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        if exc_info and isinstance(exc_info[1], SystemExit | KeyboardInterrupt):
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, SystemExit | KeyboardInterrupt):
             # A cold shutdown (second SIGTERM or Ctrl-C) interrupted the job: queue it again,
             # from the start and without spending one of its retries; then the worker exits.
             log.warning("worker %s shut down during job %s; it is queued again", self.name, job.id)
@@ -281,7 +329,24 @@ class JobWorker(SimpleWorker):
             progress = job.meta.get(META_PROGRESS)
             if isinstance(progress, dict):
                 job.meta[META_PROGRESS] = {**progress, "done": 0}
+        elif isinstance(error, JobOverLimit):
+            # It would reach the same limit on the next worker.
+            log.warning("worker %s: job %s stopped: %s", self.name, job.id, error)
+            job.retries_left = None
         super().handle_exception(job, *exc_info)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        ended = super().handle_execution_ended
+        patiently(lambda: ended(job, queue, heartbeat_ttl), self.heartbeat_ttl, f"job {job.id}")
+
+    def handle_job_success(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        succeeded = super().handle_job_success
+        patiently(lambda: succeeded(job, queue, *args, **kwargs), self.heartbeat_ttl, job.id)
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        # RQ logs and forgets a failure it could not write: wait for Redis first.
+        patiently(self.connection.ping, self.heartbeat_ttl, f"failure of job {job.id}")
+        super().handle_job_failure(job, queue, *args, **kwargs)
 
     def kill_horse(self, sig: object = None) -> None:
         # RQ's stop-job command lands here (from the pub/sub thread); there is no horse.
@@ -298,19 +363,9 @@ class JobWorker(SimpleWorker):
             try:
                 self.connection.ping()
                 return
-            except (redis.ConnectionError, redis.TimeoutError):
+            except UNREACHABLE:
                 time.sleep(delay)
                 delay = min(2 * delay, 10.0)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def build_worker(settings: WorkerSettings) -> JobWorker:
@@ -353,6 +408,7 @@ def main() -> None:
         settings.worker_device,
         redact_url(settings.redis_url),
     )
+    log.info("%s", memory_limit_words(settings))
     try:
         worker.work(with_scheduler=False)
     except WorkerNameTaken as error:

@@ -29,6 +29,15 @@ class WorkerSettings(ServiceSettings):
         "for training jobs on dataset cifar10; unset = those jobs fail saying so.",
     )
     worker_name: str | None = Field(None, description="Name in RQ's worker list (default: random).")
+    worker_max_rss_bytes: float | None = Field(
+        None,
+        ge=0,
+        description="Resident memory of the worker (bytes) over which it stops the running job "
+        "and fails it, without a retry. Unset: its memory when the job starts plus "
+        "1.5 x MAX_MEMORY_BYTES (the largest estimated peak a job is accepted with, and room "
+        "for what the estimate leaves out: allocator caches, temporaries); 0: no limit. Linux "
+        "only (read from /proc); GPU memory is not counted.",
+    )
     worker_model_cache_bytes: int = Field(
         2**30,
         ge=0,

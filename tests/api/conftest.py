@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Small networks: a job takes well under a second on a CPU worker.
 TINY = {"depth": 14, "width": 0.125, "resolution": 32, "batch": 2, "norm": "nf", "device": "cpu"}
 # A job that runs for several seconds on 2 CPU cores, for cancel and kill tests.
+# SIGTERM to exit, for a worker idle or finishing a TINY job on a loaded machine.
+STOP_SECONDS = 20
 SLOW = {"depth": 600, "width": 0.25, "resolution": 128, "batch": 8, "norm": "nf", "gradients": True}
 
 
@@ -65,8 +67,22 @@ class WorkerProcess:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-        self.log.close()
+        """SIGTERM, as Docker and the launcher stop a worker; one still alive after
+        STOP_SECONDS is killed (never left to take the next test's jobs) and the test fails."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+                    raise AssertionError(
+                        f"the worker did not exit within {STOP_SECONDS} s of SIGTERM:\n"
+                        + self.log_path.read_text()[-3000:]
+                    ) from None
+        finally:
+            self.log.close()
 
 
 @pytest.fixture
@@ -81,8 +97,14 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Worke
         return worker
 
     yield start
-    for worker in started:
-        worker.stop()
+    problems = []
+    for worker in started:  # every one, even after one failed to stop
+        try:
+            worker.stop()
+        except AssertionError as problem:
+            problems.append(problem)
+    if problems:
+        raise problems[0]
 
 
 @pytest.fixture

@@ -256,3 +256,44 @@ def test_a_worker_whose_record_redis_lost_during_a_job_registers_again_after_it(
             return
         time.sleep(0.5)
     raise AssertionError(f"the worker did not register again; workers: {names}")
+
+
+OUTAGE_SECONDS = 1.0  # Redis down for this long in the middle of a job (issue 19, item 9)
+OUTLIVED = {"spp": SLOW, "train": {**TINY_TRAIN, "steps": 400, "eval_every": 400, "seed": 14}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["spp", "train"])
+def test_a_job_lives_through_a_short_redis_outage_and_finishes_on_its_first_attempt(
+    aof_redis: RedisServer,
+    aof_client: TestClient,
+    aof_workers: Callable[..., WorkerProcess],
+    kind: str,
+):
+    """Issue 19, item 9: a 1 s outage threw away a running job. Its next progress write raised,
+    which ended it; RQ could not record that either, so it showed `running` with nobody
+    working on it until its heartbeat expired, and then ran again from the start."""
+    worker = aof_workers()
+    job_id = aof_client.post(f"/v1/{kind}", json=OUTLIVED[kind]).json()["id"]
+    running_with_progress(aof_client, job_id)
+
+    aof_redis.stop()  # SIGKILL mid-job; its data is kept (append-only file)
+    time.sleep(OUTAGE_SECONDS)
+    aof_redis.start()
+
+    views = watch(aof_client, job_id, timeout=120)
+    assert views[-1]["state"] == "finished", views[-1]
+    assert views[-1]["attempt"] == 1, views[-1]
+    assert all(v["attempt"] == 1 and v["state"] != "queued" for v in views), "it ran again"
+    assert views[-1]["progress"]["done"] == views[-1]["progress"]["total"]
+    store = redis.Redis.from_url(aof_redis.url)
+    assert computations(store, job_id) == 1
+    store.close()
+    assert aof_client.get(f"/v1/jobs/{job_id}/result").status_code == 200
+    if kind == "train":  # every step's event once, none lost in the outage, none twice
+        page = aof_client.get(f"/v1/jobs/{job_id}/events", params={"since": 0}).json()
+        steps = [e["step"] for e in page["events"] if e["kind"] == "step"]
+        assert steps == list(range(1, OUTLIVED[kind]["steps"] + 1))
+    assert worker.process.poll() is None
+    log = worker.log_path.read_text()
+    assert "skipped: Redis unreachable" in log, log

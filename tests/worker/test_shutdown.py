@@ -8,16 +8,19 @@ took a minute (Docker kills after 10 s, and the suite's teardowns timed out).
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from contract import SERIALIZER, connect, queue_for
-from tests.api.conftest import WorkerProcess
-from worker.main import PUBSUB_STOP_TIMEOUT, JobWorker
+from tests.api.conftest import TINY, WorkerProcess
+from worker.main import PUBSUB_STOP_TIMEOUT, JobWorker, build_worker
 from worker.settings import WorkerSettings
 
 EXIT_SECONDS = 8.0  # SIGTERM to exit: the pub/sub stop (2 s) and a loaded machine's slack
@@ -68,3 +71,37 @@ def test_an_idle_worker_exits_within_seconds_of_sigterm_every_time(
             worker.log_path.read_text()
         )
         assert worker.process.returncode == 0
+
+
+def test_a_sigterm_as_a_job_starts_stops_the_worker_after_that_job(
+    client: TestClient, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM between a job's dequeue and the start of its body (RQ's BUSY state): RQ raised
+    StopRequested inside the job's handling, so the job failed ('could not be handled') and
+    the request was forgotten: the worker went on serving and never exited (seen as a
+    30 s teardown timeout in tests/api/test_spp_jobs.py, about one run in eight). Now the job
+    runs to its end and the worker stops before the next one."""
+    first = client.post("/v1/spp", json={**TINY, "seed": 1}).json()["id"]
+    second = client.post("/v1/spp", json={**TINY, "seed": 2}).json()["id"]
+    settings = WorkerSettings(redis_url=redis_url, worker_plugins=[], heartbeat_ttl=6)
+    worker = build_worker(settings)
+    signalled = []
+    prepare = JobWorker.prepare_execution
+
+    def prepare_then_sigterm(self: JobWorker, job: Any) -> Any:
+        if not signalled:  # the signal arrives once the job is dequeued, before its body
+            signalled.append(job.id)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return prepare(self, job)
+
+    monkeypatch.setattr(JobWorker, "prepare_execution", prepare_then_sigterm)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.work(with_scheduler=False, max_jobs=2)  # before the fix, it ran both
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        worker.connection.close()
+    assert signalled == [first]
+    assert client.get(f"/v1/jobs/{first}").json()["state"] == "finished"
+    assert client.get(f"/v1/jobs/{second}").json()["state"] == "queued"
