@@ -218,7 +218,9 @@ def _check_callable(fn: object, label: str) -> None:
 
 def _apply(fn: ActivationFn, x: Tensor, label: str) -> Tensor:
     """g(x) as a tensor of x's dtype and shape; the gains assume an elementwise g."""
-    with torch.no_grad():  # a user's nn.Module may hold parameters; no graph is needed
+    # On the CPU even inside `torch.device("meta")`: a network built there (a plugin's, to
+    # count its cost) resolves its gains from numbers, not from meta tensors.
+    with torch.no_grad(), torch.device("cpu"):  # a user's nn.Module may hold parameters
         y = torch.as_tensor(fn(x)).detach()
     if y.shape != x.shape:
         raise ValueError(

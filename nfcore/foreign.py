@@ -289,13 +289,21 @@ def load_factory(spec: str) -> Callable[..., Any]:
 
 
 def build_foreign(
-    factory: Callable[..., Any], args: dict[str, Any], seed: int, name: str
+    factory: Callable[..., Any],
+    args: dict[str, Any],
+    seed: int,
+    name: str,
+    propagate: tuple[type[BaseException], ...] = (),
 ) -> nn.Module:
     """The factory's network, built with the CPU generator seeded (the same command gives the
-    same weights); FactoryError when it raises or returns something else than an nn.Module."""
+    same weights); FactoryError when it raises or returns something else than an nn.Module.
+    MemoryError and `propagate` (a caller's control flow: a job's timeout, a cancel, a cost
+    guard) are let through as they are."""
     try:
         with seeded(seed):
             model = factory(**args)
+    except (MemoryError, *propagate):
+        raise
     except TypeError as error:
         raise FactoryError(f"{name}: calling it with {args} raised TypeError: {error}") from None
     except Exception as error:

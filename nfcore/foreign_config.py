@@ -9,9 +9,10 @@ factory's keyword arguments. The rest says how it is measured.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nfcore.config import Device, InputKind
 
@@ -71,6 +72,17 @@ class ForeignConfig(BaseModel):
     extra_stats: bool = Field(False, description="Also Appendix G: activation mean, pixel norm.")
     name: str | None = Field(None, max_length=200, description="The network's name in legends.")
 
+    @field_validator("model_args")
+    @classmethod
+    def _finite(cls, model_args: dict[str, Any]) -> dict[str, Any]:
+        """Arguments are JSON: NaN and infinities (which Python's JSON reads) are refused, as
+        they would be stored as null, and two different requests would share one job id."""
+        found = _non_finite(model_args, "model_args")
+        if found is not None:
+            where, number = found
+            raise ValueError(f"{where} is {number}, not a finite number")
+        return model_args
+
     @model_validator(mode="after")
     def _check(self) -> ForeignConfig:
         if self.input_shape is not None:
@@ -117,3 +129,20 @@ class ForeignConfig(BaseModel):
             return self.name
         args = ", ".join(f"{k}={v}" for k, v in sorted(self.model_args.items()))
         return f"{self.source}({args})" if args else self.source
+
+
+def _non_finite(value: Any, where: str) -> tuple[str, float] | None:
+    """Where in `value` (decoded JSON) the first NaN or infinity is, and it; or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, dict):
+        items: Any = ((f"{where}.{key}", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for path, item in items:
+        found = _non_finite(item, path)
+        if found is not None:
+            return found
+    return None

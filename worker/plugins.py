@@ -43,7 +43,7 @@ def loaded_plugins() -> dict[str, Plugin]:
 @functools.cache
 def descriptions() -> list[dict[str, Any]]:
     """What this worker advertises of each plugin, with its parameter count at its defaults
-    (counted on the meta device where the factory can build there)."""
+    (counted on the meta device within the limits, else null: nothing real is built)."""
     out = []
     for plugin in loaded_plugins().values():
         description = plugin.description()
@@ -55,15 +55,20 @@ def descriptions() -> list[dict[str, Any]]:
 def _parameters(plugin: Plugin) -> int | None:
     import torch
 
+    from nfcore.foreign_cost import Budget, BuildGuard
+
+    settings = get_settings()
     try:
         args = plugin.validated({})
     except ValueError:
         return None  # no defaults for every argument
-    for device in ("meta", "cpu"):
-        try:
-            with torch.device(device):
-                model = plugin.factory(**args)
-            return sum(p.numel() for p in model.parameters())
-        except Exception:
-            continue
-    return None
+    budget = Budget(settings.max_flops, settings.max_activation_bytes, settings.max_memory_bytes)
+    try:
+        with torch.device("meta"), BuildGuard(budget):
+            model = plugin.factory(**args)
+        return sum(p.numel() for p in model.parameters())
+    except MemoryError:
+        raise
+    except Exception as error:  # its jobs will say why; the worker still serves the others
+        log.warning("model plugin %s: no parameter count at its defaults: %s", plugin.name, error)
+        return None

@@ -27,12 +27,13 @@ from contract import (
     key_for,
     progress_total,
 )
-from contract.limits import over_limit
+from contract.limits import over_limit, written_over_limit
 from nfcore.config import SPPConfig, TrainConfig
 from nfcore.fields import describe_validation_error
 from nfcore.foreign_config import ForeignConfig
+from worker.outages import SkipWhileAway, patiently
 from worker.settings import get_settings
-from worker.stopping import raise_if_stopped
+from worker.stopping import JobStopped, raise_if_stopped
 
 # Progress goes to Redis at most this often (seconds), plus always at the last block.
 PROGRESS_INTERVAL = 0.2
@@ -40,13 +41,17 @@ PROGRESS_INTERVAL = 0.2
 EVENTS_INTERVAL = 0.1
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nfcore.model_cache import ModelCache
+    from nfcore.plugins import Plugin
 
 ConfigT = TypeVar("ConfigT", SPPConfig, TrainConfig, ForeignConfig)
 
 
 class JobTooLarge(ValueError):
-    """A plugin network over the limits the API applies to built-in ones (counted here)."""
+    """A plugin network over the limits the API applies to built-in ones (counted here), or a
+    training job that writes more than MAX_TRAIN_RESULT_BYTES."""
 
 
 def _start(kind: type[ConfigT], payload: dict[str, Any]) -> tuple[Job, ConfigT, str]:
@@ -116,9 +121,7 @@ def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
     """The SPP of a model plugin's network: the plugin installed here, its arguments checked
     again, its cost counted before it runs (`nfcore.foreign_cost`: the API cannot), then
     measured as `nfcore.measure` does and cached like any SPP."""
-    from nfcore.foreign import build_foreign  # torch loads here, in the worker only
-    from nfcore.foreign_cost import meta_cost, real_cost, weights_only
-    from nfcore.foreign_spp import measure_config
+    from nfcore.foreign_spp import measure_config  # torch loads here, in the worker only
     from nfcore.plugins import PluginError
     from worker.plugins import loaded_plugins
 
@@ -132,13 +135,7 @@ def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
             f"the job asks for {plugin.name} {config.plugin_version}; this worker has "
             f"{plugin.version}"
         )
-    args = plugin.validated(dict(config.model_args))
-    subject = f"this job is too large: the {plugin.name} network's"
-    counted = meta_cost(lambda: plugin.factory(**args), config)
-    if counted is not None:  # nothing real is built for a network over the limits
-        _check(weights_only(*counted, config), subject)
-    model = build_foreign(plugin.factory, args, config.seed, f"plugin {plugin.name}")
-    _check(real_cost(model, config, flops=counted[1] if counted else None), subject)
+    model = _counted_network(plugin, plugin.validated(dict(config.model_args)), config)
     progress = _block_progress(job)
     result = measure_config(model, config, progress=progress, device=device)
     _store_result(job, result.to_json_dict(), settings.result_ttl)
@@ -150,10 +147,60 @@ def run_plugin_job(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _counted_network(plugin: Plugin, args: dict[str, Any], config: ForeignConfig) -> nn.Module:
+    """The plugin's network, built only once its cost is counted within the limits.
+
+    Counted first on the meta device, then its real build and one example's pass, each ended
+    as soon as it is over the limits or the job is canceled (`nfcore.foreign_cost.Budget`); a
+    network that cannot be counted is refused, not built. A job's timeout and a cancel end it
+    as they are (RQ's JobTimeoutException, JobStopped), never read as the network's failure.
+    """
+    from rq.timeouts import JobTimeoutException
+
+    from nfcore.foreign import build_foreign
+    from nfcore.foreign_cost import (
+        Budget,
+        BuildGuard,
+        OverBudget,
+        meta_cost,
+        real_cost,
+        weights_only,
+    )
+
+    settings = get_settings()
+    budget = Budget(
+        max_flops=settings.max_flops,
+        max_activation_bytes=settings.max_activation_bytes,
+        max_memory_bytes=settings.max_memory_bytes,
+        check_stop=raise_if_stopped,
+        propagate=(JobTimeoutException, JobStopped),
+    )
+    subject = f"this job is too large: the {plugin.name} network's"
+    try:
+        counted = meta_cost(
+            lambda: plugin.factory(**args), config, budget, f"the {plugin.name} network"
+        )
+        _check(weights_only(counted, config), subject)  # nothing real is built over the limits
+        with BuildGuard(budget):
+            model = build_foreign(plugin.factory, args, config.seed, f"plugin {plugin.name}",
+                                  propagate=budget.passes_through)  # fmt: skip
+        _check(real_cost(model, config, counted.flops, budget), subject)
+    except OverBudget as over:  # stopped part way: what was reached is already over a limit
+        part_way = (
+            f"this job is too large (its count stopped once past a limit: the numbers are at "
+            f"least these; nothing more was built): the {plugin.name} network's"
+        )
+        message = over_limit(over.cost, settings, part_way, "batch")
+        raise JobTooLarge(message or f"{part_way} cost is over the limits") from None
+    return model
+
+
 def _block_progress(job: Job) -> Callable[[int, int], None]:
     """An SPP's progress callback: stops the job when asked to (a cancel), and saves the
-    blocks done into its meta at most every PROGRESS_INTERVAL seconds, and at the last."""
+    blocks done into its meta at most every PROGRESS_INTERVAL seconds, and at the last (which
+    waits out a short Redis outage; the others are skipped meanwhile: `worker.outages`)."""
     last_saved = 0.0
+    save = SkipWhileAway(f"progress of job {job.id}")
 
     def progress(done: int, total: int) -> None:
         nonlocal last_saved
@@ -161,7 +208,10 @@ def _block_progress(job: Job) -> Callable[[int, int], None]:
         now = time.monotonic()
         if done == total or now - last_saved >= PROGRESS_INTERVAL:
             job.meta[META_PROGRESS] = {"done": done, "total": total}
-            job.save_meta()
+            if done == total:
+                patiently(job.save_meta, get_settings().heartbeat_ttl, f"progress of job {job.id}")
+            else:
+                save(job.save_meta)
             last_saved = now
 
     return progress
@@ -179,7 +229,12 @@ def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:
 
     job, config, device = _start(TrainConfig, payload)
     settings = get_settings()
-    stream = EventStream(job, settings.result_ttl)  # emptied by _start: a new attempt
+    # The API refused it if it writes too much; an older API or a Redis writer may not have.
+    too_much = written_over_limit(config, settings.max_train_result_bytes)
+    if too_much is not None:
+        raise JobTooLarge(too_much)
+    # Emptied by _start (a new attempt); it stops the run if it writes more all the same.
+    stream = EventStream(job, settings.result_ttl, settings.max_train_result_bytes)
     # A step before an evaluation or an SPP (slow) is written at once, not after them.
     slow_next = set(config.eval_steps) | set(config.spp_steps)
 
@@ -193,7 +248,7 @@ def run_train_job(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         result = train(config, on_event, device=device, data_dir=settings.cifar10_dir)
     finally:
-        stream.flush()  # what a canceled or failed run did, too
+        stream.flush(wait=True)  # what a canceled or failed run did, too
     _store_result(job, result.to_json_dict(), settings.result_ttl)
     return {
         "result_key": key_for("result", job.id),
@@ -209,31 +264,55 @@ class EventStream:
 
     One round trip (RPUSH, EXPIRE and the job's progress meta) at most every
     `EVENTS_INTERVAL` seconds; an event added with `now` goes at once with those before it.
+    While Redis is unreachable the events wait for a later flush and the run goes on
+    (`worker.outages`).
     """
 
-    def __init__(self, job: Job, ttl: int) -> None:
+    def __init__(self, job: Job, ttl: int, max_bytes: int | None = None) -> None:
         self.job = job
         self.key = key_for(EVENTS_KEY, job.id)
         self.ttl = ttl
+        self.max_bytes = max_bytes  # MAX_TRAIN_RESULT_BYTES
+        self.written = 0  # bytes of the events added
         self.pending: list[str] = []
         self.last_flush = 0.0
+        self._save = SkipWhileAway(f"events of job {job.id}")
 
     def add(self, event: dict[str, Any], *, now: bool = False) -> None:
-        self.pending.append(_json(event))
+        """Queue an event for the list; JobTooLarge, and the event left out, when it would take
+        the run's events past `max_bytes` (the estimate the API and `run_train_job` check is an
+        upper bound, so only a run that estimate missed gets here)."""
+        text = _json(event)  # ASCII: its length is its bytes
+        if self.max_bytes is not None and self.written + len(text) > self.max_bytes:
+            raise JobTooLarge(
+                f"this training job was stopped at step {event.get('step')}: its events would "
+                f"pass the limit MAX_TRAIN_RESULT_BYTES = {self.max_bytes:.3g} bytes; record "
+                "fewer SPPs (a larger spp_every), or take fewer steps or a shallower network"
+            )
+        self.written += len(text)
+        self.pending.append(text)
         if now or time.monotonic() - self.last_flush >= EVENTS_INTERVAL:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = False) -> None:
+        """Write the pending events; `wait` (the last flush) waits out a short outage."""
         if not self.pending:
             return
+        self.last_flush = time.monotonic()
+        if wait:
+            patiently(self._write, get_settings().heartbeat_ttl, f"events of job {self.job.id}")
+        elif not self._save(self._write):
+            return
+        self.pending.clear()
+
+    def _write(self) -> None:
         connection: redis.Redis = self.job.connection
-        with connection.pipeline(transaction=False) as pipe:
+        # MULTI: a write cut short by an outage leaves nothing to push twice.
+        with connection.pipeline(transaction=True) as pipe:
             pipe.rpush(self.key, *self.pending)
             pipe.expire(self.key, self.ttl)
             pipe.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
             pipe.execute()
-        self.pending.clear()
-        self.last_flush = time.monotonic()
 
 
 def _json(value: Any) -> str:
@@ -255,10 +334,16 @@ def _finite(value: Any) -> Any:
 
 
 def _store_result(job: Job, result: dict[str, Any], ttl: int) -> None:
-    """The result JSON in the cache, and one more computation counted for the job."""
-    with job.connection.pipeline() as pipe:
-        pipe.set(key_for("result", job.id), _json(result), ex=ttl)
-        # Counts real computations, so tests and operators can see the cache working.
-        pipe.incr(key_for("computations", job.id))
-        pipe.expire(key_for("computations", job.id), ttl)
-        pipe.execute()
+    """The result JSON in the cache, and one more computation counted for the job; tried again
+    while Redis is unreachable, for up to HEARTBEAT_TTL seconds (`worker.outages`)."""
+    text = _json(result)
+
+    def store() -> None:
+        with job.connection.pipeline() as pipe:
+            pipe.set(key_for("result", job.id), text, ex=ttl)
+            # Counts real computations, so tests and operators can see the cache working.
+            pipe.incr(key_for("computations", job.id))
+            pipe.expire(key_for("computations", job.id), ttl)
+            pipe.execute()
+
+    patiently(store, get_settings().heartbeat_ttl, f"result of job {job.id}")

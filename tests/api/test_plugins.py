@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from nfcore.plugins import installed
@@ -85,6 +86,41 @@ def test_a_plugin_job_the_workers_cannot_run_is_a_422_saying_why(
 ) -> None:
     response = client.post("/v1/spp", json=body)
     assert response.status_code == 422 and words in response.json()["detail"], response.text
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"depth": 1_000_000}, "depth: 1000000 is greater than the maximum of 256"),
+        ({"depth": 99999999999999999999999999999},
+         "depth: 99999999999999999999999999999 is greater than the maximum of 256"),
+        ({"depth": 0}, "depth: 0 is less than the minimum of 1"),
+        ({"tokens": 17}, "tokens: 16 was expected"),
+    ],
+    ids=["million", "huge", "zero", "fixed"],
+)  # fmt: skip
+def test_plugin_arguments_out_of_their_bounds_are_refused_before_anything_is_queued(
+    client: TestClient, plugin_worker: WorkerProcess, store: redis.Redis, args: dict, words: str
+) -> None:
+    """The issue's `{"plugin": "mixer", "model_args": {"depth": 1000000}}` was queued, and
+    took two workers down one after the other."""
+    response = client.post("/v1/spp", json={"plugin": "mixer", "model_args": args})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"model_args of plugin 'mixer': {words}"
+    assert store.llen("rq:queue:plugin.mixer") == 0
+
+
+@pytest.mark.parametrize("number", ["NaN", "1e999", "-Infinity"])
+def test_non_finite_plugin_arguments_are_a_422_naming_the_argument(
+    client: TestClient, number: str
+) -> None:
+    """They were stored as null, so NaN and 1e999 were one job."""
+    body = '{"plugin": "nf_tv_resnet", "model_args": {"depth": 14, "alpha": ALPHA}}'
+    body = body.replace("ALPHA", number)  # not JSON, but what Python's json reads
+    response = client.post("/v1/spp", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "model_args.alpha is" in response.json()["detail"]
+    assert "not a finite number" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

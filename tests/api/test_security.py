@@ -9,11 +9,14 @@ imported or called, and that each fails saying why.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import http.server
 import inspect
 import json
+import socket
 import textwrap
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +31,7 @@ from rq import Queue
 from rq.utils import now, utcformat
 
 from api.settings import ApiSettings
-from contract import SERIALIZER, SPP_QUEUE, TASKS, TRAIN_QUEUE, TaskJob, key_for
+from contract import SERIALIZER, SPP_QUEUE, TASKS, TRAIN_QUEUE, TaskJob, advertise, key_for
 from contract.reaper import reap_abandoned
 from tests.api.conftest import TINY, WorkerProcess, wait_for
 
@@ -198,3 +201,160 @@ def test_taskjob_overrides_every_place_rq_resolves_a_callable_from_job_data():
     for name in resolving - {"create"}:
         assert name in TaskJob.__dict__, f"TaskJob does not override Job.{name}"
     assert "send_webhooks" in TaskJob.__dict__
+
+
+# --- plugin descriptions: whoever writes one into Redis must not make the API read files, fetch
+# URLs, hang or fail -------------------------------------------------------------------------
+
+BOUNDED = {"depth": {"type": "integer", "minimum": 1, "maximum": 8, "default": 2}}
+
+
+def described(arguments: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A plugin description as a worker advertises it, with `fields` changed."""
+    schema = arguments if arguments is not None else {
+        "type": "object", "properties": BOUNDED, "additionalProperties": False,
+    }  # fmt: skip
+    return {"name": "evil", "version": "1.0", "target": "x:y", "arguments": schema,
+            "defaults": {}, "blocks": "auto", "residual": None, "input_shape": [8],
+            "channels": "first", "resolution": 64, "description": "", "parameters": 1,
+            **fields}  # fmt: skip
+
+
+@pytest.fixture
+def advertise_evil(store: redis.Redis) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Write a description of the plugin 'evil' into Redis, with a live worker (a record
+    that heartbeats, as an attacker can write) listening on its queue."""
+    fake = rq.Worker(["plugin.evil"], connection=store, serializer=SERIALIZER, name="fake")
+    fake.register_birth()
+
+    def write(description: dict[str, Any]) -> None:
+        fake.heartbeat()
+        advertise(store, [description], 600)
+
+    yield write
+    fake.register_death()
+
+
+def evil_job(client: TestClient, model_args: dict[str, Any] | None = None) -> Any:
+    return client.post("/v1/spp", json={"plugin": "evil", "model_args": model_args or {}})
+
+
+def test_a_schema_that_refers_to_a_file_is_refused_without_reading_it(
+    client: TestClient, advertise_evil: Callable, tmp_path: Path
+) -> None:
+    """The file's content came back in a 422 (jsonschema's default registry opens file://)."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"type": "string", "description": "TOP-SECRET-7f3a"}')
+    properties = {"depth": {"$ref": secret.as_uri()}}
+    advertise_evil(described({"type": "object", "properties": properties}))
+
+    response = evil_job(client, {"depth": 3})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(
+        "plugin: the model plugin 'evil' is unavailable: its argument schema refers to 'file://"
+    )
+    assert "no file or URL is read" in response.json()["detail"]
+    models = client.get("/v1/models")
+    assert models.status_code == 200
+    assert "evil" not in {row["plugin"] for row in models.json()}  # listed as unavailable
+    for answer in (response, models):
+        assert "TOP-SECRET" not in answer.text
+
+
+def test_a_schema_that_refers_to_a_url_answers_at_once_without_fetching_it(
+    client: TestClient, advertise_evil: Callable
+) -> None:
+    """A URL that never answers held a threadpool thread per POST, until /healthz timed out."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections into its backlog, never answers
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/schema.json"
+        advertise_evil(described({"type": "object", "properties": {"depth": {"$ref": url}}}))
+        started = time.monotonic()
+        response = pool.submit(evil_job, client, {"depth": 3}).result(timeout=5)
+        assert time.monotonic() - started < 1
+        assert response.status_code == 422 and "'evil' is unavailable" in response.text
+        silent.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            silent.accept()  # nobody connected
+    finally:
+        silent.close()  # resets a connection waiting in its backlog: a hung request ends
+        pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("description", "words"),
+    [
+        (described(defaults=None), "its description is not a plugin's: defaults: "),
+        (described(version=3), "its description is not a plugin's: version: "),
+        (described(input_shape="big"), "its description is not a plugin's: input_shape: "),
+        (described({"type": "object", "properties": {"depth": {"$ref": "#/$defs/missing"}}}),
+         "its argument schema refers to '#/$defs/missing', which is not in it"),
+        (described({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+         "its argument schema's $ref '#/$defs/a' contains itself"),
+        (described({"type": "object", "properties": {"depth": {"type": "integer"}}}),
+         "its argument schema leaves work unbounded: argument 'depth' (a number) has no lower "
+         "and no upper bound"),
+        (described({"type": "object", "properties": {"n": {"$id": "http://x/"}}}),
+         "its argument schema uses '$id', which the API refuses"),
+        (described({"type": "object", "properties": {"n": {"type": "string", "maxLength": 9,
+                                                           "pattern": "(?=a)"}}}),
+         "its argument schema's pattern '(?=a)' is not one the API's linear-time regex engine "
+         "runs"),
+        (described({"type": "bogus"}), "its argument schema is not valid JSON Schema"),
+    ],
+    ids=["defaults-null", "version-int", "input-shape", "missing-ref", "ref-cycle", "unbounded",
+         "id", "lookahead", "invalid"],
+)  # fmt: skip
+def test_a_bad_description_is_that_plugins_422_never_a_500(
+    client: TestClient, advertise_evil: Callable, description: dict[str, Any], words: str
+) -> None:
+    advertise_evil(description)
+    response = evil_job(client, {"depth": 3})
+    assert response.status_code == 422, response.text
+    expected = f"plugin: the model plugin 'evil' is unavailable: {words}"
+    assert response.json()["detail"].startswith(expected), response.text
+    models = client.get("/v1/models")
+    assert models.status_code == 200 and "evil" not in {r["plugin"] for r in models.json()}
+
+
+def test_a_deeply_nested_or_huge_description_is_refused_before_it_is_read(
+    client: TestClient, advertise_evil: Callable
+) -> None:
+    """A schema nested 200 levels deep made /v1/models answer 500."""
+    nested: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2}
+    for _ in range(200):
+        nested = {"type": "array", "maxItems": 1, "items": nested}
+    advertise_evil(described({"type": "object", "properties": {"depth": nested}}))
+    assert client.get("/v1/models").status_code == 200
+    response = evil_job(client)
+    assert response.status_code == 422
+    assert "its description is nested over 32 levels deep" in response.json()["detail"]
+    nested = {"type": "integer", "minimum": 1, "maximum": 2}
+    for _ in range(40):  # under pydantic-core's own limit, over ours
+        nested = {"type": "array", "maxItems": 1, "items": nested}
+    advertise_evil(described({"type": "object", "properties": {"depth": nested}}))
+    assert "its description is nested over 32 levels" in evil_job(client).json()["detail"]
+
+    advertise_evil(described(description="x" * 100_000))
+    assert "its description is 100" in evil_job(client).json()["detail"]
+
+
+def test_a_backtracking_pattern_cannot_hold_the_api(
+    client: TestClient, advertise_evil: Callable
+) -> None:
+    """`^(a+)+$` against 27 characters held the API and /healthz for 6 s (Python's `re`); it
+    is matched in linear time now."""
+    name = {"type": "string", "maxLength": 64, "pattern": "^(a+)+$"}
+    advertise_evil(described({"type": "object", "properties": {"name": name},
+                              "additionalProperties": False}))  # fmt: skip
+    started = time.monotonic()
+    response = evil_job(client, {"name": "a" * 26 + "!"})  # 3 s, doubling per character
+    assert time.monotonic() - started < 1
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"model_args of plugin 'evil': name: '{'a' * 26}!' does not match '^(a+)+$'"
+    )
+    assert evil_job(client, {"name": "aaa"}).status_code == 202  # a match is a valid job

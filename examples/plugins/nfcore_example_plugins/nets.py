@@ -6,16 +6,21 @@
   x_{l+1} = x_l + alpha * f(x_l / beta_l) with the analytic beta of Section 4;
 - `mixer`: an MLP-Mixer, a stack of blocks on N x L x C token tensors (no convolution).
 
-Each factory's arguments are annotated, so the service knows their JSON schema; the
-`model_plugin` marks say how each is measured by default.
+Each factory's arguments are annotated with their bounds, so the service knows their JSON
+schema and refuses a request outside them before any worker counts or builds a network (a
+plugin with an unbounded number does not load); the `model_plugin` marks say how each is
+measured by default. The bounds say what each network is for, not what a machine can afford:
+the workers' cost check (MAX_FLOPS, MAX_MEMORY_BYTES) refuses a network within them that is
+too large.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from nfcore.activations import resolve_gamma
@@ -24,6 +29,12 @@ from nfcore.plugins import model_plugin
 
 LAYOUTS = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 Depth = Literal[14, 26, 50, 101]
+# A ResNet's base width: torchvision's is 64, so up to 16 times wider than ImageNet's.
+Width = Annotated[int, Field(ge=1, le=1024)]
+Classes = Annotated[int, Field(ge=1, le=100_000)]  # ImageNet-21k has 21,841
+Alpha = Annotated[float, Field(ge=0.0, le=10.0)]  # the paper uses 0.2; 10 leaves room to explore
+MixerDepth = Annotated[int, Field(ge=1, le=256)]  # Mixer-H has 32 blocks
+Expansion = Annotated[int, Field(ge=1, le=16)]  # the MLP's hidden width over its input's
 
 
 class Bottleneck(nn.Module):
@@ -112,14 +123,14 @@ class ResNet(nn.Module):
 
 
 @model_plugin(residual=["layer*.*.bn3"])
-def tv_resnet(depth: Depth = 26, width: int = 16, num_classes: int = 10) -> nn.Module:
+def tv_resnet(depth: Depth = 26, width: Width = 16, num_classes: Classes = 10) -> nn.Module:
     """A BatchNorm ResNet in torchvision's layout (bottlenecks, layer1 ... layer4)."""
     return ResNet(LAYOUTS[depth], width, num_classes, "bn")
 
 
 @model_plugin(residual=["layer*.*.conv3"])
 def nf_tv_resnet(
-    depth: Depth = 26, width: int = 16, alpha: float = 0.2, num_classes: int = 10
+    depth: Depth = 26, width: Width = 16, alpha: Alpha = 0.2, num_classes: Classes = 10
 ) -> nn.Module:
     """The same layout Normalizer-Free: Scaled WS, x + alpha * f(x / beta) (Section 4)."""
     return ResNet(LAYOUTS[depth], width, num_classes, "nf", alpha)
@@ -146,8 +157,11 @@ class MixerBlock(nn.Module):
 
 
 @model_plugin(input_shape=[16, 64], channels="last", residual=["*.channel_mlp"])
-def mixer(depth: int = 8, tokens: int = 16, channels: int = 64, expansion: int = 2) -> nn.Module:
+def mixer(
+    depth: MixerDepth = 8,
+    tokens: Literal[16] = 16,  # the example's input is 16 tokens of 64 channels
+    channels: Literal[64] = 64,
+    expansion: Expansion = 2,
+) -> nn.Module:
     """An MLP-Mixer: a stack of token- and channel-mixing blocks on 16 tokens of 64 channels."""
-    if tokens != 16 or channels != 64:
-        raise ValueError("the example's input is 16 tokens of 64 channels; keep those")
     return nn.Sequential(*[MixerBlock(tokens, channels, expansion) for _ in range(depth)])
