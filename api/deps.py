@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the settings, the Redis client and job service, the write token."""
+"""FastAPI dependencies: the settings, the Redis client and job service, the write token.
+
+Each is `async def` although none waits on anything: FastAPI runs a plain `def` dependency in
+its threadpool, a thread hop per dependency per request, which thousands of waiting requests
+arriving together pay in event-loop time (and /healthz with them).
+"""
 
 from __future__ import annotations
 
@@ -6,35 +11,35 @@ import secrets
 from typing import Annotated
 
 import redis
-import redis.asyncio
 from fastapi import Depends, Request
 
 from api.errors import Unauthorized
 from api.jobs import JobService
 from api.settings import ApiSettings
+from api.waiting import EndWatch
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
 
 
-def get_redis(request: Request) -> redis.Redis:
+async def get_redis(request: Request) -> redis.Redis:
     return request.app.state.redis
 
 
-def get_async_redis(request: Request) -> redis.asyncio.Redis:
-    """The asyncio client that waiting requests listen on (`api.waiting`)."""
-    return request.app.state.async_redis
+async def get_end_watch(request: Request) -> EndWatch:
+    """What waiting requests wait on: the process's one subscription to job ends."""
+    return request.app.state.end_watch
 
 
-def get_jobs(
+async def get_jobs(
     connection: Annotated[redis.Redis, Depends(get_redis)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
 ) -> JobService:
     return JobService(connection, settings)
 
 
-def require_token(
+async def require_token(
     request: Request, settings: Annotated[ApiSettings, Depends(get_settings)]
 ) -> None:
     """Writes (POST, DELETE) need `Authorization: Bearer <API_TOKEN>` when a token is set."""
@@ -49,4 +54,4 @@ def require_token(
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Redis = Annotated[redis.Redis, Depends(get_redis)]
-AsyncRedis = Annotated[redis.asyncio.Redis, Depends(get_async_redis)]
+Waiting = Annotated[EndWatch, Depends(get_end_watch)]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.lock import Lock
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -24,10 +25,14 @@ from rq.job import Job
 
 import nfcore
 from api.errors import Conflict, Gone, Invalid, NotFound
-from api.job_view import attempt_of, job_view, meta_of, progress_of
+from api.events import MAX_EVENTS_PAGE, read_events
+from api.job_view import job_view, meta_of, progress_of
+from api.plugin_args import arguments_problem, usable
+from api.records import UnreadableJob, load_jobs
 from api.settings import ApiSettings
 from contract import (
     ASKERS_KEY,
+    CLAIM_KEY,
     ENDED_CHANNEL,
     EVENTS_KEY,
     META_KIND,
@@ -37,7 +42,6 @@ from contract import (
     TASKS,
     TRAIN_QUEUE,
     JobState,
-    TaskJob,
     available_plugins,
     job_state,
     key_for,
@@ -47,14 +51,15 @@ from contract import (
     queue_for,
     task_for,
 )
-from contract.limits import over_limit
+from contract.limits import over_limit, written_over_limit
+from contract.plugins import AdvertisedPlugins
 from nfcore.config import SPPConfig, TrainConfig, config_hash
 from nfcore.cost import EVAL_BATCH, Cost, estimate, train_costs
 from nfcore.foreign_config import ForeignConfig
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies
-MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
+CLAIM_BYTES = 24  # random bytes of a claim token (32 URL-safe characters): not guessable
 
 JobConfig = SPPConfig | TrainConfig | ForeignConfig
 # The plugin's advertised defaults a job takes where its body leaves a field out.
@@ -63,11 +68,13 @@ PLUGIN_DEFAULT_FIELDS = ("blocks", "residual", "input_shape", "channels", "resol
 
 @dataclass(frozen=True)
 class Submission:
-    """What POST found or did: a cached result (bytes of JSON) or a job to wait for."""
+    """What POST found or did: a cached result (bytes of JSON), or a job to wait for and this
+    submission's claim on it (`JobService.release` gives it back)."""
 
     job_id: str
     cached: bytes | None = None
     job: Job | None = None
+    claim: str | None = None
 
 
 class JobService:
@@ -94,10 +101,15 @@ class JobService:
             raise Invalid(MODEL_REFUSED)
         if config.plugin is None:
             raise Invalid("plugin: name an installed model plugin (GET /v1/models lists them)")
-        available = self.plugins()
-        info = available.get(config.plugin)
+        advertised = self.advertised_plugins()
+        if config.plugin in advertised.refused:
+            raise Invalid(
+                f"plugin: the model plugin {config.plugin!r} is unavailable: "
+                f"{advertised.refused[config.plugin]}"
+            )
+        info = advertised.usable.get(config.plugin)
         if info is None:
-            names = ", ".join(repr(name) for name in available) or "none"
+            names = ", ".join(repr(name) for name in advertised.usable) or "none"
             raise Invalid(
                 f"plugin: no live worker has the model plugin {config.plugin!r}; available: {names}"
             )
@@ -106,8 +118,8 @@ class JobService:
                 f"plugin_version: the workers have {config.plugin} {info['version']}, "
                 f"not {config.plugin_version}"
             )
-        args = {**info.get("defaults", {}), **config.model_args}
-        problem = schema_problem(info.get("arguments", {}), args)
+        args = {**info["defaults"], **config.model_args}
+        problem = arguments_problem(info["arguments"], args)
         if problem is not None:
             raise Invalid(f"model_args of plugin {config.plugin!r}: {problem}")
         updates: dict[str, Any] = {"model_args": args, "plugin_version": info["version"]}
@@ -120,8 +132,13 @@ class JobService:
             raise Invalid(f"the plugin's defaults do not make a valid config: {error}") from None
 
     def plugins(self) -> dict[str, dict[str, Any]]:
-        """The plugins a live worker has: name -> what it advertises."""
-        return available_plugins(self.redis, self.settings.heartbeat_ttl, SERIALIZER)
+        """The plugins a live worker has and the API can use: name -> what it advertises."""
+        return self.advertised_plugins().usable
+
+    def advertised_plugins(self) -> AdvertisedPlugins:
+        """The plugins live workers have, each usable or refused with the reason (a
+        description or an argument schema the API will not apply: `api.plugin_args`)."""
+        return usable(available_plugins(self.redis, self.settings.heartbeat_ttl, SERIALIZER))
 
     def check_cost(self, config: JobConfig) -> None:
         """Refuse, before enqueueing, a job over the configured limits, saying by how much."""
@@ -139,7 +156,9 @@ class JobService:
 
     def _check_training(self, config: TrainConfig) -> None:
         """Steps under MAX_TRAIN_STEPS; each step (and each SPP taken during the run) under the
-        SPP limits; all steps, evaluations and SPPs together under MAX_TRAIN_FLOPS."""
+        SPP limits; what the run writes under MAX_TRAIN_RESULT_BYTES; all steps, evaluations
+        and SPPs together, in FLOP-equivalents (with their layers' fixed cost: a deep, narrow
+        network takes far longer than its FLOPs say), under MAX_TRAIN_FLOPS."""
         limit = self.settings.max_train_steps
         if config.steps > limit:
             raise Invalid(
@@ -158,54 +177,82 @@ class JobService:
             f"this training job is too large: an evaluation batch's ({EVAL_BATCH} examples)",
             "eval_examples",
         )
+        written = written_over_limit(config, self.settings.max_train_result_bytes)
+        if written is not None:
+            raise Invalid(written)
         total, budget = costs.total, self.settings.max_train_flops
         if total > budget:
-            others = total - config.steps * costs.step.flops
-            affordable = max(0, math.floor((budget - others) / costs.step.flops))
             raise Invalid(
-                f"this training job is too large: its FLOPs over {config.steps} steps, "
-                f"evaluations and SPPs ({total:.3g}) are over the limit MAX_TRAIN_FLOPS = "
-                f"{budget:.3g} by {total / budget:.1f}x; reduce the steps (at most about "
-                f"{affordable} at this size), or the width, depth, resolution or batch"
+                f"this training job is too large: its cost over {config.steps} steps, "
+                f"evaluations and SPPs ({total:.3g} FLOP-equivalents: {total - costs.overhead:.3g}"
+                f" FLOPs, and {costs.overhead:.3g} for the fixed cost of its "
+                f"{costs.spp.layer_calls} layer calls a pass) is over the limit MAX_TRAIN_FLOPS "
+                f"= {budget:.3g} by {total / budget:.1f}x; reduce the steps (at most about "
+                f"{costs.affordable_steps(config, budget)} at this size), the SPPs (a larger "
+                "spp_every), or the depth, width, resolution or batch"
             )
 
     def submit(self, config: JobConfig, replaces: str | None = None) -> Submission:
-        """Find the cached result or the active job of `config`, or queue a new job.
+        """Find the cached result or the active job of `config`, or queue a new job; a job
+        comes with a new claim on it, held until given back or until the result expires.
 
-        `replaces`: the job this client asked for before and no longer wants (a dashboard's
-        previous slider position); it is canceled unless someone else still waits for it.
+        `replaces`: a claim this client got before and no longer wants (a dashboard's
+        previous slider position), given back once the new submission holds its own (so a
+        client asking again for the same job never drops it). See `release`.
         """
         job_id = config_hash(config, nfcore.__version__)
-        if replaces is not None and replaces != job_id:
+        submission = self._submit(config, job_id, secrets.token_urlsafe(CLAIM_BYTES))
+        if replaces is not None:
             self.release(replaces)
-        submission = self._submit(config, job_id)
-        if submission.job is not None:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.incr(key_for(ASKERS_KEY, job_id))
-                pipe.expire(key_for(ASKERS_KEY, job_id), self.settings.result_ttl)
-                pipe.execute()
         return submission
 
-    def release(self, job_id: str) -> None:
-        """One asker of `job_id` moved on: cancel the job when nobody else waits for it."""
-        if self.redis.decr(key_for(ASKERS_KEY, job_id)) > 0:
+    def release(self, claim: str) -> None:
+        """Give a claim back, once: its job is canceled (queued) or stopped (running) when it
+        was the last claim on it. Anything that is not a live claim (a job id, a claim given
+        back already, as a retried request does) changes nothing: only the client a claim was
+        given to can know it."""
+        found = self.redis.get(key_for(CLAIM_KEY, claim))
+        if found is None:
             return
-        self.redis.delete(key_for(ASKERS_KEY, job_id))
-        job = self.fetch(job_id)
-        if job is None:
-            return
-        state = self.state(job)
-        if state == JobState.queued:
-            self._cancel_queued(job)
-        elif state == JobState.running:
-            with contextlib.suppress(InvalidJobOperation):  # it ended a moment ago
-                send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+        job_id = found.decode(errors="replace")
+        # Under the job's submit lock: a submission joining the job now either adds its
+        # claim before the count below, or finds the job canceled and queues it again.
+        with self._submit_lock(job_id):
+            with self.redis.pipeline() as pipe:  # MULTI
+                pipe.srem(key_for(ASKERS_KEY, job_id), claim)
+                pipe.delete(key_for(CLAIM_KEY, claim))
+                pipe.scard(key_for(ASKERS_KEY, job_id))
+                taken_out, _, left = pipe.execute()
+            if not taken_out or left:
+                return
+            job = self.fetch(job_id)
+            state = self.state(job) if job is not None else None
+            if job is not None and state == JobState.queued:
+                self._cancel_queued(job)
+            elif state == JobState.running:
+                with contextlib.suppress(InvalidJobOperation):  # it ended a moment ago
+                    send_stop_job_command(self.redis, job_id, serializer=SERIALIZER)
+
+    def _hold(self, job_id: str, claim: str) -> None:
+        """Record a claim on the job (under its submit lock, see `release`)."""
+        ttl = self.settings.result_ttl
+        with self.redis.pipeline() as pipe:  # MULTI
+            pipe.sadd(key_for(ASKERS_KEY, job_id), claim)
+            pipe.expire(key_for(ASKERS_KEY, job_id), ttl)
+            pipe.set(key_for(CLAIM_KEY, claim), job_id, ex=ttl)
+            pipe.execute()
+
+    def _submit_lock(self, job_id: str) -> Lock:
+        """Serializes what is done to one job id: its submissions and the release of claims."""
+        return self.redis.lock(
+            key_for("submit", job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=5
+        )
 
     def cached(self, job_id: str) -> bytes | None:
         """The cached result JSON of a job, if any."""
         return self.redis.get(key_for("result", job_id))
 
-    def _submit(self, config: JobConfig, job_id: str) -> Submission:
+    def _submit(self, config: JobConfig, job_id: str, claim: str) -> Submission:
         if isinstance(config, ForeignConfig):
             assert config.plugin is not None  # `admit` saw to it
             queue, kind = plugin_queue(config.plugin), SPP_QUEUE
@@ -215,15 +262,13 @@ class JobService:
         cached = self.redis.get(key_for("result", job_id))
         if cached is not None:
             return Submission(job_id, cached=cached)
-        lock = self.redis.lock(
-            key_for("submit", job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=5
-        )
-        with lock:
+        with self._submit_lock(job_id):
             # The job before the cache: a worker writes the result before RQ marks the job
             # finished, so a finished job seen here has its result readable just below.
             job = self.fetch(job_id)
             if job is not None and self.state(job) in ACTIVE:
-                return Submission(job_id, job=job)
+                self._hold(job_id, claim)
+                return Submission(job_id, job=job, claim=claim)
             cached = self.redis.get(key_for("result", job_id))
             if cached is not None:
                 return Submission(job_id, cached=cached)
@@ -249,20 +294,32 @@ class JobService:
                 description=config.label,
                 meta={META_KIND: kind, META_PROGRESS: {"done": 0, "total": progress_total(config)}},
             )
-        return Submission(job_id, job=job)
+            self._hold(job_id, claim)
+        return Submission(job_id, job=job, claim=claim)
 
     # --- read ---------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
+        """The job, or None when there is none or its record cannot be read."""
         try:
-            return TaskJob.fetch(job_id, connection=self.redis, serializer=SERIALIZER)
-        except (NoSuchJobError, ValueError):  # ValueError: not a valid RQ job id
+            return self._load(job_id)
+        except (NoSuchJobError, UnreadableJob):
             return None
 
     def get(self, job_id: str) -> Job:
-        job = self.fetch(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r} (it may have expired)")
-        return job
+        """The job, or a 404 saying there is none or that its record cannot be read."""
+        try:
+            return self._load(job_id)
+        except NoSuchJobError:
+            raise NotFound(f"no job {job_id!r} (it may have expired)") from None
+        except UnreadableJob as error:
+            raise NotFound(
+                f"job {job_id!r} cannot be read: its record in Redis is not one this API "
+                f"wrote ({error})"
+            ) from None
+
+    def _load(self, job_id: str) -> Job:
+        """NoSuchJobError or UnreadableJob (`api.records`) when there is no job to read."""
+        return load_jobs(self.redis, [job_id], skip_unreadable=False)[0]
 
     def state(self, job: Job) -> JobState:
         return job_state(job.get_status(refresh=False))
@@ -302,22 +359,24 @@ class JobService:
     def events(
         self, job_id: str, since: int, limit: int = MAX_EVENTS_PAGE, attempt: int | None = None
     ) -> dict[str, Any]:
-        """A training job's events from index `since` on (at most `limit`), its state,
-        progress and attempt (the `EventsPage` schema). `next` is the `since` of the following
-        read. A client that gives the `attempt` it has been reading gets, once the job has
-        started again, the new attempt's events from index 0 and `restarted`.
+        """A training job's events from index `since` on (at most `limit` of them, and of
+        MAX_EVENTS_PAGE_BYTES: `api.events`), its state, progress and attempt (the
+        `EventsPage` schema). `next` is the `since` of the following read. A client that gives
+        the `attempt` it has been reading gets, once the job has started again, the new
+        attempt's events from index 0 and `restarted`.
 
-        The state is read before the events: once it is final, the events read are all
-        there will be (the worker writes its last ones before the job ends). The events and
-        the attempt are read in one transaction, as the worker changes them in one.
+        The state is read before the events: once it is final, no event comes after those
+        in the list (the worker writes its last ones before the job ends), so a client reads
+        on from `next` until a page comes back empty. The events and the attempt are read in
+        one atomic step, as the worker changes them in one transaction.
         """
         job = self.get(job_id)
         state = self.state(job)
         done, total = progress_of(job)
-        current, raw = self._events_from(job, since, limit)
+        current, raw = read_events(self.redis, job, since, limit)
         restarted = attempt is not None and attempt != current
         if restarted:
-            current, raw = self._events_from(job, 0, limit)
+            current, raw = read_events(self.redis, job, 0, limit)
         return {
             "events": [json.loads(item) for item in raw],
             "next": (0 if restarted else since) + len(raw),
@@ -326,14 +385,6 @@ class JobService:
             "attempt": current,
             "restarted": restarted,
         }
-
-    def _events_from(self, job: Job, start: int, limit: int) -> tuple[int, list[bytes]]:
-        """The job's current attempt and its events from `start` on, read together."""
-        with self.redis.pipeline() as pipe:  # MULTI
-            pipe.hget(job.key, "meta")
-            pipe.lrange(key_for(EVENTS_KEY, job.id), start, start + limit - 1)
-            meta, raw = pipe.execute()
-        return attempt_of(meta, job.serializer), raw
 
     def recent(self, limit: int) -> list[Job]:
         """The most recently enqueued jobs on every queue, newest first."""
@@ -349,8 +400,7 @@ class JobService:
             ):
                 # Scored by expiry, so the highest scores are the newest entries.
                 ids.update(registry.get_job_ids(0, limit - 1, desc=True, cleanup=False))
-        fetched = TaskJob.fetch_many(list(ids), connection=self.redis, serializer=SERIALIZER)
-        jobs = [job for job in fetched if job]
+        jobs = load_jobs(self.redis, sorted(ids))  # leaving out records it cannot read
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
         return jobs[:limit]
 
@@ -385,19 +435,3 @@ MODEL_REFUSED = (
     "model: a request may not name a module, file or callable; a network of your own runs "
     "through an installed model plugin (give `plugin`; GET /v1/models lists them)"
 )
-
-
-def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
-    """Why `value` does not meet a plugin's argument schema (a sentence), or None."""
-    import jsonschema
-
-    try:
-        validator = jsonschema.Draft202012Validator(schema)
-    except jsonschema.SchemaError:
-        return "the plugin advertises an argument schema that is not valid JSON Schema"
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-    if not errors:
-        return None
-    first = errors[0]
-    where = ".".join(str(part) for part in first.absolute_path)
-    return f"{where}: {first.message}" if where else first.message

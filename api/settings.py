@@ -42,6 +42,23 @@ class ApiSettings(ServiceSettings):
         "SPPs (6e13 is about 10 minutes on a 2-core laptop CPU).",
     )
     max_sweep_points: int = Field(64, ge=1, le=10_000, description="Largest sweep grid.")
+    # A sweep's points run one after another on the SPP workers, so their sum is what a
+    # sweep holds them for: 6e13 is MAX_TRAIN_FLOPS' ten minutes, 12 points at MAX_FLOPS.
+    max_sweep_flops: float = Field(
+        6e13,
+        gt=0,
+        description="Largest accepted sweep, in forward FLOPs of all its points that are not "
+        "cached yet (6e13 is about 10 minutes of a worker on a 2-core laptop CPU).",
+    )
+    # Each waiting request holds a socket and a few kB; the API raises its open-file limit to
+    # fit (api.main). Past this, a `wait` is answered at once (api.waiting.TooManyWaiters).
+    max_waiters: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Requests one API process lets wait (`?wait=`) at once; more are answered "
+        "at once with the job's state and Retry-After.",
+    )
     maintenance_interval: float = Field(
         5.0, gt=0, le=600, description="Seconds between sweeps for jobs whose worker died."
     )

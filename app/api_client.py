@@ -3,13 +3,16 @@
 Every failure becomes one `ApiProblem` carrying a sentence a user can act on: the API's own
 `detail` for 4xx/5xx answers, or, when it cannot be reached, how to start it (or, under
 `make run`, whose launcher restarts a crashed API, that it may be restarting). Every page
-shows `ApiProblem.message`, so they all say it in the same words. Read-only
+shows it through `app.problems.show`, so they all say it in the same words, and a page the
+API did not answer tries again by itself (`unreachable`). Read-only
 calls whose answers do not change (a finished job's result, which is keyed by the hash of its
 config) are wrapped in `st.cache_data` at the bottom of this module.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,24 +25,30 @@ RESULT_TTL_SECONDS = 3600  # a job id names one config and library version: resu
 MODELS_TTL_SECONDS = 5  # the plugins of /v1/models come and go with their workers
 RESULT_CACHE_ENTRIES = 256  # a few MB at most: a 600-layer result is about 100 kB of JSON
 READINESS_TTL_SECONDS = 5  # workers come and go rarely; a page polling every second asks less
+# No answer at all: refused, timed out, or the connection dropped mid-answer (an API killed
+# while it held a wait). The API may come back (a launcher restarts it), so pages retry.
+NO_ANSWER = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
 class ApiProblem(Exception):
     """A request to the API failed; the message is a sentence to show the user."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.unreachable = unreachable  # no answer came: asking again later may work
 
 
 @dataclass(frozen=True)
 class Submission:
-    """What POST /v1/spp or /v1/train answered: a cached result (200) or a job to follow (202)."""
+    """What POST /v1/spp or /v1/train answered: a cached result (200) or a job to follow (202),
+    and this session's claim on the job (what `replaces` gives back when it moves on)."""
 
     job_id: str
     result: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
+    claim: str | None = None
 
     @property
     def cached(self) -> bool:
@@ -67,8 +76,8 @@ class ApiClient:
         headers = self._auth if method in ("POST", "DELETE") else {}
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
-        except (httpx.ConnectError, httpx.TimeoutException) as error:
-            raise ApiProblem(self._unreachable(error)) from None
+        except NO_ANSWER as error:
+            raise ApiProblem(self._unreachable(error), unreachable=True) from None
         except httpx.HTTPError as error:
             raise ApiProblem(f"the request to {self.base_url}{path} failed: {error}") from None
         if response.status_code >= 400:
@@ -77,14 +86,18 @@ class ApiClient:
 
     def _unreachable(self, error: httpx.HTTPError) -> str:
         if self.supervised:
-            return (
-                f"The API at {self.base_url} is not answering; it may be restarting. This page "
-                "tries again on your next change."
-            )
+            return f"The API at {self.base_url} is not answering; it may be restarting."
         return (
-            f"the API at {self.base_url} is not reachable ({type(error).__name__}): "
-            "start it with `python -m api`"
+            f"The API at {self.base_url} is not reachable ({type(error).__name__}): "
+            "start it with `python -m api`."
         )
+
+    def healthy(self, timeout: float) -> bool:
+        """Whether the API answers GET /healthz within `timeout` seconds (no ApiProblem)."""
+        try:
+            return self._http.get("/healthz", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     # --- runs ---------------------------------------------------------------------------------
     def submit(
@@ -93,7 +106,8 @@ class ApiClient:
         """POST a config: the cached result at once, or the job that will compute it.
 
         `wait`: let the API hold the answer until the job ends (its result, if within
-        `wait` seconds); `replaces`: a job this session no longer wants (see the API).
+        `wait` seconds); `replaces`: the claim of a job this session no longer wants (its
+        earlier `Submission.claim`; see the API).
         """
         params: dict[str, Any] = {"wait": wait} if wait else {}
         if replaces:
@@ -106,11 +120,12 @@ class ApiClient:
     @staticmethod
     def _submission(response: httpx.Response) -> Submission:
         """200: the cached result (its job named by the Location header); 202: the job."""
+        claim = response.headers.get("x-claim")
         if response.status_code == 200:
             job_id = response.headers.get("location", "").rstrip("/").rsplit("/", 1)[-1]
-            return Submission(job_id=job_id, result=response.json())
+            return Submission(job_id=job_id, result=response.json(), claim=claim)
         job = response.json()
-        return Submission(job_id=job["id"], job=job)
+        return Submission(job_id=job["id"], job=job, claim=job.get("claim") or claim)
 
     def submit_train(self, config: dict[str, Any]) -> Submission:
         """POST a training config: its cached TrainResult at once, or the job that trains it."""
@@ -125,11 +140,20 @@ class ApiClient:
         return self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json()
 
     def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-        """The job's view; with `wait`, once it has ended or after `wait` seconds."""
+        """The job's view; with `wait`, once it has ended or after `wait` seconds.
+
+        An API holding too many waiting requests answers at once with `Retry-After`: the
+        pause is taken here (within `wait`), so a page following jobs does not ask again
+        and again without one."""
         params = {"wait": wait} if wait else {}
-        return self._request(
+        started = time.monotonic()
+        response = self._request(
             "GET", f"/v1/jobs/{job_id}", params=params, timeout=self.timeout + wait
-        ).json()
+        )
+        pause = _seconds(response.headers.get("retry-after"))
+        if wait and pause:
+            time.sleep(max(0.0, min(pause, wait - (time.monotonic() - started))))
+        return response.json()
 
     def result(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}/result").json()
@@ -163,6 +187,15 @@ class ApiClient:
 
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/jobs", params={"limit": limit}).json()["jobs"]
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A `Retry-After` header's seconds (0 when absent, or not a number of seconds)."""
+    try:
+        seconds = float(retry_after) if retry_after else 0.0
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 def _detail(response: httpx.Response) -> str:

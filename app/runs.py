@@ -8,6 +8,7 @@ would re-enqueue a failed or canceled job, which the user did not ask for.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from nfcore.result import SPPResult
 ACTIVE_STATES = ("queued", "running")
 SUBMITTED_KEY = "submitted"  # canonical config JSON -> job id
 SUPERSEDED_KEY = "superseded"  # job ids this session gave up (`replaces`): asked again if wanted
+CLAIMS_KEY = "claims"  # job id -> this session's claim on it, given back once by `replaces`
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ def track(label: str, config: SPPConfig, *, wait: float = 0.0, replaces: str | N
     """The run of `config`: submitted on first sight, then followed by its job id.
 
     `wait`: how long the API may hold the first answer for the result. `replaces`: the job
-    this session showed before and no longer wants; the API cancels it unless someone else
-    waits for it. A job this session gave up that is wanted again is asked for again.
+    this session showed before and no longer wants; the session gives back its claim on it,
+    and the API cancels it unless someone else waits for it. A job this session gave up that
+    is wanted again is asked for again.
     """
     return _track(label, canonical_json(config), config.model_dump(mode="json"), wait, replaces)
 
@@ -61,17 +64,22 @@ def track_body(label: str, body: dict[str, Any], *, wait: float = 0.0) -> Run:
 def _track(label: str, key: str, body: dict[str, Any], wait: float, replaces: str | None) -> Run:
     submitted: dict[str, str] = st.session_state.setdefault(SUBMITTED_KEY, {})
     superseded: set[str] = st.session_state.setdefault(SUPERSEDED_KEY, set())
+    claims: dict[str, str] = st.session_state.setdefault(CLAIMS_KEY, {})
     if key in submitted:
         run = follow(label, submitted[key])
         if run is not None and not (run.problem and run.job_id in superseded):
             return run
+    given_back = None
     if replaces is not None and replaces != submitted.get(key):
         superseded.add(replaces)
-    else:
-        replaces = None
-    submission = get_client().submit(body, wait=wait, replaces=replaces)
+        given_back = claims.get(replaces)  # none when its answer never came
+    submission = get_client().submit(body, wait=wait, replaces=given_back)
+    if given_back is not None:
+        claims.pop(replaces, None)  # given back: the API counts it once
     submitted[key] = submission.job_id
     superseded.discard(submission.job_id)
+    if submission.claim is not None:
+        claims[submission.job_id] = submission.claim
     if submission.result is not None:
         return Run(label, submission.job_id, result=SPPResult.model_validate(submission.result))
     return Run(label, submission.job_id, job=submission.job)
@@ -109,6 +117,37 @@ def follow(label: str, job_id: str) -> Run | None:
         return Run(label, job_id, result=SPPResult.model_validate(cached_result(job_id)))
     reason = job.get("error") or f"the job was {job['state']}"
     return Run(label, job_id, job=job, problem=reason)
+
+
+def progress_words(job: dict[str, Any] | None) -> str:
+    """What a pending job's progress bar adds to its state and count: that it runs again
+    from the start, and what a late heartbeat means (see `silence_words`); "" when neither."""
+    job = job or {}
+    words = []
+    attempt = job.get("attempt")
+    if isinstance(attempt, int) and attempt > 1:
+        words.append(f"again from the start (attempt {attempt})")
+    if job.get("state") == "running" and (silence := silence_words(job.get("heartbeat"))):
+        words.append(silence)
+    return "".join(f"; {word}" for word in words)
+
+
+def silence_words(heartbeat: Any) -> str | None:
+    """What a running job's heartbeat (its view's `heartbeat`) means once it is late, in
+    words; None while the worker reports on time (or the API does not say)."""
+    if not isinstance(heartbeat, dict) or heartbeat.get("late") is not True:
+        return None
+    age = heartbeat.get("age")
+    if not isinstance(age, int | float) or not math.isfinite(age):
+        return None
+    text = (
+        f"the worker has not reported for {age:.0f} s; if it stopped, the job will be run "
+        "again from the start (or fail)"
+    )
+    left = heartbeat.get("abandoned_in")
+    if isinstance(left, int | float) and math.isfinite(left) and left >= 1:
+        return f"{text} within about {math.ceil(left)} s"
+    return f"{text} in a few seconds"  # the API's next look for abandoned jobs
 
 
 def forget(config: SPPConfig) -> None:

@@ -20,6 +20,14 @@ on exit, Ctrl-C included. Then, side by side in one run:
 
 The load generator shares the machine's cores with the API, Redis and the worker, so the
 rates are those of one machine serving itself: a lower bound for a separate client.
+
+    .venv/bin/python benchmarks/bench_api.py --waits 2000    # about 15 s
+
+only measures many requests waiting at once (issue 19, item 5): N concurrent
+`GET /v1/jobs/{id}?wait=5` on a queued job (no worker) against one API process, while a second
+process polls /healthz; every wait must be answered, none with 503, and /healthz within 0.5 s.
+This process and the API need a socket per wait: the soft limit on open files is raised here
+(children inherit it) and by the API itself.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.worker_device = "cpu"
         self.api_workers = 1  # API_WORKERS: uvicorn processes
+        self.with_worker = True  # False: every job stays queued (the waiting benchmark)
 
     @property
     def redis_url(self) -> str:
@@ -100,9 +109,11 @@ class Stack:
     def start(self, timeout: float = 90) -> None:
         self._spawn("redis", redis_server_command(self.redis_port, self.workdir))
         common = {"REDIS_URL": self.redis_url, "API_TOKEN": self.token}
-        self._spawn(
-            "worker", [sys.executable, "-m", "worker"], WORKER_DEVICE=self.worker_device, **common
-        )
+        if self.with_worker:
+            self._spawn(
+                "worker", [sys.executable, "-m", "worker"], WORKER_DEVICE=self.worker_device,
+                **common,
+            )  # fmt: skip
         self._spawn(
             "api", [sys.executable, "-m", "api"],
             API_HOST="127.0.0.1", API_PORT=str(self.api_port),
@@ -116,7 +127,8 @@ class Stack:
                         raise RuntimeError(f"{name} exited at start:\n{self.log_tail(name)}")
                 with contextlib.suppress(httpx.HTTPError):
                     ready = client.get("/readyz")
-                    if ready.status_code == 200 and ready.json()["workers"].get("spp", 0) >= 1:
+                    workers = ready.json().get("workers", {}) if ready.status_code == 200 else {}
+                    if ready.status_code == 200 and (workers.get("spp", 0) or not self.with_worker):
                         return
                 time.sleep(0.2)
         raise RuntimeError(f"the stack did not become ready:\n{self.log_tail('api')}")
@@ -127,7 +139,7 @@ class Stack:
 
     def stop(self) -> None:
         """API first, then the worker (RQ's warm shutdown), Redis last."""
-        for name in ("api", "worker", "redis"):
+        for name in ("healthz", "api", "worker", "redis"):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:
                 continue
@@ -461,6 +473,136 @@ def service_figures(duration: float, device: str, concurrency: int = 64) -> list
     ]  # fmt: skip
 
 
+# --- issue 19, item 5: thousands of requests waiting at once --------------------------------------
+WAITERS = 2000  # a few classes of browsers, each waiting on a job
+WAIT_SECONDS = 5.0
+WAITERS_PER_CLIENT = 50  # waits per httpx.AsyncClient (one client's pool slows with its size)
+HEALTHZ_LIMIT_MS = 500.0
+HEALTHZ_PERIOD = 0.05  # seconds between two /healthz polls during the waits
+
+
+def raise_open_files(needed: int) -> str:
+    """Lift this process's soft limit on open files (its children inherit it): each wait is a
+    socket here and one in the API. Returns the limits, for the report."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return f"open files: soft {soft}, hard {hard}"
+
+
+async def _wait_together(url: str, job_id: str, count: int, seconds: float) -> dict[str, Any]:
+    """`count` GET /v1/jobs/{id}?wait= at once; what each got."""
+    limits = httpx.Limits(max_connections=WAITERS_PER_CLIENT, max_keepalive_connections=0)
+    clients = [
+        httpx.AsyncClient(base_url=url, limits=limits, timeout=seconds + 60)
+        for _ in range(-(-count // WAITERS_PER_CLIENT))
+    ]
+    outcomes: Counter[str] = Counter()
+    early = 0
+
+    async def wait_once(client: httpx.AsyncClient) -> None:
+        nonlocal early
+        sent = time.perf_counter()
+        try:
+            answer = await client.get(f"/v1/jobs/{job_id}", params={"wait": seconds})
+            outcomes[str(answer.status_code)] += 1
+            early += time.perf_counter() - sent < 0.9 * seconds
+        except httpx.HTTPError as error:
+            outcomes[type(error).__name__] += 1
+
+    began = time.perf_counter()
+    try:
+        await asyncio.gather(*(wait_once(clients[n // WAITERS_PER_CLIENT]) for n in range(count)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return {"outcomes": dict(outcomes), "early": early, "seconds": time.perf_counter() - began}
+
+
+def healthz_child(url: str) -> None:
+    """Runs in a process of its own, so that the waiting clients' work does not delay it:
+    GET /healthz every HEALTHZ_PERIOD until stdin closes, then each latency (s) as JSON."""
+    import threading
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    latencies = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            status = client.get("/healthz").status_code
+            latencies.append(time.perf_counter() - sent if status == 200 else float("inf"))
+            stop.wait(HEALTHZ_PERIOD)
+    print(json.dumps(latencies))
+
+
+def measure_waits(count: int = WAITERS, seconds: float = WAIT_SECONDS) -> dict[str, Any]:
+    """Issue 19, item 5: `count` concurrent waits on a queued job (no worker) against one
+    uvicorn API process; none may be answered 503, and /healthz must stay under 0.5 s."""
+    limits = raise_open_files(2 * count + 1024)
+    workdir = Path(tempfile.mkdtemp(prefix="nfsp-bench-wait-"))
+    stack = Stack(workdir)
+    stack.with_worker = False
+    try:
+        stack.start()
+        headers = {"Authorization": f"Bearer {stack.token}"}
+        posted = httpx.post(f"{stack.api_url}/v1/spp", json=HIT_CONFIG, headers=headers)
+        if posted.status_code != 202:
+            raise RuntimeError(f"POST /v1/spp answered {posted.status_code}: {posted.text}")
+        poller = subprocess.Popen(
+            [sys.executable, __file__, "--healthz-child", stack.api_url], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        stack.processes["healthz"] = poller
+        time.sleep(1.0)  # polling before the waits come
+        row = asyncio.run(_wait_together(stack.api_url, posted.json()["id"], count, seconds))
+        healthz = sorted(json.loads(poller.communicate("", timeout=60)[0]))
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    row |= {
+        "healthz_max_ms": 1e3 * healthz[-1], "healthz_p99_ms": 1e3 * _quantile(healthz, 0.99),
+        "healthz_polls": len(healthz),
+    }  # fmt: skip
+    answered = sum(n for k, n in row["outcomes"].items() if k.isdigit() and k != "503")
+    return {**row, "count": count, "wait": seconds, "answered": answered, "limits": limits}
+
+
+def waiting_figures(count: int = WAITERS, seconds: float = WAIT_SECONDS) -> list:
+    """`measure_waits` as rows of `python -m benchmarks`' table."""
+    from benchmarks._report import Figure
+
+    row = measure_waits(count, seconds)
+    return [
+        Figure(
+            "19.5", f"{count} concurrent GET /v1/jobs/{{id}}?wait={seconds:g}, not 503",
+            f"{row['answered']}/{count}", f"{count}/{count}", row["answered"] == count,
+            f"answers {row['outcomes']}; {row['early']} before the wait ran out",
+        ),
+        Figure(
+            "19.5", f"GET /healthz max while {count} wait", f"{row['healthz_max_ms']:.0f} ms",
+            f"< {HEALTHZ_LIMIT_MS:g} ms", row["healthz_max_ms"] < HEALTHZ_LIMIT_MS,
+            f"p99 {row['healthz_p99_ms']:.0f} ms of {row['healthz_polls']} polls",
+        ),
+    ]  # fmt: skip
+
+
+def print_waits(row: dict[str, Any]) -> None:
+    print(
+        f"{row['count']} concurrent GET /v1/jobs/{{id}}?wait={row['wait']:g} on a queued job "
+        f"(no worker), one uvicorn API process ({row['limits']}):\n"
+        f"  answered, not 503: {row['answered']}/{row['count']} (target: all); answers "
+        f"{row['outcomes']}; {row['early']} before the wait ran out; all in "
+        f"{row['seconds']:.1f} s\n"
+        f"  GET /healthz meanwhile, from another process every {1e3 * HEALTHZ_PERIOD:g} ms: max "
+        f"{row['healthz_max_ms']:.0f} ms, p99 {row['healthz_p99_ms']:.0f} ms of "
+        f"{row['healthz_polls']} polls (target: max < {HEALTHZ_LIMIT_MS:g} ms)"
+    )
+
+
 # --- main --------------------------------------------------------------------------------------
 def _raise_on_sigterm(_signum: int, _frame: Any) -> None:
     raise SystemExit(143)  # so `finally` stops the stack
@@ -510,10 +652,23 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds per load level (default 5)")
     parser.add_argument("--concurrency", default="1,8,32", help="connections per level")
     parser.add_argument("--repeats", type=int, help="fresh configs per job case (default 5)")
+    parser.add_argument(
+        "--waits", type=int, metavar="N",
+        help=f"only the waiting row: N concurrent waits on a queued job (e.g. {WAITERS})",
+    )  # fmt: skip
     parser.add_argument("--load-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--healthz-child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_child:
         load_child()
+        return
+    if args.healthz_child:
+        healthz_child(args.healthz_child)
+        return
+    if args.waits:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"{os.cpu_count()} cores; load average before the run: {load}")
+        print_waits(measure_waits(args.waits))
         return
     duration = args.duration or (1.5 if args.quick else 5.0)
     repeats = args.repeats or (2 if args.quick else 5)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.body import body_doc, json_body_of
-from api.deps import AsyncRedis, Jobs, require_token
+from api.deps import Jobs, Waiting, require_token
 from api.errors import Invalid
 from api.jobs import MODEL_REFUSED
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
@@ -50,7 +50,7 @@ async def submit_spp(
         SPPConfig | ForeignConfig, Depends(json_body_of(_which, (SPPConfig, ForeignConfig)))
     ],
     jobs: Jobs,
-    waiter: AsyncRedis,
+    waiter: Waiting,
     response: Response,
     wait: WaitQuery = 0.0,
     replaces: ReplacesQuery = None,

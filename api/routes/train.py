@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.body import body_doc, json_body
-from api.deps import AsyncRedis, Jobs, require_token
+from api.deps import Jobs, Waiting, require_token
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import TrainConfig
@@ -39,7 +39,7 @@ RESPONSES = {
 async def submit_train(
     config: Annotated[TrainConfig, Depends(json_body(TrainConfig))],
     jobs: Jobs,
-    waiter: AsyncRedis,
+    waiter: Waiting,
     response: Response,
     wait: WaitQuery = 0.0,
     replaces: ReplacesQuery = None,

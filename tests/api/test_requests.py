@@ -1,10 +1,12 @@
 """What the API refuses before anything is queued: writes without the token, invalid configs,
-jobs over the cost limits, bodies over the size limit; and what CORS lets a browser do."""
+jobs over the cost limits, bodies over the size limit; what CORS lets a browser do; and that a
+client can give back (`replaces`) only its own claim on a job, once."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
-from contract import SERIALIZER, SPP_QUEUE
+from contract import ASKERS_KEY, CLAIM_KEY, SERIALIZER, SPP_QUEUE, key_for
 from nfcore.config import SPPConfig
 from nfcore.cost import estimate
 from tests.api.conftest import SLOW, TINY
@@ -417,3 +419,73 @@ def test_no_cors_headers_without_configured_origins(client: TestClient):
 
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
+
+
+# --- claims: `replaces` gives back only what this client asked for, once ------------------------
+def claim_of(answer: Any) -> str:
+    """The claim a submission answered with, in its body and its X-Claim header."""
+    assert answer.status_code == 202, answer.text
+    claim = answer.json()["claim"]
+    assert claim and answer.headers["x-claim"] == claim
+    return claim
+
+
+def state_of(client: TestClient, job_id: str) -> str:
+    return client.get(f"/v1/jobs/{job_id}").json()["state"]
+
+
+def test_a_job_id_in_replaces_cancels_nobody_elses_job(client: TestClient, store: redis.Redis):
+    """A teacher's sweep point that a student asked for too; a third client replaces its id,
+    twice, with a cheap body: the point stays queued for both."""
+    sweep = client.post("/v1/sweeps", json={"base": TINY, "grid": {"seed": [0, 1]}})
+    point = sweep.json()["points"][0]["job"]["id"]
+    student = client.post("/v1/spp", json={**TINY, "seed": 0})
+    assert student.json()["id"] == point
+
+    for _ in range(2):
+        cheap = client.post("/v1/spp", json={**TINY, "seed": 5}, params={"replaces": point})
+        assert cheap.status_code == 202
+
+    assert state_of(client, point) == "queued"
+    assert store.scard(key_for(ASKERS_KEY, point)) == 2  # the sweep's claim and the student's
+    moved_on = {"replaces": claim_of(student)}  # the student moves on; the sweep still holds it
+    client.post("/v1/spp", json={**TINY, "seed": 6}, params=moved_on)
+    assert state_of(client, point) == "queued"
+
+
+def test_a_claim_given_back_twice_at_once_counts_once(client: TestClient, store: redis.Redis):
+    """A retried request gives its claim back with both tries: one counts, neither fails."""
+    mine, theirs = (client.post("/v1/spp", json=TINY) for _ in "ab")
+    job_id = mine.json()["id"]
+    my_claim, their_claim = claim_of(mine), claim_of(theirs)
+
+    def give_back(_: int) -> int:
+        params = {"replaces": my_claim}
+        return client.post("/v1/spp", json={**TINY, "seed": 7}, params=params).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(give_back, range(2))) == [202, 202]
+
+    assert state_of(client, job_id) == "queued"
+    assert store.smembers(key_for(ASKERS_KEY, job_id)) == {their_claim.encode()}
+    client.post("/v1/spp", json={**TINY, "seed": 8}, params={"replaces": their_claim})
+    assert state_of(client, job_id) == "canceled"
+
+
+def test_claims_are_only_in_the_submissions_answer_and_expire_with_the_result(
+    client: TestClient, store: redis.Redis
+):
+    answer = client.post("/v1/spp", json=TINY)
+    job_id, claim = answer.json()["id"], claim_of(answer)
+    sweep = client.post("/v1/sweeps", json={"base": TINY, "grid": {"seed": [0]}}).json()
+
+    assert len(claim) >= 32 and claim != job_id
+    assert client.get(f"/v1/jobs/{job_id}").json()["claim"] is None
+    assert all(job["claim"] is None for job in client.get("/v1/jobs").json()["jobs"])
+    assert all(p["job"]["claim"] is None for p in client.get(sweep["url"]).json()["points"])
+    assert sweep["points"][0]["job"]["claim"] is None  # a sweep's claims stay with the API
+    assert store.get(key_for(CLAIM_KEY, claim)) == job_id.encode()
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert 0 < store.ttl(key_for(CLAIM_KEY, claim)) <= settings.result_ttl
+    made_up = client.post("/v1/spp", json={**TINY, "seed": 3}, params={"replaces": "x" * 43})
+    assert made_up.status_code == 202 and state_of(client, job_id) == "queued"
