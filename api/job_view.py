@@ -3,13 +3,21 @@ job record and our meta (a job written into Redis by someone else must not break
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq.job import Job
 
 from contract import META_ATTEMPT, META_DEVICE, META_PROGRESS, JobState, key_for
+
+# A running job's worker renews it every third of HEARTBEAT_TTL (worker/main.py `_beat`),
+# setting its expiry in the started-job registry to that moment plus the TTL. Two thirds of the
+# TTL without a renewal is a renewal missed by a whole interval: more than a slow Redis call or
+# a busy CPU delays one, and still a third of the TTL before the job is given up.
+LATE_FRACTION_OF_TTL = 2 / 3
+MAX_EXECUTIONS_READ = 8  # a job runs once at a time; more entries are a record to distrust
 
 
 def job_view(job: Job, state: JobState, kind: str, connection: redis.Redis) -> dict[str, Any]:
@@ -32,7 +40,47 @@ def job_view(job: Job, state: JobState, kind: str, connection: redis.Redis) -> d
         "device": _text(meta_of(job).get(META_DEVICE)),
         "error": _error_message(job, connection) if state == JobState.failed else None,
         "config": config_of(job),
+        "heartbeat": heartbeat_of(job, connection) if state == JobState.running else None,
     }
+
+
+def heartbeat_of(job: Job, connection: redis.Redis) -> dict[str, Any] | None:
+    """How recently a running job's worker renewed it (the `Heartbeat` schema), from what RQ
+    writes: the job's `last_heartbeat` and its execution's expiry in the started-job registry
+    (the TTL is their difference, the one the worker used). None where the record has no
+    heartbeat."""
+    last = job.last_heartbeat
+    if not isinstance(last, datetime):
+        return None
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)  # RQ writes UTC
+    moment = datetime.now(UTC)
+    age = max(0.0, (moment - last).total_seconds())
+    expiry = _expiry(job, connection)
+    if expiry is None or not math.isfinite(expiry):  # none, or a job given no TTL (+inf)
+        return {"age": round(age, 1), "late": False, "abandoned_in": None}
+    # RQ scores whole seconds: the renewal's second (truncated) plus the TTL (whole seconds).
+    ttl = math.ceil(expiry - last.timestamp() - 1e-6)
+    return {
+        "age": round(age, 1),
+        "late": age > LATE_FRACTION_OF_TTL * ttl,
+        "abandoned_in": round(max(0.0, expiry - moment.timestamp()), 1),
+    }
+
+
+def _expiry(job: Job, connection: redis.Redis) -> float | None:
+    """When RQ counts the job abandoned (its latest execution's score in the started-job
+    registry, whose members are `<job id>:<execution id>`), or None where it has none."""
+    executions = connection.zrange(job.execution_registry.key, 0, MAX_EXECUTIONS_READ - 1)
+    if not executions:
+        return None
+    members = [f"{job.id}:{_decoded(execution)}" for execution in executions]
+    scores = [s for s in connection.zmscore(job.started_job_registry.key, members) if s is not None]
+    return max(scores) if scores else None
+
+
+def _decoded(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def config_of(job: Job) -> dict[str, Any] | None:
@@ -83,15 +131,26 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _error_message(job: Job, connection: redis.Redis) -> str:
     """The exception's last line, or a sentence saying the worker died."""
-    latest = job.latest_result()
-    text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
+    try:
+        latest = job.latest_result()
+        text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
+    except Exception:  # a results stream RQ cannot read: not written by one of our workers
+        text = ""
     if "AbandonedJobError" in text:
-        attempts = int(connection.get(key_for("attempts", job.id)) or 1)
+        attempts = _count(_number(connection.get(key_for("attempts", job.id)))) or 1
         return (
             "the worker running this job stopped (killed, or out of memory); "
             f"it was tried {attempts} time{'s' if attempts != 1 else ''}"
         )
     return _exception_line(text) or "the job failed without a message"
+
+
+def _number(raw: bytes | None) -> int | None:
+    """A counter Redis holds, or None when it is missing or not a number."""
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def _exception_line(traceback_text: str) -> str:

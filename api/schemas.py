@@ -18,6 +18,22 @@ class Progress(BaseModel):
     total: int
 
 
+class Heartbeat(BaseModel):
+    """How recently the worker running a job said it is alive (it renews the job every third
+    of HEARTBEAT_TTL while it works)."""
+
+    age: float = Field(description="Seconds since the worker last renewed the job.")
+    late: bool = Field(
+        description="No renewal for over two thirds of the heartbeat TTL: the worker may have "
+        "stopped (killed, out of memory, frozen) while the job still counts as running."
+    )
+    abandoned_in: float | None = Field(
+        description="Seconds until the job counts as abandoned if no renewal comes: within "
+        "MAINTENANCE_INTERVAL after that it is run again from the start, or fails once its "
+        "retries are spent. Null where RQ's record gives no expiry."
+    )
+
+
 class JobView(BaseModel):
     id: str = Field(description="Hash of the canonical config and the nfcore version.")
     kind: str
@@ -41,6 +57,15 @@ class JobView(BaseModel):
         description="The config the job computes (an SPPConfig's or a TrainConfig's JSON), so "
         "a client following a job by its id alone can say what it is.",
     )
+    heartbeat: Heartbeat | None = Field(
+        None, description="Null unless the job is running: how recently its worker reported."
+    )
+    claim: str | None = Field(
+        None,
+        description="Only in the answer to the POST that submitted it (also its `X-Claim` "
+        "header): this request's claim on the job, a secret to give back with "
+        "`?replaces=<claim>` when the client no longer wants the job. Null elsewhere.",
+    )
 
 
 class JobList(BaseModel):
@@ -56,7 +81,8 @@ class EventsPage(BaseModel):
     )
     next: int = Field(description="The `since` of the next read: events seen so far.")
     state: JobState = Field(
-        description="Read before the events: once final, no events come after these."
+        description="Read before the events: once final, no events are added; read on from "
+        "`next` until a page comes back empty (a page holds at most about 1 MiB of events)."
     )
     progress: Progress
     attempt: int = Field(
@@ -97,7 +123,10 @@ class SweepView(BaseModel):
     id: str
     url: str
     size: int
-    states: dict[str, int] = Field(description="How many points are in each state.")
+    states: dict[str, int] = Field(
+        description="How many of the sweep's jobs are in each state; points that are the same "
+        "config (equal values in the grid) are one job, counted once."
+    )
     points: list[SweepPoint]
 
 
@@ -151,5 +180,9 @@ class Limits(BaseModel):
     max_memory_bytes: float
     max_train_steps: int = Field(description="Most optimizer steps a training job may take.")
     max_train_flops: float
+    max_train_result_bytes: int = Field(
+        description="Most bytes a training job may write (its result; again its events)."
+    )
     max_sweep_points: int
+    max_sweep_flops: float = Field(description="Largest sweep, in FLOPs of its uncached points.")
     max_body_bytes: int

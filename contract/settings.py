@@ -53,6 +53,18 @@ class ServiceSettings(BaseSettings):
         "their standardized copies, and for training their gradients, momentum and EMA) and its "
         "activations.",
     )
+    # What a training job writes: its events (a Redis list the API pages through) and its
+    # result (which the API serves whole, and a dashboard holds parsed, about 10 times its
+    # JSON). The SPP frames dominate (`nfcore.train_result.written_bytes`). 16 MiB holds every
+    # preset 200 times over (84 kB at most), or 5000 steps of ResNet-200 with an SPP every 10
+    # (11 MiB), not issue 19's NF-ResNet-600 with one every step (300 MiB). The API checks it
+    # before queueing, the worker before it starts and again while it writes.
+    max_train_result_bytes: int = Field(
+        16 * 2**20,
+        ge=2**16,
+        description="Most bytes a training job may write: its result JSON, and again its events "
+        "(mostly the SPPs it records: fewer with a larger spp_every).",
+    )
 
     def job_timeout(self, queue: str) -> int:
         return self.train_job_timeout if queue == TRAIN_QUEUE else self.spp_job_timeout

@@ -1,4 +1,5 @@
-"""What a run will cost, known before it runs: FLOPs, activation memory and parameters.
+"""What a run will cost, known before it runs: FLOPs, activation memory and parameters, and for
+a training run how long it takes in FLOP-equivalents (its layers' fixed cost counted too).
 
 The API refuses jobs that are too expensive before enqueueing them, and it never imports
 torch; so this module sums over the same plan of layers (`nfcore.plan`) that `nfcore.models`
@@ -8,6 +9,7 @@ against torch's counter and the memory against the storages torch creates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from nfcore import plan
@@ -18,6 +20,21 @@ FLOAT32_BYTES = 4
 # the weight gradients too: about one more forward pass, so 3 forward passes in all.
 TRAIN_STEP_FACTOR = 1.5
 EVAL_BATCH = 256  # held-out examples per forward pass of an evaluation (`nfcore.train`)
+
+# A layer's fixed cost beside its FLOPs (dispatching its kernels, autograd's bookkeeping, the
+# optimizer's update of its weights), in the FLOPs a compute-bound layer does meanwhile. A
+# deep, narrow network at a small resolution is bound by it, not by its FLOPs: NF-ResNetV2-600
+# at width 0.0625, 32 px, batch 2 (4.4e7 FLOPs a training step, 1808 layer calls) takes 0.24 s
+# a step on one thread of a 2-core Xeon (torch 2.13, CPU) and 0.75 to 1.06 s on two, hundreds
+# of times what its FLOPs take. Measured there on two threads (a worker's default), with
+# other jobs running, per layer call: a training step 160-185 us, an SPP 105-525 us, a
+# forward pass 28-36 us, while a compute-bound training step (BN-ResNet-50, 32 px, batch 32)
+# ran at 5.0e10-5.9e10 FLOP/s; times that rate (one thread gives about a third):
+LAYER_CALL_FLOPS: dict[str, float] = {
+    "forward": 2e6,  # measured 1.7e6-1.9e6 (a forward pass without gradients, as evaluations)
+    "spp": 6e6,  # 5.2e6-2.6e7 (the engine's hooks and statistics on every block)
+    "step": 1e7,  # 8.2e6-9.4e6 (forward, backward, clipping, the SGD update)
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,9 @@ class Cost:
     - `weight_bytes`: the float32 weights, and with Scaled WS the standardized copy of them
       that the engine caches for the run (counted for every parameter: an upper bound).
     - `blocks`: residual blocks.
+    - `layer_calls`: the layers one forward pass runs, each one op (a conv, BN, activation, pool,
+      / beta, the classifier, ...), whatever the batch: each has a fixed cost besides its FLOPs
+      (`LAYER_CALL_FLOPS`).
     """
 
     flops: int
@@ -49,6 +69,7 @@ class Cost:
     parameters: int
     blocks: int
     weight_bytes: int = 0
+    layer_calls: int = 0
 
     @property
     def memory_bytes(self) -> int:
@@ -135,11 +156,13 @@ class _Unit:
     params: int
     peak: int  # alive at once while it runs without gradients (the image aside)
     saved: int  # what autograd keeps for the backward pass
+    calls: int  # layers run (one op each: a conv, BN, activation, pool, / beta, ...)
 
     @classmethod
     def along(cls, path: _Path, held: int = 0, flops: int = 0, params: int = 0) -> _Unit:
         """A unit without a skip (stem, head), its input of `held` elements alive throughout."""
-        return cls(path.flops + flops, path.params + params, held + path.largest_pair(), path.saved)
+        peak = held + path.largest_pair()
+        return cls(path.flops + flops, path.params + params, peak, path.saved, len(path.created))
 
 
 def _run(path: _Path, layer: plan.Layer | None) -> _Path:
@@ -168,6 +191,9 @@ def _run(path: _Path, layer: plan.Layer | None) -> _Path:
     return path
 
 
+BLOCK_END_CALLS = 2  # alpha * gain * f, and its sum with the skip
+
+
 def _block(block: plan.BlockPlan, x: _Path) -> tuple[_Unit, _Path]:
     """x_{l+1} = post(skip + alpha * gain * f(pre(x) / beta)) (`nfcore.blocks.ResidualBlock`),
     and the path of its output."""
@@ -184,6 +210,7 @@ def _block(block: plan.BlockPlan, x: _Path) -> tuple[_Unit, _Path]:
         sum(p.params for p in paths) + int(block.skipinit),  # SkipInit's scalar gain
         x.numel + max(pre.largest_pair(), pre.numel + during),
         sum(p.saved for p in paths) + post * branch.numel,
+        sum(len(p.created) for p in paths) + BLOCK_END_CALLS + post,
     )
     return unit, _Path(branch.channels, branch.size, x.ws)
 
@@ -198,7 +225,8 @@ def _units(config: ModelConfig, resolution: int) -> list[_Unit]:
         units.append(unit)
     head = _run(x.fork(), layers.head)
     features, classes = head.channels, config.num_classes  # global average pool, classifier
-    units.append(_Unit.along(head, x.numel, 2 * features * classes, features * classes + classes))
+    classifier = _Unit.along(head, x.numel, 2 * features * classes, features * classes + classes)
+    units.append(replace(classifier, calls=classifier.calls + 1))
     return units
 
 
@@ -231,19 +259,40 @@ def estimate(
         parameters=parameters,
         blocks=config.num_blocks,
         weight_bytes=FLOAT32_BYTES * parameters * (2 if config.conv == "ws" else 1),
+        layer_calls=sum(u.calls for u in units),
     )
 
 
 @dataclass(frozen=True)
 class TrainCost:
     """What a training run costs: one step (forward and backward on the batch), one of its
-    SPPs and one evaluation batch (forward), and the FLOPs of all steps, evaluations and SPPs.
+    SPPs and one evaluation batch (forward); in FLOP-equivalents (their FLOPs and their layers'
+    fixed cost, `LAYER_CALL_FLOPS`) one step, one SPP and one evaluation, and all of them
+    together over the run (`total`, of which `overhead` is the layers' fixed cost).
     """
 
     step: Cost
     spp: Cost
     eval: Cost
+    per_step: int
+    per_spp: int
+    per_eval: int
     total: int
+    overhead: int = 0
+
+    def total_for(self, config: TrainConfig) -> int:
+        """`total` for a run like the costed one with other steps, SPPs or evaluations."""
+        return _over_run(config, self.per_step, self.per_spp, self.per_eval)
+
+    def affordable_steps(self, config: TrainConfig, budget: float) -> int:
+        """The most steps of `config` (its other settings kept) whose total is within `budget`;
+        0 when not even one step is."""
+        low, high = 0, config.steps + 1  # total_for(low) fits (or low is 0); high's does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            fits = self.total_for(config.model_copy(update={"steps": middle})) <= budget
+            low, high = (middle, high) if fits else (low, middle)
+        return low
 
 
 def train_costs(config: TrainConfig) -> TrainCost:
@@ -262,6 +311,27 @@ def train_costs(config: TrainConfig) -> TrainCost:
     snapshot = estimate(spp)
     evaluation = estimate(config, min(EVAL_BATCH, config.eval_examples), config.resolution)
     per_example = estimate(config, batch=1, resolution=config.resolution).flops
-    evaluations = len(config.eval_steps) * config.eval_examples * per_example
-    total = config.steps * step.flops + evaluations + len(config.spp_steps) * snapshot.flops
-    return TrainCost(step, snapshot, evaluation, total)
+    calls = snapshot.layer_calls  # the same network in all three
+    batches = math.ceil(config.eval_examples / EVAL_BATCH)
+    overheads = (
+        round(calls * LAYER_CALL_FLOPS["step"]),
+        round(calls * LAYER_CALL_FLOPS["spp"]),
+        round(batches * calls * LAYER_CALL_FLOPS["forward"]),
+    )
+    per_step, per_spp, per_eval = (
+        step.flops + overheads[0],
+        snapshot.flops + overheads[1],
+        config.eval_examples * per_example + overheads[2],
+    )
+    total = _over_run(config, per_step, per_spp, per_eval)
+    overhead = _over_run(config, *overheads)
+    return TrainCost(step, snapshot, evaluation, per_step, per_spp, per_eval, total, overhead)
+
+
+def _over_run(config: TrainConfig, per_step: int, per_spp: int, per_eval: int) -> int:
+    """All steps, SPPs and evaluations of `config`'s run at these costs each."""
+    return (
+        config.steps * per_step
+        + len(config.spp_steps) * per_spp
+        + len(config.eval_steps) * per_eval
+    )

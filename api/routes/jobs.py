@@ -7,14 +7,14 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AsyncRedis, Jobs, require_token
-from api.jobs import MAX_EVENTS_PAGE
-from api.routes import WaitQuery
+from api.deps import Jobs, Waiting, require_token
+from api.events import MAX_EVENTS_PAGE
+from api.jobs import JobService
+from api.routes import WaitQuery, wait_for
 from api.schemas import ErrorBody, EventsPage, JobList, JobView
-from api.waiting import wait_for_end
 from contract import TRAIN_QUEUE
 from nfcore.result import SPPResult
-from nfcore.train_result import TrainResult
+from nfcore.train_result import csv_of_json
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
@@ -26,14 +26,26 @@ def list_jobs(jobs: Jobs, limit: int = Query(50, ge=1, le=500)) -> JobList:
 
 
 @router.get("/{job_id}", response_model=JobView, responses=ERRORS, summary="One job's state")
-async def get_job(job_id: str, jobs: Jobs, waiter: AsyncRedis, wait: WaitQuery = 0.0) -> JobView:
+async def get_job(job_id: str, jobs: Jobs, waiter: Waiting, wait: WaitQuery = 0.0) -> Response:
     """With `wait`, the answer comes once the job has ended (finished, failed or canceled), or
     after `wait` seconds with its state then."""
-    await run_in_threadpool(jobs.get, job_id)  # 404 at once for a job that does not exist
-    if wait > 0:
-        await wait_for_end(waiter, job_id, wait)
-    job = await run_in_threadpool(jobs.get, job_id)
-    return JobView(**await run_in_threadpool(jobs.view, job))
+    if wait <= 0:
+        return _json(await run_in_threadpool(_view_json, jobs, job_id), {})
+    # Many requests wait on one job at once (a class of browsers) and wake together: they
+    # share their reads of it, and the JSON of its view.
+    await waiter.reads.read(f"get:{job_id}", lambda: jobs.get(job_id))  # 404 at once
+    headers: dict[str, str] = {}
+    await wait_for(waiter, job_id, wait, headers)
+    view = await waiter.reads.read(f"view:{job_id}", lambda: _view_json(jobs, job_id))
+    return _json(view, headers)
+
+
+def _view_json(jobs: JobService, job_id: str) -> bytes:
+    return JobView(**jobs.view(jobs.get(job_id))).model_dump_json().encode()
+
+
+def _json(body: bytes, headers: dict[str, str]) -> Response:
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get(
@@ -54,7 +66,7 @@ def get_result(job_id: str, jobs: Jobs, format: Literal["json", "csv"] = Query("
     if format == "csv":
         kind = jobs.result_kind(job_id, data)
         if kind == TRAIN_QUEUE:
-            csv = TrainResult.model_validate_json(data).to_csv()
+            csv = csv_of_json(data)  # its steps and evaluations only, not its SPP frames
         else:
             csv = SPPResult.model_validate_json(data).to_csv()
         return Response(
@@ -87,8 +99,9 @@ def get_events(
     ),
 ) -> EventsPage:
     """Poll with `since` = the last page's `next` and `attempt` = its `attempt` to get only
-    new events; the page's state is read first, so a final state on a page shorter than
-    `limit` means no more events."""
+    new events. A page holds at most `limit` events and about 1 MiB of them (one event
+    however large): read on from `next` until a page comes back empty. The page's state is
+    read first, so an empty page with a final state means no more events."""
     return EventsPage(**jobs.events(job_id, since, limit, attempt))
 
 

@@ -7,12 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
 import nfcore
-from contract import SERIALIZER, SPP_QUEUE
+from contract import SERIALIZER, SPP_QUEUE, key_for
 from nfcore.config import SPPConfig, config_hash
 from nfcore.cost import estimate
 from tests.api.conftest import TINY
@@ -165,3 +166,63 @@ def test_an_unknown_sweep_is_404(client: TestClient):
 
     assert response.status_code == 404
     assert "no-such-sweep" in response.json()["detail"]
+
+
+def test_a_sweep_over_max_sweep_flops_is_refused_saying_by_how_much(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    """Issue 19 item 9: 64 points of 4.14e12 FLOPs each (53 times MAX_FLOPS) were accepted."""
+    points = [{**TINY, "alpha": alpha, "depth": depth} for alpha, depth in itertools.product(
+        GRID["alpha"], GRID["depth"])]  # fmt: skip
+    total = sum(estimate(SPPConfig(**point)).flops for point in points)
+    client = make_client(max_sweep_flops=total / 2)
+
+    response = client.post("/v1/sweeps", json={"base": TINY, "grid": GRID})
+
+    assert_refused(response, f"({total:.3g})", "MAX_SWEEP_FLOPS", "by 2.0x", "fewer points")
+    assert queued_ids(store) == []
+    assert client.get("/v1/limits").json()["max_sweep_flops"] == total / 2
+
+
+def test_the_issues_sweep_is_refused_with_the_default_limit(client: TestClient, store: redis.Redis):
+    base = {"depth": 152, "norm": "bn", "resolution": 224, "batch": 180}  # 4.15e12 FLOPs
+    per_point = estimate(SPPConfig(**base)).flops
+    assert client.post("/v1/spp", json=base).status_code == 202  # each point alone fits
+    grid = {"seed": list(range(1, 65))}
+    response = client.post("/v1/sweeps", json={"base": base, "grid": grid})
+
+    assert_refused(response, "MAX_SWEEP_FLOPS = 6e+13")
+    factor = float(response.json()["detail"].split(" by ")[1].split("x")[0])
+    assert factor == pytest.approx(64 * per_point / 6e13, abs=0.1)
+    assert queued_ids(store) == [job_id_of(base)]
+
+
+def test_points_already_cached_cost_a_sweep_nothing(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    costs = [estimate(SPPConfig(**TINY, alpha=alpha)).flops for alpha in (0.1, 0.2, 0.3)]
+    client = make_client(max_sweep_flops=costs[2] * 1.5)
+    grid = {"alpha": [0.1, 0.2, 0.3]}
+    assert_refused(client.post("/v1/sweeps", json={"base": TINY, "grid": grid}), "MAX_SWEEP_FLOPS")
+
+    for alpha in (0.1, 0.2):  # as a worker leaves them
+        store.set(key_for("result", job_id_of({**TINY, "alpha": alpha})), b"{}")
+    response = client.post("/v1/sweeps", json={"base": TINY, "grid": grid})
+    assert response.status_code == 202, response.text
+    assert [point["cached"] for point in response.json()["points"]] == [True, True, False]
+    assert queued_ids(store) == [job_id_of({**TINY, "alpha": 0.3})]
+
+
+def test_equal_points_of_a_grid_are_one_job_counted_once(client: TestClient, store: redis.Redis):
+    grid = {"alpha": [0.2, 0.2, 0.3], "depth": [14]}
+    response = client.post("/v1/sweeps", json={"base": TINY, "grid": grid})
+
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    assert sweep["size"] == 3
+    assert [point["params"]["alpha"] for point in sweep["points"]] == [0.2, 0.2, 0.3]
+    ids = [point["job"]["id"] for point in sweep["points"]]
+    assert ids[0] == ids[1] != ids[2]
+    assert sweep["states"] == {**NO_JOBS, "queued": 2}
+    assert sorted(queued_ids(store)) == sorted({ids[0], ids[2]})
+    assert client.get(sweep["url"]).json()["states"] == {**NO_JOBS, "queued": 2}

@@ -20,7 +20,7 @@ import nfcore
 from contract import EVENTS_KEY, SERIALIZER, SPP_QUEUE, TRAIN_QUEUE, key_for
 from nfcore.config import TrainConfig, config_hash
 from nfcore.cost import train_costs
-from nfcore.train_result import EVAL_KEYS, STEP_KEYS
+from nfcore.train_result import EVAL_KEYS, STEP_KEYS, written_bytes
 from tests.api.conftest import wait_for
 
 DONE = ("finished", "failed", "canceled")
@@ -33,6 +33,11 @@ TINY_TRAIN: dict[str, Any] = {
 WATCHED = {**TINY_TRAIN, "steps": 600, "eval_every": 600, "seed": 1}
 # Would run for half a minute: only canceling ends it early.
 LONG = {**TINY_TRAIN, "steps": 5000, "eval_every": 5000, "seed": 2}
+# Issue 19 item 7: a deep, narrow network measured every step.
+ISSUE_RUN: dict[str, Any] = {
+    "depth": 600, "width": 0.0625, "resolution": 32, "batch": 2, "spp_batch": 2, "steps": 5000,
+    "spp_every": 1, "norm": "nf", "dataset": "gaussian",
+}  # fmt: skip
 # A learning rate that sends the loss far past ln(10) within a couple of steps.
 EXPLODING = {**TINY_TRAIN, "lr": 100.0, "warmup_steps": 0, "seed": 3}
 
@@ -212,6 +217,51 @@ def test_a_training_step_over_max_flops_or_memory_is_422(
     assert queued_ids(store) == []
 
 
+def test_the_issues_deep_narrow_run_is_422_for_what_it_writes_and_how_long_it_runs(
+    make_client: Callable[..., TestClient], store: redis.Redis
+):
+    """Issue 19 item 7: 0.5% of MAX_TRAIN_FLOPS by its FLOPs, it ran about an hour (the fixed
+    cost of its 1808 layer calls a step) and wrote ~220 MB of SPP frames, once as events and
+    again as its result."""
+    client = make_client()
+    refused = client.post("/v1/train", json=ISSUE_RUN)
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "MAX_TRAIN_RESULT_BYTES = 1.68e+07" in detail, detail
+    assert "5001 SPPs of 200 blocks" in detail, detail
+    assert 10 < float(detail.split(" by ")[1].split("x")[0]) < 30, detail  # ~220 MB measured
+    assert "spp_every of at least" in detail, detail
+    at_least = int(detail.split("spp_every of at least ")[1].split(")")[0])
+    assert 15 < at_least < 30, detail  # 16 MiB holds about 250 frames of 200 blocks
+
+    # Recording few SPPs, it still runs too long: the time its layers take, not its FLOPs.
+    few_spps = {**ISSUE_RUN, "spp_every": at_least}
+    refused = client.post("/v1/train", json=few_spps)
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "MAX_TRAIN_FLOPS = 6e+13" in detail, detail
+    assert "1808 layer calls" in detail, detail
+    assert 1.2 < float(detail.split(" by ")[1].split("x")[0]) < 3, detail
+    assert "reduce the steps (at most about" in detail and "depth" in detail, detail
+    fitting = int(detail.split("at most about ")[1].split()[0])
+    assert 2500 < fitting < 4000, detail
+    assert queued_ids(store) == []
+
+    assert client.post("/v1/train", json={**few_spps, "steps": fitting}).status_code == 202
+
+
+def test_every_presets_run_is_accepted_with_the_default_limits(
+    client: TestClient, store: redis.Redis
+):
+    from nfcore.train_presets import TRAIN_PRESETS
+
+    configs = [config for preset in TRAIN_PRESETS for config in preset.configs()]
+    for config in configs:
+        response = client.post("/v1/train", json=config.model_dump(mode="json"))
+        assert response.status_code == 202, (config, response.text)
+    assert len(queued_ids(store)) == len({config_hash(c, nfcore.__version__) for c in configs})
+
+
 def test_batchnorm_at_batch_1_is_422_naming_batch(client: TestClient, store: redis.Redis):
     refused = client.post("/v1/train", json={**TINY_TRAIN, "norm": "bn", "batch": 1})
 
@@ -309,6 +359,39 @@ def test_events_are_streamed_while_the_job_runs_and_page_with_since(
         assert pushes < len(streamed) / 2, (pushes, len(streamed), run_seconds)
 
 
+def test_an_events_page_holds_at_most_max_events_page_bytes_and_the_pages_join_to_all_events(
+    client: TestClient, store: redis.Redis
+):
+    """Issue 19 item 7: one read of 170 MB of events took the API to 1.26 GB of memory."""
+    from api.events import MAX_EVENTS_PAGE_BYTES
+
+    job_id = client.post("/v1/train", json=TINY_TRAIN).json()["id"]
+    # As a deep network's SPP frames: 60 of about 50 kB, then small step events.
+    frames = [
+        {"kind": "spp", "step": i, "result": {"blocks": ["x" * 1000] * 50}} for i in range(60)
+    ]
+    steps = [{"kind": "step", "step": i, "loss": 2.3} for i in range(1, 2001)]
+    huge = {"kind": "spp", "step": 2001, "result": {"blocks": ["x" * 1000] * 1500}}  # 1.5 MB
+    events = [*frames, *steps, huge, {"kind": "eval", "step": 2001, "loss": 2.3}]
+    store.rpush(key_for(EVENTS_KEY, job_id), *(json.dumps(event) for event in events))
+
+    pages, since = [], 0
+    while len(pages) < 100:
+        page = events_page(client, job_id, since)
+        if not page["events"]:
+            break
+        size = sum(len(json.dumps(event)) for event in page["events"])
+        assert size <= MAX_EVENTS_PAGE_BYTES or len(page["events"]) == 1, (since, size)
+        assert page["next"] == since + len(page["events"])
+        pages.append(page["events"])
+        since = page["next"]
+    assert [event for page in pages for event in page] == events
+    assert len(pages) >= 5, [len(page) for page in pages]
+    assert [huge] in pages  # an event larger than a page comes alone, and the reads go on
+    # The count limit still holds beside the bytes.
+    assert len(events_page(client, job_id, since=60, limit=7)["events"]) == 7
+
+
 def test_the_csv_of_a_training_result_has_a_row_per_step(
     client: TestClient, start_worker: Callable, store: redis.Redis
 ):
@@ -337,6 +420,46 @@ def test_the_csv_of_a_training_result_has_a_row_per_step(
     store.delete(f"rq:job:{job_id}")
     assert client.get(f"/v1/jobs/{job_id}").status_code == 404
     assert table() == rows
+
+
+def test_a_worker_refuses_a_training_that_writes_too_much_though_an_api_queued_it(
+    make_client: Callable[..., TestClient], start_worker: Callable, store: redis.Redis
+):
+    """A job queued by an older API (here: one with a larger limit), or written into Redis,
+    is held to the worker's MAX_TRAIN_RESULT_BYTES all the same, before it trains."""
+    config = {**TINY_TRAIN, "steps": 40, "spp_every": 1}
+    limit = 2**16
+    assert written_bytes(TrainConfig(**config)) > limit
+    client = make_client(max_train_result_bytes=2**30)
+    start_worker(MAX_TRAIN_RESULT_BYTES=str(limit))
+    job_id = client.post("/v1/train", json=config).json()["id"]
+
+    view = wait_for(client, job_id, DONE)
+    assert view["state"] == "failed"
+    assert "MAX_TRAIN_RESULT_BYTES = 6.55e+04 bytes" in view["error"], view["error"]
+    assert "spp_every of at least" in view["error"], view["error"]
+    assert view["progress"]["done"] == 0
+    assert events_page(client, job_id)["events"] == []
+    assert computations(store, job_id) == 0
+
+
+def test_the_events_of_a_run_stop_at_max_train_result_bytes_whatever_the_estimate(
+    client: TestClient, store: redis.Redis
+):
+    """The worker's last guard: an event that would take a run's events past the limit stops
+    the run, and what it wrote stays under the limit."""
+    from worker.tasks import EventStream, JobTooLarge
+
+    job_id = client.post("/v1/train", json=TINY_TRAIN).json()["id"]
+    job = Queue(TRAIN_QUEUE, connection=store, serializer=SERIALIZER).fetch_job(job_id)
+    stream = EventStream(job, ttl=60, max_bytes=10_000)
+    with pytest.raises(JobTooLarge, match=r"stopped at step 3: .* MAX_TRAIN_RESULT_BYTES = 1e\+04"):
+        for step in range(1, 100):
+            stream.add({"kind": "spp", "step": step, "result": "x" * 4000})
+    stream.flush()
+    stored = store.lrange(key_for(EVENTS_KEY, job_id), 0, -1)
+    assert [json.loads(event)["step"] for event in stored] == [1, 2]
+    assert sum(len(event) for event in stored) <= 10_000
 
 
 def test_a_running_training_stops_on_delete(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nfcore.config import ModelConfig, SPPConfig
+from nfcore.config import ModelConfig, SPPConfig, TrainConfig
 from nfcore.cost import FLOAT32_BYTES, Cost, estimate
 from nfcore.foreign_cost import LiveBytes
 from nfcore.models import Network, build_model, parameter_count
@@ -285,3 +285,62 @@ def test_a_model_config_needs_batch_and_resolution() -> None:
 def test_importing_the_estimate_does_not_import_torch() -> None:
     code = "import sys, nfcore.cost; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# --- training: its layers' fixed cost, and what it writes ---------------------------------
+# Issue 19 item 7: 0.5% of MAX_TRAIN_FLOPS (6e13) by its FLOPs, it ran about an hour.
+DEEP_NARROW_RUN = {"depth": 600, "width": 0.0625, "resolution": 32, "batch": 2, "spp_batch": 2,
+                   "steps": 5000, "spp_every": 1, "norm": "nf", "dataset": "gaussian"}  # fmt: skip
+
+
+def test_layer_calls_count_the_layers_whatever_the_batch_resolution_or_width() -> None:
+    calls = estimate(SPPConfig(depth=26, width=0.25, batch=2, resolution=32)).layer_calls
+    for changed in ({"batch": 64}, {"resolution": 128}, {"width": 1.0}):
+        config = SPPConfig(**{"depth": 26, "width": 0.25, "batch": 2, "resolution": 32, **changed})
+        assert estimate(config).layer_calls == calls, changed
+    # A ResNet-26 has four more bottleneck blocks than a ResNet-14, each the same calls.
+    shallow = estimate(SPPConfig(depth=14, width=0.25)).layer_calls
+    deep = estimate(SPPConfig(depth=50, width=0.25)).layer_calls
+    assert (deep - calls) / 8 == (calls - shallow) / 4 > 8  # conv, norm, act thrice, / beta, ...
+
+
+def test_a_deep_narrow_run_costs_its_layers_fixed_cost_not_its_flops() -> None:
+    from nfcore.cost import train_costs
+
+    costs = train_costs(TrainConfig(**DEEP_NARROW_RUN))
+    flops = costs.total - costs.overhead
+    assert flops < 0.02 * 6e13  # what FLOPs alone said (0.5% of MAX_TRAIN_FLOPS plus the SPPs)
+    assert costs.total > 2 * 6e13  # what the measured hour says
+    assert costs.overhead > 0.95 * costs.total
+
+
+def test_affordable_steps_is_the_most_steps_within_the_budget() -> None:
+    from nfcore.cost import train_costs
+
+    config = TrainConfig(**{**DEEP_NARROW_RUN, "spp_every": 50})
+    costs = train_costs(config)
+    for budget in (costs.total / 3, costs.total / 1.01, 1.0):
+        steps = costs.affordable_steps(config, budget)
+        fits = config.model_copy(update={"steps": steps})
+        over = config.model_copy(update={"steps": steps + 1})
+        assert steps == 0 or costs.total_for(fits) <= budget, budget
+        assert costs.total_for(over) > budget, budget
+    assert costs.affordable_steps(config, costs.total) == config.steps
+
+
+@pytest.mark.parametrize("spp_every", [1, 3, None])
+def test_written_bytes_bounds_a_runs_result_and_events_closely(spp_every: int | None) -> None:
+    import json
+
+    from nfcore.train import train
+    from nfcore.train_result import written_bytes
+
+    config = TrainConfig(depth=14, width=0.125, norm="nf", maxpool=False, resolution=16, steps=6,
+                         batch=4, eval_every=2, eval_examples=8, dataset="gaussian",
+                         spp_every=spp_every, device="cpu")  # fmt: skip
+    events: list[dict[str, Any]] = []
+    result = train(config, events.append, device="cpu").to_json_dict()
+    bound = written_bytes(config)
+    result_bytes = len(json.dumps(result))  # as the worker writes them (`worker.tasks._json`)
+    event_bytes = sum(len(json.dumps(event)) for event in events)
+    assert max(result_bytes, event_bytes) <= bound < 2.5 * min(result_bytes, event_bytes)
