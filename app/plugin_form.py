@@ -3,7 +3,8 @@
 `form_fields` reads the schema into one `FormField` per argument (pure, tested without
 Streamlit); `render` draws each as the widget its type asks for: a select box for an enum, a
 number input for an integer or a number (with the schema's bounds), a checkbox for a boolean,
-a text input otherwise (JSON for lists and objects).
+a text input otherwise (JSON for lists and objects). `plugin_query` is the Your network page's
+URL of a plugin job, which the page writes and the Jobs page links to.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ class FormField:
     maximum: float | None = None
     optional: bool = False  # null is allowed
     help: str | None = None
+
+
+def plugin_query(config: dict[str, Any]) -> dict[str, str] | None:
+    """The Your network page's query of a plugin job: `plugin`, `args` (JSON), `batch`, and
+    `resolution` (image networks) and `gradients` when set. `config` is the page's request body
+    or a job's `ForeignConfig` JSON; None when it names no plugin."""
+    name, args = config.get("plugin"), config.get("model_args", {})
+    if not isinstance(name, str) or not name or not isinstance(args, dict):
+        return None
+    query = {"plugin": name, "args": json.dumps(args, sort_keys=True),
+             "batch": str(config.get("batch", 8))}  # fmt: skip
+    if config.get("input_shape") is None and config.get("resolution") is not None:
+        query["resolution"] = str(config["resolution"])
+    if config.get("gradients"):
+        query["gradients"] = "true"
+    return query
 
 
 def _branch(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -75,6 +92,23 @@ def parse(field: FormField, text: str) -> Any:
         raise ValueError(f"{field.title}: not valid JSON ({text!r})") from None
 
 
+def _number(cast: type, shown: Any, minimum: Any) -> Any:
+    """`shown` as the field's number; the minimum (or 0) where it is none (a link's typo)."""
+    try:
+        return cast(shown)
+    except (TypeError, ValueError):
+        return cast(minimum or 0)
+
+
+def _within(value: Any, low: Any, high: Any) -> Any:
+    """`value` inside the schema's bounds: a number input refuses a value outside them."""
+    if low is not None and value < low:
+        return low
+    if high is not None and value > high:
+        return high
+    return value
+
+
 def render(fields: list[FormField], values: dict[str, Any], key: str) -> dict[str, Any]:
     """The widgets of `fields` showing `values` (else the defaults); returns what they show."""
     out: dict[str, Any] = {}
@@ -89,11 +123,13 @@ def render(fields: list[FormField], values: dict[str, Any], key: str) -> dict[st
         elif field.kind in ("integer", "number"):
             integer = field.kind == "integer"
             cast = int if integer else float
+            low = cast(field.minimum) if field.minimum is not None else None
+            high = cast(field.maximum) if field.maximum is not None else None
             out[field.name] = st.number_input(
                 field.title,
-                value=cast(shown) if shown is not None else cast(field.minimum or 0),
-                min_value=cast(field.minimum) if field.minimum is not None else None,
-                max_value=cast(field.maximum) if field.maximum is not None else None,
+                value=_within(_number(cast, shown, field.minimum), low, high),
+                min_value=low,
+                max_value=high,
                 step=1 if integer else 0.01,
                 format=None if integer else "%.4g",
                 key=widget_key,

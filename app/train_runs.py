@@ -96,6 +96,7 @@ class TrainRun:
     attempt: int | None = None  # the job's attempt the events belong to
     result: dict[str, Any] | None = None
     result_gone: bool = False  # finished, but its result expired: the events draw it
+    heartbeat: dict[str, Any] | None = None  # the job view's, read while it runs but seems stuck
 
     @classmethod
     def submitted(cls, label: str, config: TrainConfig, submission: Submission) -> TrainRun:
@@ -145,6 +146,7 @@ class TrainRun:
                     self.events = answer.get("events") or []
 
     def _read_events(self, job_id: str) -> None:
+        seen = self.next_event
         for _ in range(MAX_PAGES_PER_POLL):
             try:
                 answer = get_client().events(job_id, since=self.next_event, attempt=self.attempt)
@@ -165,6 +167,11 @@ class TrainRun:
                 break
         if self.state == "failed" and not self.error:
             self.error = get_client().job(job_id).get("error")
+        self.heartbeat = None
+        if self.state == "running" and self.next_event == seen:
+            # No step since the last poll: is its worker still there? (The events page does
+            # not say; the job's view does.)
+            self.heartbeat = get_client().job(job_id).get("heartbeat")
 
     def cancel(self) -> None:
         """Cancel the queued job, or stop the running one after its current step."""
@@ -266,13 +273,15 @@ def submit(planned: Sequence[PlannedRun]) -> tuple[list[TrainRun], list[Notice]]
     return runs, notices
 
 
-def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[str]]:
-    """The runs of the jobs a link named, and the short ids of those the API no longer knows.
+def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[Notice]]:
+    """The runs of the jobs a link named, and what to say of those not followed: jobs the
+    API no longer knows, and jobs that are no training runs (an SPP's id in `?jobs=`).
 
     Each run knows its config (the job's view names it), so the runs keep the labels they had
     when started (`auto_labels`). Raises ApiProblem when the API cannot answer."""
     runs: list[TrainRun] = []
     gone: list[str] = []
+    others: list[str] = []
     for job_id in job_ids:
         try:
             job = get_client().job(job_id)
@@ -281,15 +290,25 @@ def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[str]]:
                 raise
             gone.append(job_id[:12])
             continue
-        config = job.get("config") if job.get("kind") == "train" else None
-        run = TrainRun(job.get("label") or job_id[:12], job_id, 0, config=config)
+        if job.get("kind") != "train":
+            others.append(job_id[:12])
+            continue
+        label = job.get("label") if isinstance(job.get("label"), str) else None
+        run = TrainRun(label or job_id[:12], job_id, 0, config=job.get("config"))
         run.update_from_job(job)
         runs.append(run)
     configs = run_configs(runs)
     if configs is not None:
         for run, label in zip(runs, auto_labels(configs), strict=True):
             run.label = label
-    return runs, gone
+    notices: list[Notice] = []
+    if gone:
+        notices.append(("error", f"The API no longer knows the run(s) {', '.join(gone)} from "
+                        "the link."))  # fmt: skip
+    if others:
+        notices.append(("error", f"The link's job(s) {', '.join(others)} are not training runs "
+                        "(the Jobs page opens each where it belongs)."))  # fmt: skip
+    return runs, notices
 
 
 def run_configs(runs: Sequence[TrainRun]) -> list[TrainConfig] | None:

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 import nfcore
-from app import controls, exports, figures, runs, trace
+from app import controls, exports, figures, problems, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
@@ -29,6 +29,7 @@ FIGURES_KEPT = 16  # a few hundred kB: a chart is about 15 kB of JSON
 CURRENT_KEY = "current_job"  # session key: the id of the job of the config asked for last
 
 
+@problems.guarded
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
     trace.start()
@@ -47,7 +48,7 @@ def render() -> None:
     try:
         _body()
     except ApiProblem as problem:
-        st.error(problem.message)
+        problems.show(problem)
     trace.mark("end")
 
 
@@ -134,7 +135,9 @@ def _submit(wanted: list[tuple[str, SPPConfig]], config: SPPConfig) -> list[runs
 
     The current job is noted, by its id (the hash of the config), before anything is asked
     of the API: a newer widget change starts the next run while this one may still wait for
-    its answer, and that run must know which job it replaces."""
+    its answer, and that run must know which job it replaces. What is given back is this
+    session's claim on that job (`runs` keeps the claim each answer brought), so a slider
+    never cancels a job for anyone else."""
     settings = get_settings()
     previous = st.session_state.get(CURRENT_KEY)
     st.session_state[CURRENT_KEY] = config_hash(config, nfcore.__version__)
@@ -221,7 +224,7 @@ def _set_border(preset_id: str, padding: str) -> None:
 def _progress_text(run: runs.Run) -> str:
     done, total = run.progress
     state = run.job["state"] if run.job else "queued"
-    return f"{run.label}: {state}, {done}/{total} blocks"
+    return f"{run.label}: {state}, {done}/{total} blocks{runs.progress_words(run.job)}"
 
 
 def _status(shown: list[runs.Run], wanted: list[tuple[str, SPPConfig]]) -> list[Any]:
@@ -353,12 +356,14 @@ def _pinned_runs(exclude: set[str | None]) -> list[runs.Run]:
     for job_id in list(st.session_state.get("pins", [])):
         if job_id in exclude:
             continue
-        run = runs.follow(f"pin {job_id[:8]}", job_id)
+        try:
+            run = runs.follow(f"pin {job_id[:8]}", job_id)
+            why = "is no longer available"
+        except ValueError:  # its result is no SPP's (a link naming a training run's job)
+            run, why = None, "is not an SPP (a training run?)"
         if run is None or run.result is None:
             # Kept in the session so the notice outlives the reruns that poll running jobs.
-            st.session_state[PIN_NOTICE] = (
-                f"Pinned run {job_id[:12]} is no longer available; it was unpinned."
-            )
+            st.session_state[PIN_NOTICE] = f"Pinned run {job_id[:12]} {why}; it was unpinned."
             st.session_state["pins"].remove(job_id)
             controls.sync_query()  # the URL must not keep offering the dropped pin
             continue

@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import figures, plugin_form, runs
+from app import figures, plugin_form, problems, runs
 from app.api_client import ApiProblem, cached_models
 from app.settings import get_settings
 from nfcore.config import SPPConfig
@@ -30,6 +30,7 @@ REFERENCES = {  # built-in networks to draw beside the plugin's, at its input si
 FOLLOW_SECONDS = 60.0  # how long one page run follows a job before offering to look again
 
 
+@problems.guarded
 def render() -> None:
     st.title("Your own network")
     st.caption(
@@ -38,9 +39,10 @@ def render() -> None:
         'networks. The README\'s "Your own network" says how to write and install one.'
     )
     try:
-        plugins = {row["plugin"]: row for row in cached_models() if row.get("family") == "plugin"}
+        plugins = {row["plugin"]: row for row in cached_models()
+                   if row.get("family") == "plugin" and isinstance(row.get("plugin"), str)}  # fmt: skip
     except ApiProblem as problem:
-        st.error(problem.message)
+        problems.show(problem)
         return
     if not plugins:
         st.info(
@@ -55,7 +57,7 @@ def render() -> None:
     try:
         _body(config, references)
     except ApiProblem as problem:
-        st.error(problem.message)
+        problems.show(problem)
 
 
 def _query() -> dict[str, str]:
@@ -77,14 +79,16 @@ def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None
         info = plugins[name]
         if info.get("description"):
             st.caption(info["description"])
+        given = _link_args(query.get("args", "{}")) if asked == name else {}
+        defaults = info.get("defaults") if isinstance(info.get("defaults"), dict) else {}
         try:
-            given = json.loads(query.get("args", "{}")) if asked == name else {}
-        except ValueError:
-            given = {}
-            st.warning("The link's `args` are not valid JSON; showing the defaults.")
+            fields = plugin_form.form_fields(info.get("arguments") or {})
+        except problems.UNREADABLE as error:  # the schema a worker advertised is not one
+            st.error(f"The plugin {name!r} describes its arguments in a way this page cannot "
+                     f"draw as a form ({type(error).__name__}: {error}).")  # fmt: skip
+            return None, []
         try:
-            args = plugin_form.render(plugin_form.form_fields(info.get("arguments") or {}),
-                                      {**(info.get("defaults") or {}), **given}, key=f"plugin:{name}")  # fmt: skip
+            args = plugin_form.render(fields, {**defaults, **given}, key=f"plugin:{name}")
         except ValueError as error:
             st.error(str(error))
             return None, []
@@ -92,14 +96,14 @@ def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None
         image = info.get("input_shape") is None
         resolution = None
         if image:
-            wanted = int(query.get("resolution", info.get("resolution") or 64))
+            wanted = _whole(query.get("resolution")) or _whole(info.get("resolution")) or 64
             resolution = st.select_slider("Resolution (px)", RESOLUTIONS,
                                           value=wanted if wanted in RESOLUTIONS else 64)  # fmt: skip
         else:
             st.caption(
                 f"Input: {info['input_shape']} per example (channels {info.get('channels')})."
             )
-        wanted_batch = int(query.get("batch", 8))
+        wanted_batch = _whole(query.get("batch")) or 8
         batch = st.select_slider(
             "Batch", BATCHES, value=wanted_batch if wanted_batch in BATCHES else 8
         )
@@ -111,14 +115,31 @@ def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None
                               "gradients": gradients, "device": "auto"}  # fmt: skip
     if resolution is not None:
         config["resolution"] = resolution
-    wanted_query = {"plugin": name, "args": json.dumps(args, sort_keys=True), "batch": str(batch)}
-    if resolution is not None:
-        wanted_query["resolution"] = str(resolution)
-    if gradients:
-        wanted_query["gradients"] = "true"
+    wanted_query = plugin_form.plugin_query(config)
     if query != wanted_query:
         st.query_params.from_dict(wanted_query)
     return config, (references if image else [])
+
+
+def _link_args(text: str) -> dict[str, Any]:
+    """The plugin arguments a link gives (`args`, a JSON object); {} with a warning when they
+    are not one."""
+    try:
+        given = json.loads(text)
+    except ValueError:
+        given = None
+    if not isinstance(given, dict):
+        st.warning("The link's `args` are not a JSON object; showing the defaults.")
+        return {}
+    return given
+
+
+def _whole(value: Any) -> int | None:
+    """A whole number from the link (or a plugin's description); None when it is not one."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _body(config: dict[str, Any], references: list[str]) -> None:
@@ -133,9 +154,8 @@ def _body(config: dict[str, Any], references: list[str]) -> None:
     deadline = time.monotonic() + FOLLOW_SECONDS
     while any(r.pending for r in (run, *others)) and time.monotonic() < deadline:
         done, total = run.progress
-        progress.progress(
-            done / total if total else 0.0, text=f"measuring: block {done} of {total or '?'}"
-        )
+        text = f"measuring: block {done} of {total or '?'}{runs.progress_words(run.job)}"
+        progress.progress(min(done / total, 1.0) if total else 0.0, text=text)
         run = runs.await_run(run, settings.app_poll_seconds)
         others = [runs.await_run(r, settings.app_poll_seconds) for r in others]
     progress.empty()

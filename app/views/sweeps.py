@@ -20,7 +20,7 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from app import sweep_figures, sweeps
+from app import problems, sweep_figures, sweeps
 from app.api_client import ApiProblem, cached_limits, cached_result, get_client
 from app.controls import RESOLUTIONS, WIDTHS
 from app.figures import dashboard_figure, themed
@@ -55,6 +55,7 @@ BASE_HELP = (
 )
 
 
+@problems.guarded
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
     _init_state()
@@ -78,7 +79,7 @@ def render() -> None:
         st.info("Choose two fields and their values, then **Run sweep**.")
         return
     active = not sweeps.ended(st.session_state[VIEW_KEY])
-    st.fragment(_live, run_every=POLL_SECONDS if active else None)()
+    st.fragment(problems.guarded(_live), run_every=POLL_SECONDS if active else None)()
 
 
 def _sweep() -> Sweep:
@@ -274,7 +275,7 @@ def _live() -> None:
     except ApiProblem as problem:
         if problem.status == 404:
             st.session_state.pop(SHOWN_KEY, None)  # expired: the next Run posts it anew
-        st.error(problem.message)
+        problems.show(problem)
         return
     sweep = replace(posted, statistic=_sweep().statistic)
     cells = sweeps.grid_cells(sweep, view, results)

@@ -16,9 +16,10 @@ from typing import Any
 
 import streamlit as st
 
-from app import train_controls, train_runs
+from app import problems, train_controls, train_runs
 from app.api_client import ApiProblem, cached_readiness
 from app.figures import themed
+from app.runs import silence_words
 from app.train_runs import PlannedRun, TrainRun
 from nfcore.train_plots import spp_snapshot_figures, training_figure
 from nfcore.train_presets import DEFAULT_PRESET, TRAIN_PRESETS, get_train_preset
@@ -52,6 +53,7 @@ NOTICE_KEY = "train_notice"  # why Start did not submit everything, shown until 
 RESTORE_KEY = "train_restore"  # job ids from the URL, followed on the first run
 
 
+@problems.guarded
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
     _init_state()
@@ -66,7 +68,7 @@ def render() -> None:
     try:
         _restore()
     except ApiProblem as problem:
-        st.error(problem.message)
+        problems.show(problem)
     _preset_buttons()
     rows = train_controls.runs_table()
     settings = train_controls.settings_controls()
@@ -78,7 +80,7 @@ def render() -> None:
     if job_ids and st.query_params.get("jobs") != job_ids:
         st.query_params["jobs"] = job_ids  # back from another page, which set its own URL
     active = any(run.active for run in runs)
-    st.fragment(_live, run_every=POLL_SECONDS if active else None)()
+    st.fragment(problems.guarded(_live), run_every=POLL_SECONDS if active else None)()
 
 
 def _runs() -> list[TrainRun]:
@@ -108,14 +110,10 @@ def _restore() -> None:
     if not job_ids:
         return
     try:
-        runs, gone = train_runs.restore(job_ids)
+        runs, notices = train_runs.restore(job_ids)
     except ApiProblem:
         st.session_state[RESTORE_KEY] = job_ids  # try again on the next run
         raise
-    notices: list[train_runs.Notice] = []
-    if gone:
-        notices.append(("error", f"The API no longer knows the run(s) {', '.join(gone)} from "
-                        "the link."))  # fmt: skip
     configs = train_runs.run_configs(runs)
     if configs is not None and not train_controls.apply_configs(configs):
         notices.append(("info", "The linked runs differ in settings the runs table cannot "
@@ -197,7 +195,7 @@ def _live() -> None:
         for run in runs:
             run.refresh()
     except ApiProblem as problem:
-        st.error(problem.message)
+        problems.show(problem)
     st.subheader("Progress")
     workers = _train_workers() if any(run.state == "queued" for run in runs) else None
     for number, run in enumerate(runs):
@@ -262,6 +260,8 @@ def _status(
             if state == "running"
             else f"{label}: {train_runs.queue_note(number, runs, train_workers)}"
         )
+        if state == "running" and (silence := silence_words(run.heartbeat)):
+            text += f"; {silence}"
         bar.progress(min(done / total, 1.0) if total else 0.0, text=text)
         if button.button("Cancel", key=f"t_cancel_{number}", width="stretch"):
             try:

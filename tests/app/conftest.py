@@ -162,6 +162,17 @@ def streamlit_server(
     api_server: str, worker: WorkerProcess, tmp_path: Path, server_logs: list[Path]
 ) -> Iterator[str]:
     """The dashboard (`streamlit run app/main.py`) on a free port, talking to `api_server`."""
+    server, url = start_streamlit(api_server, tmp_path)
+    server_logs.append(server.log_path)
+    try:
+        server.wait_ready(f"{url}/_stcore/health", timeout=30)
+        yield url
+    finally:
+        server.stop()
+
+
+def start_streamlit(api_url: str, log_dir: Path, **env: str) -> tuple[ServerProcess, str]:
+    """`streamlit run app/main.py` on a free port with API_URL (and `env`), and its URL."""
     if not APP_SCRIPT.exists():
         pytest.fail(f"{APP_SCRIPT.relative_to(ROOT)} is missing")
     port = free_port()
@@ -173,14 +184,8 @@ def streamlit_server(
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
-    server = ServerProcess("streamlit", args, {"API_URL": api_server}, tmp_path)
-    server_logs.append(server.log_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        server.wait_ready(f"{url}/_stcore/health", timeout=30)
-        yield url
-    finally:
-        server.stop()
+    server = ServerProcess("streamlit", args, {"API_URL": api_url, **env}, log_dir)
+    return server, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 from streamlit.testing.v1 import AppTest
 
 import nfcore
@@ -248,7 +249,8 @@ def test_unreachable_api_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_URL", closed)
     at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
     assert [error.value for error in at.error] == [
-        f"the API at {closed} is not reachable (ConnectError): start it with `python -m api`"
+        f"The API at {closed} is not reachable (ConnectError): start it with `python -m api`. "
+        "This page tries again every 2 s."
     ]
     assert chart(at) is None
     assert control(at.selectbox, "norm").value == "nf"  # the controls stay usable
@@ -369,6 +371,24 @@ def test_expired_pin_is_reported_and_leaves_the_url(api_url: str, current_cached
     assert "pins" not in at.query_params
 
 
+def test_a_pin_naming_a_training_run_is_explained_and_dropped(api_url: str) -> None:
+    """A link whose pin is a training run's job (its result is no SPP): a warning, not a
+    traceback (it was a pydantic ValidationError), and the current run is still drawn."""
+    train = {**TINY, "dataset": "gaussian", "steps": 2, "batch": 8, "eval_examples": 16}
+    train_id = httpx.post(f"{api_url}/v1/train", json=train).json()["id"]
+    deadline = time.monotonic() + CHART_DEADLINE
+    while httpx.get(f"{api_url}/v1/jobs/{train_id}").json()["state"] != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    config = SPPConfig(**TINY)
+    at = open_explorer(urlstate.encode_view(config, preset=None, pins=[train_id], log_y=False))
+    assert legend(wait_for_chart(at)) == [config.label]
+    assert [warning.value for warning in at.warning] == [
+        f"Pinned run {train_id[:12]} is not an SPP (a training run?); it was unpinned."
+    ]
+    assert not at.error and "pins" not in at.query_params
+
+
 # --- (f) every statistic on screen ------------------------------------------------------------
 def test_choosing_an_appendix_g_panel_draws_it(api_url: str) -> None:
     at = open_explorer(urlstate.encode_config(SPPConfig(**TINY)))
@@ -472,3 +492,45 @@ def test_a_pinned_run_keeps_its_colour_when_the_current_run_changes(api_url: str
     assert pin_colour(spec) == before
     current = panel_traces(spec, SPPConfig(**TINY, seed=3).label)["avg_channel_var"][0]
     assert current["line"]["color"] != before
+
+
+# --- (g) a control that moves on gives back its own job, nobody else's -----------------------
+@pytest.fixture
+def idle_api(
+    redis_url: str, tmp_path: Path, server_logs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """`python -m api` on a Redis database no worker serves: every job stays queued."""
+    idle_db = redis_url.rsplit("/", 1)[0] + "/9"
+    store = redis.Redis.from_url(idle_db)
+    store.flushdb()
+    port = free_port()
+    env = {"REDIS_URL": idle_db, "API_PORT": str(port)}
+    server = ServerProcess("api-idle", [sys.executable, "-m", "api"], env, tmp_path)
+    server_logs.append(server.log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_ready(f"{url}/healthz", timeout=30)
+        monkeypatch.setenv("API_URL", url)
+        monkeypatch.setenv("APP_FOLLOW_SECONDS", "0")  # show progress, do not follow
+        yield url
+    finally:
+        server.stop()
+        store.flushdb()
+        store.close()
+
+
+def test_moving_a_control_cancels_the_last_job_unless_someone_else_asked_for_it(
+    idle_api: str,
+) -> None:
+    """A slider dragged on leaves no backlog of jobs, but never cancels another user's."""
+    configs = [SPPConfig(**TINY, seed=seed) for seed in (0, 1, 2)]
+    at = open_explorer(urlstate.encode_config(configs[0]))
+    another_user = httpx.post(f"{idle_api}/v1/spp", json=configs[1].model_dump(mode="json"))
+    assert another_user.status_code == 202
+
+    for config in configs[1:]:
+        control(at.number_input, "seed").set_value(config.seed)
+        run(at)
+
+    states = [httpx.get(f"{idle_api}/v1/jobs/{job_id(c)}").json()["state"] for c in configs]
+    assert states == ["canceled", "queued", "queued"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from api.localhost import free_port
 from app.plugin_form import form_fields
 from tests.api.conftest import WorkerProcess
 from tests.conftest import RedisServer, session_redis_url
@@ -85,6 +86,39 @@ def test_the_form_follows_the_plugins_argument_schema() -> None:
     ]
     assert fields["depth"].options == (14, 26) and fields["width"].minimum == 1
     assert fields["name"].optional and fields["layout"].default == [1, 1]
+
+
+def test_a_link_with_bad_values_shows_the_page_with_defaults_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mistyped link (a resolution that is no number, an argument over its schema's bound,
+    `args` that are no JSON object) opens the page with what fits, and says why. Before, each
+    was a traceback (int() of the link's text, Streamlit refusing a value over the maximum).
+    The plugin is one the API lists; nothing listens for the job."""
+    from app import api_client
+
+    row = {"family": "plugin", "plugin": "tv_resnet", "version": "1.0",
+           "arguments": {"properties": {"depth": {"type": "integer", "minimum": 1, "maximum": 50,
+                                                  "default": 14}}},
+           "defaults": {"depth": 14}, "input_shape": None, "resolution": 64}  # fmt: skip
+    monkeypatch.setattr(api_client, "cached_models", lambda: [row])
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("API_URL", closed)
+    at = open_page({"plugin": "tv_resnet", "args": '{"depth": 999}', "resolution": "abc",
+                    "batch": "x"})  # fmt: skip
+    assert not at.exception, at.exception
+    depth = next(box for box in at.sidebar.number_input if box.label == "Depth")
+    assert depth.value == 50  # the schema's maximum
+    assert at.query_params["resolution"] == "64" and at.query_params["batch"] == "8"
+    assert [e.value for e in at.error] == [
+        f"The API at {closed} is not reachable (ConnectError): start it with `python -m api`. "
+        "This page tries again every 2 s."
+    ]
+    at = open_page({"plugin": "tv_resnet", "args": "[1, 2]"})
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == [
+        "The link's `args` are not a JSON object; showing the defaults."
+    ]
 
 
 def test_a_plugins_spp_is_drawn_beside_a_paper_network_and_can_be_pinned(api_url: str) -> None:

@@ -127,7 +127,7 @@ def test_a_bad_link_is_explained_and_the_default_shown(closed_api: str) -> None:
 def test_api_down_is_a_sentence(closed_api: str) -> None:
     at = open_sweeps_page({"x": "alpha", "xs": "0.1", "y": "depth", "ys": "14", **TINY})
     assert errors(at) == [
-        f"the API at {closed_api} is not reachable (ConnectError): start it with `python -m api`"
+        f"The API at {closed_api} is not reachable (ConnectError): start it with `python -m api`."
     ]
 
 

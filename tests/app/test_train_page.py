@@ -309,12 +309,40 @@ def test_api_down_is_a_sentence(closed_api: str) -> None:
     at.button(key="t_start").click()
     run(at)
     assert texts(at.error) == [
-        f"the API at {closed_api} is not reachable (ConnectError): start it with `python -m api`"
+        f"The API at {closed_api} is not reachable (ConnectError): start it with `python -m api`."
     ]
     assert "jobs" not in at.query_params
     assert not charts(at)
     # A link to runs is explained the same way.
     at = open_train_page({"jobs": "0" * 32})
     assert texts(at.error) == [
-        f"the API at {closed_api} is not reachable (ConnectError): start it with `python -m api`"
+        f"The API at {closed_api} is not reachable (ConnectError): start it with `python -m api`. "
+        "This page tries again every 2 s."
     ]
+
+
+def test_a_link_naming_an_spp_job_is_explained_beside_its_training_runs(
+    api_server: str, worker: object, monkeypatch
+) -> None:
+    """`?jobs=` naming an SPP's job (the Jobs page opens those in the Explorer): a sentence,
+    the link's training run followed, and no traceback."""
+    monkeypatch.setenv("API_URL", api_server)
+    spp = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
+    spp_id = httpx.post(f"{api_server}/v1/spp", json=spp).json()["id"]
+    [config] = QUICK.configs()[:1]
+    train_id = httpx.post(f"{api_server}/v1/train", json=config.model_dump(mode="json")).json()[
+        "id"
+    ]
+    deadline = time.monotonic() + TRAIN_DEADLINE
+    while httpx.get(f"{api_server}/v1/jobs/{spp_id}").json()["state"] != "finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    at = open_train_page({"jobs": f"{spp_id},{train_id}"})
+    wait_until_done(at)
+    assert texts(at.error) == [
+        f"The link's job(s) {spp_id[:12]} are not training runs (the Jobs page opens each "
+        "where it belongs)."
+    ]
+    assert [run.job_id for run in at.session_state["train_runs"]] == [train_id]
+    assert len(at.success) == 1 and "training" in charts(at)

@@ -58,3 +58,31 @@ def test_table2_accuracy_by_batch_pairs_bn_and_nf() -> None:
     ]
     # One batch size: nothing to compare.
     assert accuracy_by_batch(followed[:2]) is None
+
+
+class StuckApi:
+    """An API whose training job runs but takes no step: its view says the worker is late."""
+
+    def __init__(self) -> None:
+        self.late = {"age": 21.4, "late": True, "abandoned_in": 8.2}
+
+    def events(self, job_id: str, since: int = 0, attempt: int | None = None) -> dict[str, Any]:
+        return {"events": [], "next": since, "state": "running", "attempt": 1,
+                "progress": {"done": 10, "total": 200}, "restarted": False}  # fmt: skip
+
+    def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        return {"id": job_id, "state": "running", "heartbeat": self.late}
+
+
+def test_a_run_that_takes_no_step_reads_its_workers_heartbeat(monkeypatch) -> None:
+    """The events say nothing of the worker; a run with no new step asks the job's view, whose
+    late heartbeat the Train page's progress line then puts in words."""
+    import app.train_runs as train_runs
+    from app.runs import silence_words
+
+    api = StuckApi()
+    monkeypatch.setattr(train_runs, "get_client", lambda: api)
+    run = TrainRun("NF-ResNet-26", "job1", 200, state="running", next_event=10)
+    run.refresh()
+    assert run.heartbeat == api.late
+    assert silence_words(run.heartbeat).startswith("the worker has not reported for 21 s")
