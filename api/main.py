@@ -118,6 +118,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
+            # A browser client on another origin reads its claim and where its job is.
+            expose_headers=["X-Claim", "Location", "X-Cache", "Retry-After"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -142,8 +142,7 @@ class TrainRun:
             except ApiProblem:
                 self.result_gone = True
                 if not self.events:
-                    answer = get_client().events(self.job_id, since=0)
-                    self.events = answer.get("events") or []
+                    self.events = all_events(self.job_id)
 
     def _read_events(self, job_id: str) -> None:
         seen = self.next_event
@@ -177,6 +176,20 @@ class TrainRun:
         """Cancel the queued job, or stop the running one after its current step."""
         if self.job_id is not None:
             self.update_from_job(get_client().cancel(self.job_id))
+
+
+def all_events(job_id: str, max_pages: int = 4 * MAX_PAGES_PER_POLL) -> list[dict[str, Any]]:
+    """Every event of a job that has ended, page after page (an answer holds at most
+    MAX_EVENTS_PAGE_BYTES of them) until a page comes back empty."""
+    events: list[dict[str, Any]] = []
+    since = 0
+    for _ in range(max_pages):
+        page = get_client().events(job_id, since=since).get("events") or []
+        if not page:
+            break
+        events.extend(page)
+        since += len(page)
+    return events
 
 
 def queue_note(number: int, runs: Sequence[TrainRun], train_workers: int | None) -> str:

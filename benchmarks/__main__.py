@@ -12,6 +12,8 @@ Targets (issue 7), each a ratio measured side by side in this run:
 Targets of issue 15 (the live Explorer), rows "15.<target>": 15.1 the browser (bench_explorer),
 15.3 a fresh SPP against its floor, 15.4 a scalar move on a kept network, 15.7 a class of 64
 browsers on cached results with API_WORKERS 1 and 2.
+Target of issue 19, row "19.5": 2000 concurrent waits on a queued job all answered (none 503),
+and GET /healthz under 0.5 s meanwhile.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     if not args.skip_service:
         figures += bench_api.service_figures(5.0 if args.quick else 20.0, args.device)
         figures += bench_api.classroom_figures(5.0 if args.quick else 10.0)
+        figures += bench_api.waiting_figures(500 if args.quick else bench_api.WAITERS)
         explorer_figures, explorer_notes = bench_explorer.run(args.quick)
         figures += explorer_figures
         extras.append(

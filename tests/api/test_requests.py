@@ -412,6 +412,9 @@ def test_cors_allows_the_configured_origin_only(make_client: Callable[..., TestC
 
     read = client.get("/v1/models", headers={"Origin": ORIGIN})
     assert read.headers["access-control-allow-origin"] == ORIGIN
+    # A page on that origin reads the claim it must send back as `replaces`, and the job URL.
+    exposed = read.headers["access-control-expose-headers"].lower()
+    assert "x-claim" in exposed and "location" in exposed
 
 
 def test_no_cors_headers_without_configured_origins(client: TestClient):

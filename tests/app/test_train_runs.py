@@ -86,3 +86,34 @@ def test_a_run_that_takes_no_step_reads_its_workers_heartbeat(monkeypatch) -> No
     run.refresh()
     assert run.heartbeat == api.late
     assert silence_words(run.heartbeat).startswith("the worker has not reported for 21 s")
+
+
+class PagedApi:
+    """A finished run whose result expired, its events in pages of three (the API bounds a
+    page by bytes: MAX_EVENTS_PAGE_BYTES)."""
+
+    def __init__(self, count: int) -> None:
+        self.all = [{"kind": "step", "step": n, "loss": 1.0} for n in range(count)]
+
+    def events(self, job_id: str, since: int = 0, attempt: int | None = None) -> dict[str, Any]:
+        page = self.all[since : since + 3]
+        return {"events": page, "next": since + len(page), "state": "finished", "attempt": 1,
+                "progress": {"done": 7, "total": 7}, "restarted": False}  # fmt: skip
+
+
+def test_a_run_whose_result_expired_is_drawn_from_all_its_event_pages(monkeypatch) -> None:
+    """Once its result has left the cache, a finished run is drawn from its events: every page
+    of them, not the first (which held all of them before pages were bounded by bytes)."""
+    import app.train_runs as train_runs
+    from app.api_client import ApiProblem
+
+    def expired(job_id: str) -> dict[str, Any]:
+        raise ApiProblem("the result has expired from the cache", status=410)
+
+    api = PagedApi(7)
+    monkeypatch.setattr(train_runs, "get_client", lambda: api)
+    monkeypatch.setattr(train_runs, "cached_result", expired)
+    run = TrainRun("NF-ResNet-26", "job1", 7, state="finished")
+    run.refresh()
+    assert run.result_gone
+    assert [event["step"] for event in run.events] == list(range(7))
