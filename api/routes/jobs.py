@@ -53,7 +53,11 @@ def _json(body: bytes, headers: dict[str, str]) -> Response:
     responses={
         200: {
             "description": "The SPP or training result (JSON), or CSV with `?format=csv` (a row "
-            "per block, or per training step)."
+            "per block, or per training step).",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
         },
         409: {"model": ErrorBody, "description": "The job has not finished."},
         410: {"model": ErrorBody, "description": "The result expired from the cache."},
