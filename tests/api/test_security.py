@@ -274,7 +274,7 @@ def test_a_schema_that_refers_to_a_url_answers_at_once_without_fetching_it(
         advertise_evil(described({"type": "object", "properties": {"depth": {"$ref": url}}}))
         started = time.monotonic()
         response = pool.submit(evil_job, client, {"depth": 3}).result(timeout=5)
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 3  # slack for a loaded machine; it hung before
         assert response.status_code == 422 and "'evil' is unavailable" in response.text
         silent.settimeout(0)
         with pytest.raises(BlockingIOError):
@@ -351,10 +351,10 @@ def test_a_backtracking_pattern_cannot_hold_the_api(
     advertise_evil(described({"type": "object", "properties": {"name": name},
                               "additionalProperties": False}))  # fmt: skip
     started = time.monotonic()
-    response = evil_job(client, {"name": "a" * 26 + "!"})  # 3 s, doubling per character
-    assert time.monotonic() - started < 1
+    response = evil_job(client, {"name": "a" * 30 + "!"})  # Python's re: about 50 s
+    assert time.monotonic() - started < 5  # slack for a loaded machine
     assert response.status_code == 422
     assert response.json()["detail"] == (
-        f"model_args of plugin 'evil': name: '{'a' * 26}!' does not match '^(a+)+$'"
+        f"model_args of plugin 'evil': name: '{'a' * 30}!' does not match '^(a+)+$'"
     )
     assert evil_job(client, {"name": "aaa"}).status_code == 202  # a match is a valid job
