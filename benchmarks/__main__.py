@@ -14,6 +14,8 @@ Targets of issue 15 (the live Explorer), rows "15.<target>": 15.1 the browser (b
 browsers on cached results with API_WORKERS 1 and 2.
 Target of issue 19, row "19.5": 2000 concurrent waits on a queued job all answered (none 503),
 and GET /healthz under 0.5 s meanwhile.
+Target of issue 20, rows "20.6": `measure` of a network written elsewhere (a torchvision-style
+ResNet-50, a ViT, a Swin) / a plain forward of it <= 1.3 (bench_foreign, on the CPU).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import argparse
 import os
 import time
 
-from benchmarks import bench_api, bench_explorer, bench_scaled_ws, bench_spp_targets, bench_train
+from benchmarks import (
+    bench_api,
+    bench_explorer,
+    bench_foreign,
+    bench_scaled_ws,
+    bench_spp_targets,
+    bench_train,
+)
 from benchmarks._report import format_table, load_average, machine_facts
 
 
@@ -49,6 +58,7 @@ def main() -> None:
     figures, extras = bench_spp_targets.run(args.quick, args.device)
     figures += bench_scaled_ws.whole_network(args.quick, args.device)
     figures += bench_train.run(args.quick, args.device)
+    figures += bench_foreign.overhead(args.quick, 3 if args.quick else 7)
     if not args.skip_service:
         figures += bench_api.service_figures(5.0 if args.quick else 20.0, args.device)
         figures += bench_api.classroom_figures(5.0 if args.quick else 10.0)

@@ -1,45 +1,52 @@
-"""Finding the residual blocks of a network nfcore did not build, and loading its factory.
+"""Which modules of a network nfcore did not build are its blocks (the factories are in
+`nfcore.factories`, re-exported here).
 
-Block selection works on `named_modules()` names:
-- glob patterns in which `*` matches exactly one dotted component (`layer*.*` matches
-  `layer1.0`, not `layer1.0.conv1`);
-- a list of exact names, or a callable `(name, module) -> bool`;
-- `auto`, the rule below.
+**Found by themselves**, from a traced forward pass (`nfcore.trace`): `measure` traces its
+measured pass itself; `discover` (`nfcore blocks`) traces one example in eval mode without
+autograd. Which modules are residual blocks is decided by what they do, their output adding
+their input (or a projection of it) to a branch, whatever the containers are called
+(`nfcore.residuals`), and where each block's channel axis is by the layers that read its
+tensors (`nfcore.layouts`). The answer says, per block, why it was chosen, which near
+candidates were left out and why, and, as notes for the user, the layout and how the blocks
+were found. A block module called several times (weights tied) gives a row per call,
+`name#0`, `name#1`, ...
 
-**The auto rule.** A *group* is a container (`nn.Sequential` or `nn.ModuleList`) with at
-least two children of one class that is neither a container nor a leaf (it has submodules of
-its own). The children of that class are the blocks: `layer1.0` ... `layer4.2` of
-torchvision's ResNets, `stages.0.blocks.0` of timm's, the `nn.Sequential` of a stack of
-blocks, nfcore's `blocks.0` ... A container with one such child joins in when the child's
-class is already a block class elsewhere (a stage of one block), or, where no container
-holds two, when that class is alone in two containers or more (every stage one block). A
-block that holds a group
-is a stage, not a block, so the innermost groups win: `stages.0` of timm holds
-`stages.0.blocks`. A class that shows up once per container is not a group either, which
-keeps a Squeeze-Excite module inside a branch `nn.Sequential` from counting as a block.
+**Named by the user**: glob patterns in which `*` matches exactly one dotted component
+(`layer*.*` matches `layer1.0`, not `layer1.0.conv1`), a list of exact names, or a callable
+`(name, module) -> bool`.
 
-**Stages and transitions** come from one forward pass. A transition is a block whose output
-shape differs from its input's. Blocks under different parent containers are in different
-stages (`layer1`, `layer2`, ...). When every block has the same parent (one flat list), a
-new stage starts at each transition after the first block.
+**The container rule** (`auto_blocks`), the answer before blocks were found by what they
+do, kept to say what it would have picked and why discovery did not: a *group* is a
+container (`nn.Sequential` or `nn.ModuleList`) with at least two children of one class that
+is neither a container nor a leaf; the children of that class are the blocks, the innermost
+groups win; a container with one such child joins in when the class is a block class
+elsewhere, or, where no container holds two, when that class is alone in two containers or
+more.
+
+**Stages and transitions** come from the blocks' shapes. A transition is a block whose output
+shape differs from its input's. The blocks' names, below the part all share, name their stage
+(`layer1.0` and `layer1.1` are in `layer1`, `level3.tree1.tree2` in `level3`); when every
+block is its own (one flat list, `blocks.0` ... `blocks.11`), a new stage starts at each
+transition after the first block.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from nfcore.models import seeded
+from nfcore.factories import FactoryError as FactoryError  # re-exported: the CLI, workers
+from nfcore.factories import build_foreign as build_foreign
+from nfcore.factories import load_factory as load_factory
+from nfcore.layouts import Layout, LayoutError, Readers, decide
+from nfcore.residuals import LeftOut, NoResidualBlocks, Residual, choose_blocks, listed
+from nfcore.trace import Trace, trace_forward
 
 BlockSpec = str | Sequence[str] | Callable[[str, nn.Module], bool]
 CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -50,18 +57,49 @@ class SelectionError(ValueError):
     """A block or residual selection that matches nothing; the message lists candidates."""
 
 
-class FactoryError(ValueError):
-    """A model factory that cannot be loaded or called, or returns no nn.Module."""
-
-
 @dataclass(frozen=True)
 class FoundBlock:
     """A block chosen for measurement: its name, module and place, and why it was chosen."""
 
-    name: str
+    name: str  # the module's name; `name#k` for the k-th call of a module called several times
     module: nn.Module
-    parent: str  # the container it sits in ('' for the top level)
+    parent: str  # the module it sits in ('' for the top level)
     why: str
+    call: int = 0  # which call of the module this row measures
+    order: int = 0  # the row's call in the trace (`Trace.calls[order]`)
+    skip: str | None = None  # what its own addition adds ('its input', ...); None: no addition
+    in_shape: tuple[int, ...] | None = None  # one example's, as the traced pass saw them
+    out_shape: tuple[int, ...] | None = None
+
+    @property
+    def module_name(self) -> str:
+        return self.name.partition("#")[0]
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What `discover` found: the blocks with their layouts, what was left out, and the
+    sentences a user must see about the choices made (`SPPMeta.notes`)."""
+
+    blocks: list[FoundBlock]
+    layouts: list[Layout]  # each block's
+    left_out: list[LeftOut]
+    notes: list[str]
+    seconds: float  # the traced pass and the decisions
+
+    def as_json(self) -> dict[str, Any]:
+        """The blocks, what was left out and the notes as JSON (`nfcore blocks --json`)."""
+        stages, transitions = stages_and_transitions(
+            self.blocks, [(b.in_shape, b.out_shape) for b in self.blocks]
+        )
+        blocks = [
+            {"index": i, "name": b.name, "stage": stages[i], "transition": transitions[i],
+             "input_shape": list(b.in_shape or ()), "output_shape": list(b.out_shape or ()),
+             "layout": layout.code, "skip": b.skip, "why": b.why}
+            for i, (b, layout) in enumerate(zip(self.blocks, self.layouts, strict=True))
+        ]  # fmt: skip
+        left = [{"name": item.name, "why": item.why} for item in self.left_out]
+        return {"blocks": blocks, "left_out": left, "notes": self.notes}
 
 
 # --- patterns ------------------------------------------------------------------------------
@@ -165,13 +203,186 @@ def auto_blocks(model: nn.Module) -> list[FoundBlock]:
     return sorted(found, key=lambda block: order[block.name])
 
 
-def find_blocks(model: nn.Module, spec: BlockSpec = "auto") -> list[FoundBlock]:
-    """The blocks to measure: by `auto_blocks`, or as `spec` selects them."""
-    if isinstance(spec, str) and spec == "auto":
-        return auto_blocks(model)
-    parents = {name: name.rpartition(".")[0] for name, _ in _named(model)}
-    how = "chosen by the selection function" if callable(spec) else "matched by a pattern"
-    return [FoundBlock(name, module, parents[name], how) for name, module in select(model, spec)]
+def _is_auto(spec: BlockSpec | None) -> bool:
+    return isinstance(spec, str) and spec == "auto"
+
+
+# --- discovery from a traced forward ---------------------------------------------------------
+
+
+def discover(
+    model: nn.Module, x: Tensor, spec: BlockSpec = "auto", channels: str = "auto"
+) -> Discovery:
+    """The blocks of `model` on the input `x` and their layouts, from one traced forward of
+    its first example (`nfcore blocks`; `measure` traces its measured pass instead);
+    SelectionError saying what to pass where it cannot tell."""
+    start = time.perf_counter()
+    try:
+        trace = trace_forward(model, x[:1])
+    except Exception:  # a network that squeezes its batch axis away: the whole batch
+        trace = trace_forward(model, x)
+    found = blocks_of(model, trace, spec, channels)
+    return replace(found, seconds=time.perf_counter() - start)
+
+
+def blocks_of(
+    model: nn.Module,
+    trace: Trace,
+    spec: BlockSpec = "auto",
+    channels: str = "auto",
+    residuals: dict[int, Residual] | None = None,
+    readers: Readers | None = None,
+    explain: bool = True,
+    modules: dict[str, nn.Module] | None = None,
+) -> Discovery:
+    """The blocks and layouts a finished trace shows (`residuals` and `readers`: as found
+    while it was taken; `explain`: also what was left out, and why)."""
+    start = time.perf_counter()
+    modules = dict(model.named_modules()) if modules is None else modules
+    notes: list[str] = []
+    if _is_auto(spec):
+        try:
+            choice = choose_blocks(model, trace, residuals, explain, modules)
+        except NoResidualBlocks as refusal:
+            raise SelectionError(str(refusal)) from None
+        named = [(block.name, block.why, block.skip) for block in choice.blocks]
+        left_out = choice.left_out
+        if explain:
+            left_out += _left_by_the_container_rule(model, choice.blocks, choice.left_out)
+        notes.append(_how_found(choice.blocks))
+    else:
+        how = "chosen by the selection function" if callable(spec) else "matched by a pattern"
+        named = [(name, how, None) for name, _ in select(model, spec)]
+        left_out = []
+    blocks = _rows(modules, trace, named, notes)
+    readers = readers if readers is not None else Readers.of_trace(trace)
+    layouts, layout_notes = _layouts(trace, readers, blocks, channels)
+    return Discovery(blocks, layouts, left_out, layout_notes + notes,
+                     time.perf_counter() - start)  # fmt: skip
+
+
+def _how_found(blocks: Sequence[Any]) -> str:
+    """The note saying how the blocks were found: by their additions, and by which rule the
+    blocks without one were taken."""
+    said = f"blocks found by their residual additions: {len(blocks)} blocks"
+    lifted = [b.name for b in blocks if b.rule == "sub-layers"]
+    added = [b.name for b in blocks if b.rule == "container"]
+    if lifted:
+        said += f"; {listed(lifted)} made of residual sub-layers, each measured as one block"
+    if added:
+        said += f"; {listed(added)} without an addition of their own, taken by the container rule"
+    return said
+
+
+def _rows(
+    modules: dict[str, nn.Module],
+    trace: Trace,
+    named: list[tuple[str, str, str | None]],
+    notes: list[str],
+) -> list[FoundBlock]:
+    """A row per call of each block, in the order they ran."""
+    rows: list[tuple[int, FoundBlock]] = []
+    for name, why, skip in named:
+        calls = [c for c in trace.calls if c.name == name and c.out is not None]
+        if not calls:
+            raise SelectionError(
+                f"blocks: {name} did not run on a tensor in the forward pass (not called, or "
+                "no tensor in and out); choose other blocks"
+            )
+        tied = len(calls) > 1
+        if tied:
+            notes.append(
+                f"block {name!r} is called {len(calls)} times (weights tied): rows "
+                f"{name}#0 ... {name}#{len(calls) - 1}, one per call"
+            )
+        for k, call in enumerate(calls):
+            said = f"{why}; called {len(calls)} times, this is call {k}" if tied else why
+            rows.append((call.order, FoundBlock(
+                f"{name}#{k}" if tied else name, modules[name], name.rpartition(".")[0], said,
+                call=k, order=call.order, skip=skip, in_shape=_example(call.in_shape),
+                out_shape=_example(call.out_shape),
+            )))  # fmt: skip
+    return [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+
+def _example(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return None if shape is None else shape[1:]
+
+
+def _layouts(
+    trace: Trace, readers: Readers, blocks: list[FoundBlock], channels: str
+) -> tuple[list[Layout], list[str]]:
+    """Each block's layout, and the notes: a sentence per layout saying why (first), then
+    where the network disagrees with the user's `channels`."""
+    layouts: list[Layout] = []
+    warnings: list[str] = []
+    for block in blocks:
+        try:
+            layout, warning = decide(trace.calls[block.order], readers, channels,
+                                     f"block {block.name}")  # fmt: skip
+        except LayoutError as error:
+            raise SelectionError(str(error)) from None
+        layouts.append(layout)
+        if warning is not None and not warnings:
+            warnings.append(warning)  # one says it; the others would repeat it
+    groups = _groups(layouts)
+    notes = [
+        f"{layout.words}{_which(ix) if len(groups) > 1 else ''}: {layout.why}; statistics "
+        f"per channel over {layout.reduced_over}"
+        for layout, ix in groups
+    ]
+    return layouts, notes + warnings
+
+
+def _groups(layouts: Sequence[Layout]) -> list[tuple[Layout, list[int]]]:
+    """Runs of blocks of one layout."""
+    groups: list[tuple[Layout, list[int]]] = []
+    for index, layout in enumerate(layouts):
+        if groups and groups[-1][0].code == layout.code:
+            groups[-1][1].append(index)
+        else:
+            groups.append((layout, [index]))
+    return groups
+
+
+def _which(indexes: list[int]) -> str:
+    return f" (block {indexes[0]})" if len(indexes) == 1 else (
+        f" (blocks {indexes[0]}-{indexes[-1]})")  # fmt: skip
+
+
+def layout_summary(layouts: Sequence[Layout]) -> tuple[str, str]:
+    """The result's `layout` and `reduced_over`: one, or each with its blocks."""
+    groups = _groups(layouts)
+    if len(groups) == 1:
+        return groups[0][0].code, groups[0][0].reduced_over
+    code = "+".join(dict.fromkeys(layout.code for layout, _ in groups))
+    return code, "; ".join(f"{layout.reduced_over}{_which(ix)}" for layout, ix in groups)
+
+
+def _left_by_the_container_rule(
+    model: nn.Module, chosen: Sequence[Any], said: Sequence[LeftOut]
+) -> list[LeftOut]:
+    """What the container rule would pick and discovery did not, and why."""
+    try:
+        candidates = auto_blocks(model)
+    except SelectionError:
+        return []
+    names = {block.name for block in chosen}
+    known = names | {item.name for item in said}
+    out = []
+    for candidate in candidates:
+        if candidate.name in known:
+            continue
+        inside = next((n for n in names if candidate.name.startswith(n + ".")), None)
+        holds = [n for n in names if n.startswith(candidate.name + ".")]
+        if inside is not None:
+            why = f"{candidate.why}, but inside the block {inside}: part of its branch"
+        elif holds:
+            why = f"{candidate.why}, but holds the blocks {listed(holds)}: a stage"
+        else:
+            why = f"{candidate.why}, but not residual: its output does not add its input"
+        out.append(LeftOut(candidate.name, why))
+    return out
 
 
 def match_residuals(
@@ -182,7 +393,8 @@ def match_residuals(
     chosen = select(model, spec, what="residual")
     out: list[nn.Module | None] = []
     for block in blocks:
-        inside = [(name, module) for name, module in chosen if name.startswith(block.name + ".")]
+        inside = [(name, module) for name, module in chosen
+                  if name.startswith(block.module_name + ".")]  # fmt: skip
         if len(inside) > 1:
             raise SelectionError(
                 f"residual: {len(inside)} modules match inside block {block.name} "
@@ -207,107 +419,21 @@ def first_tensor(value: Any) -> Tensor | None:
 
 
 def stages_and_transitions(
-    blocks: Sequence[FoundBlock], shapes: Sequence[tuple[tuple[int, ...], tuple[int, ...]]]
+    blocks: Sequence[FoundBlock],
+    shapes: Sequence[tuple[tuple[int, ...] | None, tuple[int, ...] | None]],
 ) -> tuple[list[int], list[bool]]:
-    """Each block's stage and whether it is a transition, from its (input, output) shapes."""
+    """Each block's stage and whether it is a transition, from its (input, output) shapes and
+    its name (the module docstring)."""
     transitions = [inp != out for inp, out in shapes]
+    names = [block.name.partition("#")[0].split(".") for block in blocks]
+    shared = 0  # dotted components all names share
+    while all(len(n) > shared + 1 and n[shared] == names[0][shared] for n in names):
+        shared += 1
+    keys = [".".join(name[: shared + 1]) for name in names]
+    flat = len(set(keys)) == len({".".join(name) for name in names})  # every block its own
     stages, stage = [], 0
-    one_parent = len({block.parent for block in blocks}) == 1
-    for index, block in enumerate(blocks):
+    for index in range(len(blocks)):
         if index > 0:
-            changed = (transitions[index] if one_parent
-                       else block.parent != blocks[index - 1].parent)  # fmt: skip
-            stage += int(changed)
+            stage += int(transitions[index] if flat else keys[index] != keys[index - 1])
         stages.append(stage)
     return stages, transitions
-
-
-def block_shapes(
-    model: nn.Module, blocks: Sequence[FoundBlock], x: Tensor
-) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(input shape, output shape) of every block in one eval-mode forward pass."""
-    shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    handles = []
-    for index, block in enumerate(blocks):
-
-        def hook(_m: nn.Module, inputs: tuple, output: Any, index: int = index) -> None:
-            given, out = first_tensor(inputs), first_tensor(output)
-            if given is not None and out is not None:
-                shapes.setdefault(index, (tuple(given.shape), tuple(out.shape)))
-
-        handles.append(block.module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    missing = [b.name for i, b in enumerate(blocks) if i not in shapes]
-    if missing:
-        raise SelectionError(
-            f"blocks: {', '.join(missing[:3])} did not run on a tensor in the forward pass "
-            "(not called, or no tensor in and out); choose other blocks"
-        )
-    return [shapes[index] for index in range(len(blocks))]
-
-
-# --- factories ---------------------------------------------------------------------------
-
-
-def load_factory(spec: str) -> Callable[..., Any]:
-    """`MODULE:FACTORY`, MODULE a dotted import path or a path to a .py file."""
-    module_part, sep, attribute = spec.rpartition(":")
-    if not sep or not module_part or not attribute:
-        raise FactoryError(f"{spec!r} is not MODULE:FACTORY (e.g. mynets.py:build_resnet)")
-    try:
-        if module_part.endswith(".py") or "/" in module_part:
-            path = Path(module_part)
-            if not path.is_file():
-                raise FactoryError(f"{module_part}: no such file")
-            name = f"nfcore_user_{path.stem}"
-            loaded = importlib.util.spec_from_file_location(name, path)
-            if loaded is None or loaded.loader is None:
-                raise FactoryError(f"{module_part}: cannot be imported as a Python file")
-            module = importlib.util.module_from_spec(loaded)
-            sys.modules[name] = module
-            loaded.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_part)
-    except FactoryError:
-        raise
-    except Exception as error:  # the user's module failed to import
-        raise FactoryError(
-            f"{module_part}: importing it raised {type(error).__name__}: {error}"
-        ) from None
-    factory = getattr(module, attribute, None)
-    if factory is None or not callable(factory):
-        raise FactoryError(f"{module_part} has no callable {attribute!r}")
-    return factory
-
-
-def build_foreign(
-    factory: Callable[..., Any],
-    args: dict[str, Any],
-    seed: int,
-    name: str,
-    propagate: tuple[type[BaseException], ...] = (),
-) -> nn.Module:
-    """The factory's network, built with the CPU generator seeded (the same command gives the
-    same weights); FactoryError when it raises or returns something else than an nn.Module.
-    MemoryError and `propagate` (a caller's control flow: a job's timeout, a cancel, a cost
-    guard) are let through as they are."""
-    try:
-        with seeded(seed):
-            model = factory(**args)
-    except (MemoryError, *propagate):
-        raise
-    except TypeError as error:
-        raise FactoryError(f"{name}: calling it with {args} raised TypeError: {error}") from None
-    except Exception as error:
-        raise FactoryError(f"{name} raised {type(error).__name__}: {error}") from None
-    if not isinstance(model, nn.Module):
-        raise FactoryError(f"{name} returned a {type(model).__name__}, not a torch nn.Module")
-    return model

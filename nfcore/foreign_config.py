@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nfcore.config import Device, InputKind
 
-Channels = Literal["first", "last"]
+Channels = Literal["auto", "first", "last"]
 
 MAX_INPUT_ELEMENTS = 2**24  # one example's input tensor, at most (a 4096 x 4096 image)
 
@@ -62,8 +62,9 @@ class ForeignConfig(BaseModel):
         "(Gaussian); null: 3 x resolution x resolution images.",
     )
     channels: Channels = Field(
-        "first",
-        description="Where the channel axis of a block's tensors is: first (N,C,...) or last "
+        "auto",
+        description="Where the channel axis of a block's tensors is: auto (decided from the "
+        "network's layers, or refused where they do not say), first (N,C,...) or last "
         "(N,...,C, as token tensors); statistics are per channel over the other axes.",
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the weights and the input.")

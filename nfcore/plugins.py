@@ -39,7 +39,7 @@ def model_plugin(
     blocks: str | list[str] = "auto",
     residual: list[str] | None = None,
     input_shape: list[int] | None = None,
-    channels: str = "first",
+    channels: str = "auto",
     resolution: int = 64,
     description: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -70,7 +70,7 @@ class Plugin:
 
     @property
     def spec(self) -> dict[str, Any]:
-        default = {"blocks": "auto", "residual": None, "input_shape": None, "channels": "first",
+        default = {"blocks": "auto", "residual": None, "input_shape": None, "channels": "auto",
                    "resolution": 64, "description": ""}  # fmt: skip
         return {**default, **getattr(self.factory, SPEC_ATTRIBUTE, {})}
 

@@ -24,6 +24,7 @@ EXPECTED_KEY = "expected_var"  # the analytic beta^2, after the statistics every
 
 
 NAME_KEY = "name"  # a foreign network's block: its module name, after its place
+FOREIGN_META_KEYS = ("reduced_over", "layout", "notes")  # what only a foreign network's meta has
 
 
 def block_keys(extra_stats: bool, gradients: bool, named: bool = False) -> tuple[str, ...]:
@@ -85,6 +86,17 @@ class SPPMeta(BaseModel):
         description="A foreign network's statistics: the axes each channel's statistics were "
         "taken over, e.g. 'N,H,W' or 'N,L' (null: N,H,W of image tensors).",
     )
+    layout: str | None = Field(
+        None,
+        description="A foreign network's block tensors: NCHW, NHWC, NCL, NLC (tokens) or NC "
+        "(vectors), joined by '+' in block order where they differ (NCHW+NLC); the first of "
+        "`notes` says why (null: NCHW of nfcore's networks).",
+    )
+    notes: list[str] | None = Field(
+        None,
+        description="Sentences a user must see about choices made on a foreign network (its "
+        "layout and why, how its blocks were found, tied blocks); null for nfcore's networks.",
+    )
 
 
 class SPPResult(BaseModel):
@@ -104,8 +116,9 @@ class SPPResult(BaseModel):
         """The documented JSON: every block carries exactly the keys that were asked for."""
         keys = self.block_keys()
         meta = self.meta.model_dump(mode="json")
-        if not self.foreign:
-            meta.pop("reduced_over")  # N,H,W of images: the built-in networks' JSON as before
+        if not self.foreign:  # NCHW images, blocks by plan: the built-in networks' JSON as before
+            for key in FOREIGN_META_KEYS:
+                meta.pop(key)
         return {
             "config": self.config.model_dump(mode="json"),
             "blocks": [{k: getattr(b, k, None) for k in keys} for b in self.blocks],

@@ -210,7 +210,7 @@ def test_statistics_agree_with_independent_hooks() -> None:
     result = measure(model, resolution=32, batch=4, residual=["layer*.*.bn3"])
     for handle in handles:
         handle.remove()
-    outputs, residuals = outputs[-2:], residuals[-1:]  # the measured pass (after the shape pass)
+    assert len(outputs) == 2 and len(residuals) == 1  # one pass: no pass of its own to find blocks
     for block, y in ((result.blocks[0], outputs[0]), (result.blocks[4], outputs[1])):
         assert block.avg_channel_var == pytest.approx(np.mean(np.var(y, axis=(0, 2, 3))), rel=1e-5)
         assert block.avg_sq_channel_mean == pytest.approx(
@@ -270,7 +270,7 @@ def test_a_pattern_that_matches_nothing_names_it_and_the_candidates() -> None:
 
 
 def test_auto_on_a_network_without_repeated_blocks_says_what_to_do() -> None:
-    with pytest.raises(SelectionError, match=r"auto found no repeated blocks.*give patterns"):
+    with pytest.raises(SelectionError, match=r"no residual blocks.*name the blocks to measure"):
         measure(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), resolution=16, batch=2)
 
 
@@ -344,7 +344,7 @@ def test_the_cli_measures_a_file_factory_and_lists_its_blocks(
     # The same command gives the same numbers: the seed is set before the factory runs.
     assert main(argv) == 0 and json.loads(out.read_text())["blocks"] == data["blocks"]
     assert main(["blocks", "--model", f"{nets}:build", "--resolution", "32", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["blocks"]
     assert [(r["name"], r["stage"], r["transition"]) for r in rows][:3] == [
         ("layer1.0", 0, True), ("layer1.1", 0, False), ("layer2.0", 1, True)
     ]  # fmt: skip
@@ -379,7 +379,7 @@ def test_the_cli_takes_a_dotted_module_path(capsys: pytest.CaptureFixture[str]) 
     argv = ["blocks", "--model", "nfcore_example_plugins.nets:mixer", "--model-args", '{"depth": 2}',
             "--input-shape", "16,64", "--channels", "last", "--json"]  # fmt: skip
     assert main(argv) == 0
-    assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["0", "1"]
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)["blocks"]] == ["0", "1"]
 
 
 def test_the_flags_of_model_without_it_are_an_error(capsys: pytest.CaptureFixture[str]) -> None:
