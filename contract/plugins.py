@@ -49,7 +49,7 @@ class PluginDescription(BaseModel):
     blocks: str | list[str] = "auto"
     residual: list[str] | None = None
     input_shape: list[int] | None = None
-    channels: Literal["first", "last"] = "first"
+    channels: Literal["auto", "first", "last"] = "first"  # auto: found from its layers
     resolution: int | None = None
     description: str | None = Field(None, max_length=2000)
     parameters: int | None = None

@@ -175,6 +175,10 @@ def _summary(result: Any, written: Sequence[Path]) -> None:
         f"last block: avg channel var {fmt(last.avg_channel_var)}, avg sq channel mean "
         f"{fmt(last.avg_sq_channel_mean)}, residual var {residual}",
     ]
+    if result.foreign:
+        from nfcore.cli_foreign import measured_how
+
+        lines += measured_how(meta)
     if meta.nonfinite_from_block is not None:
         lines.append(f"the signal overflowed float32 from block {meta.nonfinite_from_block} on")
     lines += [f"wrote {path}" for path in written]

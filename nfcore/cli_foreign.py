@@ -2,7 +2,7 @@
 
     nfcore spp --model mynets.py:build_resnet --model-args '{"depth": 50}' --out r.json --plot r.html
     nfcore spp --model mypkg.nets:build --blocks 'stages.*.blocks.*' --residual 'stages.*.blocks.*.conv3'
-    nfcore blocks --model mynets.py:build_resnet      # the blocks it would measure, and why
+    nfcore blocks --model mynets.py:build_resnet      # its blocks, what was left out, and why
 
 `--model` is MODULE:FACTORY, MODULE a dotted import path or a .py file; the factory is called
 with `--model-args` (a JSON object) after the seed is set, and returns an nn.Module.
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from nfcore.cli_options import UsageError, as_flags, field_option
 from nfcore.fields import describe_validation_error
 from nfcore.foreign_config import ForeignConfig
+from nfcore.result import SPPMeta
 
 # The built-in network's flags, which do not apply to --model.
 MODEL_FLAGS = ("family", "depth", "layout", "variant", "norm", "order", "conv", "activation",
@@ -157,38 +158,57 @@ def run_foreign_spp(config: ForeignConfig, progress: Any) -> Any:
         raise UsageError(f"--device: {error}") from None
 
 
+def measured_how(meta: SPPMeta) -> list[str]:
+    """The summary's lines on how a foreign network was measured: the axes each channel's
+    statistics were taken over, the block tensors' layout, and every note of the engine (a
+    choice it made from the network's evidence, or one it would not make), in its words."""
+    lines = []
+    if meta.reduced_over is not None:
+        layout = f" (block tensors {meta.layout})" if meta.layout else ""
+        lines.append(f"statistics per channel over {meta.reduced_over}{layout}")
+    lines += [f"note: {note}" for note in meta.notes or ()]
+    return lines
+
+
 def cmd_blocks(args: argparse.Namespace) -> int:
     if args.model is None:
         raise UsageError("--model: give the network, MODULE:FACTORY")
     config = foreign_config(args)
-    from nfcore.foreign import SelectionError, block_shapes, find_blocks, stages_and_transitions
+    from nfcore.foreign import SelectionError, discover
     from nfcore.foreign_spp import foreign_input
 
     model = build(config)
     x = foreign_input(config.model_copy(update={"batch": 2}))
+    spec = "auto" if config.blocks == "auto" else list(config.blocks)
     try:
-        found = find_blocks(model, list(config.blocks) if config.blocks != "auto" else "auto")
-        shapes = block_shapes(model, found, x)
+        found = discover(model, x, spec, channels=config.channels).as_json()
     except SelectionError as error:
         raise UsageError(str(error)) from None
-    stages, transitions = stages_and_transitions(found, shapes)
-    rows = [
-        {"index": i, "name": b.name, "stage": stages[i], "transition": transitions[i],
-         "input_shape": list(shapes[i][0][1:]), "output_shape": list(shapes[i][1][1:]), "why": b.why}
-        for i, b in enumerate(found)
-    ]  # fmt: skip
     if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
+        print(json.dumps(found, indent=2))
+    else:
+        sys.stdout.write(blocks_report(found))
+    return 0
+
+
+def blocks_report(found: dict[str, Any]) -> str:
+    """`nfcore blocks` as text: a row per block with its stage, shapes, layout and why it was
+    chosen; then the near candidates left out and why; then the notes (the layout and why,
+    how the blocks were found, tied blocks), each said once."""
+    rows = found["blocks"]
     width = max(len(row["name"]) for row in rows)
-    print(f"{'#':>3}  {'block':<{width}}  stage  {'in -> out (per example)':<30} why")
+    lines = [f"{'#':>3}  {'block':<{width}}  stage  {'in -> out (per example)':<30} layout  why"]
     for row in rows:
         shape = f"{tuple(row['input_shape'])} -> {tuple(row['output_shape'])}"
         mark = "*" if row["transition"] else " "
-        print(
-            f"{row['index']:>3}  {row['name']:<{width}}  {row['stage']:>3}{mark}   {shape:<30} {row['why']}"
-        )
-    sys.stdout.write(
-        f"{len(rows)} blocks in {max(stages) + 1} stages; * marks a transition (the shape changes)\n"
-    )
-    return 0
+        layout = row.get("layout") or ""
+        lines.append(f"{row['index']:>3}  {row['name']:<{width}}  {row['stage']:>3}{mark}   "
+                     f"{shape:<30} {layout:<7} {row['why']}")  # fmt: skip
+    stages = max(row["stage"] for row in rows) + 1
+    lines.append(f"{len(rows)} blocks in {stages} stages; * marks a transition (the shape changes)")
+    left_out = found.get("left_out") or []
+    if left_out:
+        lines.append("left out:")
+        lines += [f"  {item['name']}: {item['why']}" for item in left_out]
+    lines += [f"note: {note}" for note in found.get("notes") or ()]
+    return "\n".join(lines) + "\n"

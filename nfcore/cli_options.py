@@ -16,6 +16,7 @@ from nfcore import __version__
 from nfcore.config import SPPConfig, TrainConfig
 from nfcore.families import FAMILIES
 from nfcore.fields import field_bounds
+from nfcore.foreign_config import ForeignConfig
 from nfcore.registry import BUILTIN_ACTIVATIONS
 from nfcore.statistics import STATISTICS, panel_keys
 
@@ -104,15 +105,36 @@ def _bounds_text(kind: type[BaseModel], name: str) -> str | None:
     return f"{low}{name}{high}" if low or high else None
 
 
+def _with_model(text: str | None, model_text: str | None) -> str | None:
+    """'default 128 (64 with --model)': a flag's default or bounds, and what a `--model` run
+    takes instead where that differs."""
+    if model_text is None or model_text == text:
+        return text
+    plain = model_text.removeprefix("default ")
+    return f"{text} ({plain} with --model)" if text else f"{model_text} with --model"
+
+
 def field_option(
-    group: Any, kind: type[BaseModel], name: str, *, help: str | None = None, **overrides: Any
+    group: Any,
+    kind: type[BaseModel],
+    name: str,
+    *,
+    help: str | None = None,
+    model_kind: type[BaseModel] | None = None,
+    **overrides: Any,
 ) -> None:
     """`--name` for the config field `name`: its description, default and bounds as help, its
     Literal values (or the family table) as choices, its type; a flag left out is None, so
-    the config (or --config) decides."""
+    the config (or --config) decides. `model_kind`: the config of a `--model` run, which
+    shares the flag; where its default or bounds differ, the help says both."""
     info = kind.model_fields[name]
     parts = [(help or info.description or name).rstrip(".")]
-    parts += [text for text in (_default_text(kind, name), _bounds_text(kind, name)) if text]
+    for describe in (_default_text, _bounds_text):
+        text = describe(kind, name)
+        if model_kind is not None:
+            text = _with_model(text, describe(model_kind, name))
+        if text:
+            parts.append(text)
     options: dict[str, Any] = {"help": "; ".join(parts).replace("%", "%%")}
     choices = list(FAMILIES) if name == "family" else _choices(info.annotation)
     if "type" in overrides:
@@ -155,7 +177,7 @@ def _add_spp(sub: argparse._SubParsersAction, description: str) -> None:
     field_option(model, SPPConfig, "num_classes")
     run = p.add_argument_group("input and measurement")
     for name in ("resolution", "batch", "input", "seed", "device", "gradients", "extra_stats"):
-        field_option(run, SPPConfig, name)
+        field_option(run, SPPConfig, name, model_kind=ForeignConfig)  # --model runs share them
     run.add_argument(
         "--config", type=Path, help="start from a config JSON (or a result JSON's config)"
     )

@@ -11,6 +11,7 @@ end of each stage, several runs overlaid in one figure (Fig. 2).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,10 @@ def spp_figure(
     """Draw one or several SPP runs, overlaid, like the paper's Signal Propagation Plots.
 
     `log_y` puts the forward panels on a log scale (Fig. 6 is semilog, for exploding
-    signals). Legend labels default to each run's model name. Runs that measured gradients
-    add a second row; gradients are tiny, so that row is always on a log scale. Values that
-    overflowed float32 (stored as None) are left as gaps.
+    signals). Legend labels default to each run's model name; runs that would share one are
+    told apart (`unique_labels`). Runs that measured gradients add a second row; gradients
+    are tiny, so that row is always on a log scale. Values that overflowed float32 (stored
+    as None) are left as gaps.
 
     `panels`: the statistic keys to draw (`nfcore.statistics`), forward ones in the first
     row and gradient ones in a second, each row in the table's order; None draws the
@@ -79,6 +81,7 @@ def spp_figure(
     names = list(labels) if labels is not None else [run.config.label for run in runs]
     if len(names) != len(runs):
         raise ValueError(f"got {len(names)} labels for {len(runs)} results")
+    names = unique_labels(runs, names)
     if colors is not None and len(colors) != len(runs):
         raise ValueError(f"got {len(colors)} colors for {len(runs)} results")
     layout = _panels(runs, panels, narrow)
@@ -97,6 +100,44 @@ def spp_figure(
         _mark_overflow(fig, run, color, [(r, c) for _, _, r, c in layout if r == 1 or narrow])
     fig.update_layout(title=_title(runs, names, title, narrow))
     return fig
+
+
+LABEL_FIELDS_SHOWN = 2  # config fields that tell two same-named runs apart, at most
+LABEL_VALUE_CHARACTERS = 40  # a field's value in a legend, at most (a module path fits)
+
+
+def unique_labels(runs: Sequence[SPPResult], names: Sequence[str]) -> list[str]:
+    """The legend labels, each run told apart from the others that share its label.
+
+    torchvision's and timm's ResNet-50 are both "ResNet" (their class name), and one network
+    at two resolutions is one label twice. A researcher reads best what differs, so runs that
+    share a label get the config fields whose values differ among them ("ResNet
+    (resolution=32)", "ResNet (resolution=64)"; at most two fields, in the config's order);
+    runs whose configs are the same (two modules of one class name measured alike) are
+    numbered in the order given, "ResNet", "ResNet (2)", as a file manager does. A label no
+    other run has is kept as it is."""
+    out = list(names)
+    for name in dict.fromkeys(names):
+        group = [i for i, other in enumerate(names) if other == name]
+        if len(group) < 2:
+            continue
+        configs = [runs[i].config.model_dump(mode="json") for i in group]
+        fields = [k for k in configs[0] if any(c.get(k) != configs[0][k] for c in configs[1:])]
+        for i, config in zip(group, configs, strict=True):
+            shown = ", ".join(f"{k}={_short(config.get(k))}" for k in fields[:LABEL_FIELDS_SHOWN])
+            out[i] = f"{name} ({shown})" if shown else name
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):  # what is still shared: the same config, numbered
+        seen[label] = seen.get(label, 0) + 1
+        out[i] = label if seen[label] == 1 else f"{label} ({seen[label]})"
+    return out
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if len(text) > LABEL_VALUE_CHARACTERS:
+        return text[: LABEL_VALUE_CHARACTERS - 1] + "…"
+    return text
 
 
 def write_figure(fig: go.Figure, path: str | Path) -> Path:
@@ -214,14 +255,20 @@ def _panel_layout(
 def _stat_traces(
     run: SPPResult, key: str, name: str, color: str, group: str, *, show_legend: bool
 ) -> list[go.Scatter]:
-    """One statistic of one run: the curve and black dots at the stage ends."""
+    """One statistic of one run: the curve and black dots at the stage ends. The hover names
+    the block's module where it has one (a foreign network's `layer3.2`), as `nfcore blocks`
+    does."""
     x = [block.index for block in run.blocks]
     y = [getattr(block, key) for block in run.blocks]
-    hover = f"<b>{name}</b><br>block %{{x}}, stage %{{customdata}}<br>%{{y:.8g}}<extra></extra>"
+    # customdata: [stage, module name] per block ("" where the run has no names)
+    place = (
+        "block %{x}: %{customdata[1]}<br>" if any(b.name for b in run.blocks) else "block %{x}, "
+    )
+    hover = f"<b>{name}</b><br>{place}stage %{{customdata[0]}}<br>%{{y:.8g}}<extra></extra>"
     curve = go.Scatter(
         x=x,
         y=y,
-        customdata=[block.stage for block in run.blocks],
+        customdata=[[block.stage, block.name or ""] for block in run.blocks],
         mode="lines",
         name=name,
         line={"color": color, "width": 2},
@@ -235,13 +282,13 @@ def _stat_traces(
     dots = go.Scatter(
         x=ends,
         y=[getattr(by_index[index], key) for index in ends],
-        customdata=[by_index[index].stage for index in ends],
+        customdata=[[by_index[index].stage, by_index[index].name or ""] for index in ends],
         mode="markers",
         name=f"{name}: stage ends",
         marker=STAGE_END_MARKER,
         legendgroup=group,
         showlegend=False,
-        hovertemplate=hover.replace("stage %{customdata}", "end of stage %{customdata}"),
+        hovertemplate=hover.replace("stage %{customdata[0]}", "end of stage %{customdata[0]}"),
     )
     return [curve, dots]
 

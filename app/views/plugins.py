@@ -28,6 +28,13 @@ REFERENCES = {  # built-in networks to draw beside the plugin's, at its input si
     "BN-ResNetV2-50": {"depth": 50, "norm": "bn", "width": 0.25},
 }
 FOLLOW_SECONDS = 60.0  # how long one page run follows a job before offering to look again
+# nfcore's exceptions that mean "this network cannot be measured as asked" (`nfcore.foreign`):
+# an answer about the network, not a fault of the service.
+REFUSALS = ("SelectionError",)
+PLUGIN_SETTINGS = (
+    "A model plugin says how its network is measured in its `@model_plugin(...)` (blocks, "
+    'residual, channels, input_shape); the README\'s "Your own network" shows how.'
+)
 
 
 @problems.guarded
@@ -100,9 +107,9 @@ def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None
             resolution = st.select_slider("Resolution (px)", RESOLUTIONS,
                                           value=wanted if wanted in RESOLUTIONS else 64)  # fmt: skip
         else:
-            st.caption(
-                f"Input: {info['input_shape']} per example (channels {info.get('channels')})."
-            )
+            channels = info.get("channels")
+            where = "found from its layers" if channels == "auto" else channels
+            st.caption(f"Input: {info['input_shape']} per example (channels {where}).")
         wanted_batch = _whole(query.get("batch")) or 8
         batch = st.select_slider(
             "Batch", BATCHES, value=wanted_batch if wanted_batch in BATCHES else 8
@@ -160,7 +167,7 @@ def _body(config: dict[str, Any], references: list[str]) -> None:
         others = [runs.await_run(r, settings.app_poll_seconds) for r in others]
     progress.empty()
     if run.problem:
-        st.error(f"The plugin's job failed: {run.problem}")
+        st.error(failure_words(run.problem))
         return
     if run.pending:
         st.info("Still computing (a worker may be busy with other jobs).")
@@ -171,16 +178,29 @@ def _body(config: dict[str, Any], references: list[str]) -> None:
     labels = [run.result.config.label, *[r.label for r in others if r.result is not None]]
     dark = st.context.theme.type == "dark"
     figure = figures.dashboard_figure([r.result for r in shown], labels, log_y=False, dark=dark)
-    st.plotly_chart(figure, key="plugin_chart")
     meta = run.result.meta
+    for note in meta.notes or ():  # how the network was read: its layout, its blocks, a doubt
+        st.info(note)
+    st.plotly_chart(figure, key="plugin_chart")
+    layout = f" (block tensors {meta.layout})" if meta.layout else ""
     st.caption(
         f"{meta.num_blocks} blocks in {len(meta.stage_ends)} stages, {meta.parameter_count:,} "
-        f"parameters; statistics per channel over {meta.reduced_over}; {meta.seconds:.2f} s on "
-        f"{meta.device}. " + ("" if run.result.config.residual else
+        f"parameters; statistics per channel over {meta.reduced_over}{layout}; "
+        f"{meta.seconds:.2f} s on {meta.device}. " + ("" if run.result.config.residual else
                              "The plugin names no residual branch: that panel stays empty.")
     )  # fmt: skip
     st.link_button("Pin it in the Explorer", f"/?pins={run.job_id}",
                    help="Overlay this network's SPP on any of the paper's in the Explorer.")  # fmt: skip
+
+
+def failure_words(problem: str) -> str:
+    """Why the plugin's job gave no SPP, in words: a refusal of nfcore's as a sentence about
+    the network (without the exception's module path), what the plugin can change, and any
+    other failure as the API said it."""
+    kind, sep, message = problem.partition(": ")
+    if sep and kind.rpartition(".")[2] in REFUSALS:
+        return f"nfcore did not measure this network: {message.rstrip('. ')}. {PLUGIN_SETTINGS}"
+    return f"The plugin's job failed: {problem}"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from api.localhost import free_port
 from app.plugin_form import form_fields
+from nfcore.foreign_config import ForeignConfig
+from nfcore.result import BlockStats, SPPMeta, SPPResult
 from tests.api.conftest import WorkerProcess
 from tests.conftest import RedisServer, session_redis_url
 
@@ -121,6 +123,68 @@ def test_a_link_with_bad_values_shows_the_page_with_defaults_not_a_traceback(
     ]
 
 
+TOKEN_PLUGIN = {"family": "plugin", "plugin": "vit_like", "version": "1.0",
+                "arguments": {"properties": {"depth": {"type": "integer", "minimum": 1,
+                                                   "maximum": 12, "default": 2}}},
+                "defaults": {"depth": 2}, "input_shape": [16, 32], "channels": "auto"}  # fmt: skip
+NOTES = [
+    "layout NLC (tokens): the LayerNorm after each block normalizes its last axis (32), so the "
+    "channels are last and the statistics are taken over N,L.",
+    "blocks.1 is called twice (a tied block): rows blocks.1#0 and blocks.1#1.",
+]
+
+
+def token_result() -> SPPResult:
+    """What a worker returns for a ViT-like plugin: its meta says how the network was read."""
+    config = ForeignConfig(plugin="vit_like", plugin_version="1.0", model_args={"depth": 2},
+                           input_shape=(16, 32))  # fmt: skip
+    blocks = [BlockStats(index=i, stage=0, transition=False, name=f"blocks.{i}",
+                         avg_sq_channel_mean=0.01, avg_channel_var=1.0 + i,
+                         residual_avg_channel_var=None, expected_var=None) for i in range(2)]  # fmt: skip
+    meta = SPPMeta(version="0.1.0", torch_version="2.13.0", device="cpu", seconds=0.1,
+                   parameter_count=1000, gamma=None, model=config.label, num_blocks=2,
+                   stage_ends=[1], reduced_over="N,L", layout="NLC", notes=NOTES)  # fmt: skip
+    return SPPResult(config=config, blocks=blocks, meta=meta)
+
+
+def test_the_page_says_in_words_how_the_network_was_read_and_why_it_was_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 20: a choice made on a foreign network (its layout, its blocks) is a sentence the
+    user sees above the chart, and a refusal is a sentence about the network, not an exception's
+    module path. The worker's answers are given here, so no worker runs."""
+    from app import api_client, runs
+
+    monkeypatch.setattr(api_client, "cached_models", lambda: [TOKEN_PLUGIN])
+    monkeypatch.setenv("API_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(runs, "track", lambda label, config, **_: runs.Run(label, None))
+    finished = runs.Run("vit_like", "job-1", result=token_result())
+    monkeypatch.setattr(runs, "track_body", lambda label, body, **_: finished)
+    at = open_page({"plugin": "vit_like"})
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert [info.value for info in at.info] == NOTES
+    kinds = [element.type for element in at.main]
+    assert kinds.index("info") < kinds.index("plotly_chart"), kinds  # the notes come first
+    (caption,) = [c.value for c in at.caption if "statistics per channel" in c.value]
+    assert "statistics per channel over N,L (block tensors NLC)" in caption
+    inputs = [c.value for c in at.sidebar.caption if c.value.startswith("Input:")]
+    assert inputs == ["Input: [16, 32] per example (channels found from its layers)."]
+    refusal = ("nfcore.foreign.SelectionError: blocks: auto found no residual blocks (no module "
+               "adds its input to its output); give patterns")  # fmt: skip
+    failed = runs.Run("vit_like", "job-2", job={"state": "failed"}, problem=refusal)
+    monkeypatch.setattr(runs, "track_body", lambda label, body, **_: failed)
+    at = open_page({"plugin": "vit_like"})
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        "nfcore did not measure this network: blocks: auto found no residual blocks (no module "
+        "adds its input to its output); give patterns. A model plugin says how its network is "
+        "measured in its `@model_plugin(...)` (blocks, residual, channels, input_shape); the "
+        'README\'s "Your own network" shows how.'
+    ]
+    assert not at.get("plotly_chart")
+
+
 def test_a_plugins_spp_is_drawn_beside_a_paper_network_and_can_be_pinned(api_url: str) -> None:
     at = open_page({"plugin": "tv_resnet", "args": '{"depth": 14, "width": 4}', "resolution": "32",
                     "batch": "4"})  # fmt: skip
@@ -134,6 +198,9 @@ def test_a_plugins_spp_is_drawn_beside_a_paper_network_and_can_be_pinned(api_url
     names = {trace.get("name") for trace in figure["data"]}
     assert any(name and name.startswith("tv_resnet(depth=14") for name in names), names
     assert any(name and name.startswith("NF-ResNetV2-50") for name in names), names
+    # The worker's result carries the engine's notes; the page shows them above the chart.
+    notes = [info.value for info in at.info]
+    assert any("NCHW" in note for note in notes), notes
     (button,) = at.get("link_button")
     assert button.proto.url.startswith("/?pins=")
     # Pinned in the Explorer, it is overlaid on the paper network there like any other run.

@@ -728,3 +728,166 @@ def test_installed_script_version_and_models(tmp_path: Path) -> None:
     assert "Traceback" not in models.stderr
     assert models.returncode == 0, models.stderr
     check_models_table(models.stdout)
+
+
+# --- your own network: what the user reads -----------------------------------------------------
+
+
+def test_spp_help_states_the_defaults_of_both_kinds_of_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 20 item 7: the help showed 128 px and batch 16, which a --model run (64, 8)
+    does not use. Both defaults come from the configs' fields."""
+    from nfcore.config import SPPConfig
+    from nfcore.foreign_config import ForeignConfig
+
+    with pytest.raises(SystemExit):
+        main(["spp", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for flag, name in (("--resolution RESOLUTION", "resolution"), ("--batch BATCH", "batch")):
+        found = re.search(rf"{flag} .*?; default (\d+) \((\d+) with --model\)", text)
+        assert found, f"{flag}: the help states no 'default N (M with --model)'"
+        ours, foreign = (int(number) for number in found.groups())
+        assert ours == SPPConfig.model_fields[name].default
+        assert foreign == ForeignConfig.model_fields[name].default
+        assert ours != foreign  # 128 and 64, 16 and 8: the reason to say both
+    # A flag whose default is the same for both says it once.
+    assert "--seed SEED Seeds the weights and the input batch; default 0; 0 <=" in text
+
+
+def foreign_run(notes: list[str] | None) -> Any:
+    """A token network's result as the engine gives it, with its meta's notes."""
+    from nfcore.foreign_config import ForeignConfig
+    from nfcore.result import BlockStats, SPPMeta, SPPResult
+
+    config = ForeignConfig(model="nets.py:vit", input_shape=(16, 32))
+    blocks = [BlockStats(index=i, stage=0, transition=False, name=f"blocks.{i}",
+                         avg_sq_channel_mean=0.01, avg_channel_var=1.0, residual_avg_channel_var=None,
+                         expected_var=None) for i in range(2)]  # fmt: skip
+    meta = SPPMeta(version="0.1.0", torch_version="2.13.0", device="cpu", seconds=0.1,
+                   parameter_count=1000, gamma=None, model=config.label, num_blocks=2,
+                   stage_ends=[1], reduced_over="N,L", layout="NLC", notes=notes)  # fmt: skip
+    return SPPResult(config=config, blocks=blocks, meta=meta)
+
+
+def test_spp_model_says_the_axes_the_layout_and_every_note_of_the_engine(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: a choice the engine made on a foreign network (its layout from the network's
+    evidence, tied blocks) is said on stderr, not only kept in the JSON's meta."""
+    import nfcore.cli_foreign
+
+    notes = ["layout NLC (tokens): the LayerNorm after each block normalizes its last axis (32)",
+             "blocks.1 is called twice (a tied block): rows blocks.1#0 and blocks.1#1"]  # fmt: skip
+    monkeypatch.setattr(
+        nfcore.cli_foreign, "run_foreign_spp", lambda config, progress: foreign_run(notes)
+    )
+    code, out, err = run_cli(capsys, "spp", "--model", "nets.py:vit", "--input-shape", "16,32")
+    assert code == 0, err
+    assert json.loads(out)["meta"]["notes"] == notes  # the JSON keeps them too
+    lines = err.splitlines()
+    assert "statistics per channel over N,L (block tensors NLC)" in lines
+    assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in notes]
+    # --quiet keeps stderr empty, as documented; the notes stay in the JSON.
+    code, out, err = run_cli(capsys, "spp", "--model", "nets.py:vit", "--quiet")
+    assert code == 0 and err == "" and json.loads(out)["meta"]["notes"] == notes
+
+
+STEM_NETS = """
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+def build(width=4):
+    # A LeViT-like stem of repeated convs (not residual), then two stages of residual blocks.
+    stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1))
+    return nn.Sequential(stem, nn.Sequential(Block(width), Block(width)),
+                         nn.Sequential(Block(width), Block(width)))
+"""
+
+
+def test_blocks_says_why_each_block_was_chosen_what_was_left_out_and_the_notes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 20: `nfcore blocks` says per block why it was chosen, which near candidates
+    were left out and why (the stem's repeated convs), and the engine's notes."""
+    nets = tmp_path / "stem_nets.py"
+    nets.write_text(STEM_NETS)
+    argv = ["blocks", "--model", f"{nets}:build", "--resolution", "8"]
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert [row["name"] for row in found["blocks"]] == ["1.0", "1.1", "2.0", "2.1"]
+    assert all(row["why"] for row in found["blocks"])
+    assert "0" in {item["name"] for item in found["left_out"]}  # the stem
+    assert all(item["why"] for item in found["left_out"]) and found["notes"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    for row in found["blocks"]:  # each block's row ends with why it was chosen
+        assert any(line.split()[1] == row["name"] and line.endswith(row["why"]) for line in lines)
+    left = lines[lines.index("left out:") + 1 :]
+    for item in found["left_out"]:
+        assert f"  {item['name']}: {item['why']}" in left
+    assert [line for line in lines if line.startswith("note: ")] == [
+        f"note: {note}" for note in found["notes"]
+    ]
+
+
+def test_the_blocks_report_prints_what_the_engine_says() -> None:
+    """The text of `nfcore blocks` from the engine's answer, given here."""
+    from nfcore.cli_foreign import blocks_report
+
+    found = {
+        "blocks": [
+            {"index": 0, "name": "stages.0.b1", "stage": 0, "transition": True,
+             "input_shape": [8, 16, 16], "output_shape": [16, 8, 8], "layout": "NHWC",
+             "why": "its output adds a projection of its input to a branch"},
+        ],
+        "left_out": [{"name": "stem.conv1", "why": "not residual: its output does not add its input"}],
+        "notes": ["channels last (NHWC): the LayerNorm after it normalizes its last axis (16)"],
+    }  # fmt: skip
+    text = blocks_report(found)
+    assert "stages.0.b1" in text and "NHWC" in text
+    assert text.splitlines()[1].endswith("its output adds a projection of its input to a branch")
+    assert "left out:\n  stem.conv1: not residual: its output does not add its input\n" in text
+    assert text.endswith("note: channels last (NHWC): the LayerNorm after it normalizes its last "
+                         "axis (16)\n")  # fmt: skip
+
+
+TOKEN_NETS = """
+from torch import nn
+
+
+class Mix(nn.Module):
+    def forward(self, x):
+        return x + x.tanh()
+
+
+def build():
+    return nn.Sequential(Mix(), Mix())
+"""
+
+
+@pytest.mark.parametrize("command", ["spp", "blocks"])
+def test_a_layout_the_network_does_not_tell_is_refused_in_one_line_saying_what_to_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    """Issue 20: N,L,C tokens with no layer reading them were measured as if L were the
+    channels, silently. Now the command refuses, in one line that says which flag decides."""
+    nets = tmp_path / "token_nets.py"
+    nets.write_text(TOKEN_NETS)
+    code, out, err = run_cli(capsys, command, "--model", f"{nets}:build", "--input-shape", "16,8")
+    assert_one_line_error(code, out, err, "layout")
+    assert "--channels last|first" in err and out == ""
+    code, out, err = run_cli(capsys, command, "--model", f"{nets}:build", "--input-shape", "16,8",
+                             "--channels", "last", *(["--quiet"] if command == "spp" else []))  # fmt: skip
+    assert code == 0, err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nfcore.config import SPPConfig
+from nfcore.foreign_config import ForeignConfig
 from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS, spp_figure, write_figure
 from nfcore.result import BlockStats, SPPMeta, SPPResult
 
@@ -250,9 +251,10 @@ def test_a_panel_no_run_measured_is_named_with_what_was_measured():
     # One run of several measuring it is enough; the others leave that panel empty.
     plain, extra = make_result(), make_result(extra_stats=True)
     fig = spp_figure([plain, extra], panels=["activation_mean"])
-    assert [curve.name for curve in curves(fig, "x")] == [extra.config.label]
+    label = f"{extra.config.label} (extra_stats=true)"  # one label twice: what differs is said
+    assert [curve.name for curve in curves(fig, "x")] == [label]
     runs = [t.name for t in fig.data if t.showlegend is not False]
-    assert runs == [extra.config.label]
+    assert runs == [label]
 
 
 def test_a_narrow_figure_stacks_the_panels_under_short_titles_that_do_not_overlap() -> None:
@@ -283,3 +285,54 @@ def test_runs_keep_the_colours_they_are_given() -> None:
     assert colours[second.config.label] == "#111111" and colours[first.config.label] == "#222222"
     with pytest.raises(ValueError, match="got 1 colors for 2 results"):
         spp_figure([first, second], colors=["#111111"])
+
+
+def foreign_result(model: str = "ResNet", resolution: int = 64) -> SPPResult:
+    """A network of one's own as `measure` returns it: its blocks carry their module names."""
+    config = ForeignConfig(model=model, resolution=resolution)
+    names = ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
+    blocks = [
+        BlockStats(index=i, stage=i // 2, transition=i % 2 == 0, name=name,
+                   avg_sq_channel_mean=0.1 * (i + 1), avg_channel_var=1.0 + i,
+                   residual_avg_channel_var=None, expected_var=None)
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    meta = SPPMeta(version="0.1.0", torch_version="2.13.0", device="cpu", seconds=0.1,
+                   parameter_count=1000, gamma=None, model=config.label, num_blocks=4,
+                   stage_ends=[1, 3], reduced_over="N,H,W")  # fmt: skip
+    return SPPResult(config=config, blocks=blocks, meta=meta)
+
+
+def test_the_hover_names_each_block_of_a_foreign_network() -> None:
+    """Issue 20 item 7: the hover showed the block index and stage, not which module it is."""
+    fig = spp_figure(foreign_result())
+    (curve,) = curves(fig, "x")
+    assert [list(row) for row in curve.customdata] == [
+        [0, "layer1.0"], [0, "layer1.1"], [1, "layer2.0"], [1, "layer2.1"]
+    ]  # fmt: skip
+    assert "block %{x}: %{customdata[1]}" in curve.hovertemplate
+    assert "stage %{customdata[0]}" in curve.hovertemplate
+    (dots,) = stage_dots(fig, "x")
+    assert [list(row) for row in dots.customdata] == [[0, "layer1.1"], [1, "layer2.1"]]
+    assert "%{customdata[1]}" in dots.hovertemplate
+    assert "end of stage %{customdata[0]}" in dots.hovertemplate
+    # A network of nfcore's has no module names: its hover stays index and stage.
+    (built_in,) = curves(spp_figure(make_result()), "x")
+    assert "customdata[1]" not in built_in.hovertemplate
+    assert "block %{x}, stage %{customdata[0]}" in built_in.hovertemplate
+
+
+def test_runs_that_share_a_label_are_told_apart_by_what_differs() -> None:
+    """Issue 20 item 7: torchvision's and timm's resnet50, measured from Python, are both
+    "ResNet" (the class name); overlaid, the legend had two entries of one name."""
+    torchvision, timm = foreign_result("ResNet"), foreign_result("ResNet")
+    fig = spp_figure([torchvision, timm])
+    assert [curve.name for curve in curves(fig, "x")] == ["ResNet", "ResNet (2)"]
+    assert "<b>ResNet (2)</b>" in curves(fig, "x")[1].hovertemplate
+    # One network at two input sizes: the legend says which is which.
+    small, large = foreign_result(resolution=32), foreign_result(resolution=64)
+    names = [curve.name for curve in curves(spp_figure([small, large]), "x")]
+    assert names == ["ResNet (resolution=32)", "ResNet (resolution=64)"]
+    # Labels given by the caller are told apart too; a label of its own stays as it is.
+    fig = spp_figure([torchvision, timm, make_result()], labels=["mine", "mine", "paper"])
+    assert [curve.name for curve in curves(fig, "x")] == ["mine", "mine (2)", "paper"]

@@ -3,6 +3,7 @@ POST: every argument that sizes work must have bounds, or the plugin does not lo
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from importlib.metadata import EntryPoint
 from typing import Annotated, Any, Literal
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
+from contract.plugins import read_description
 from nfcore import plugins
 from nfcore.plugins import PluginError, arguments_model, load, require_bounds, unbounded_arguments
 
@@ -101,6 +103,16 @@ def test_the_example_plugins_load_with_their_bounds_advertised() -> None:
         assert unbounded_arguments(description["arguments"]) == [], name
     mixer = load("mixer").description()["arguments"]["properties"]
     assert mixer["depth"]["maximum"] == 256 and mixer["tokens"]["const"] == 16
+
+
+def test_the_example_plugins_descriptions_are_read_by_the_api() -> None:
+    """Issue 20: a plugin that leaves its layout to the network (channels "auto", the default
+    now) was refused by the API's reading of its description, so the page lost tv_resnet."""
+    for name in ("tv_resnet", "nf_tv_resnet", "mixer"):
+        description = load(name).description()
+        assert read_description(name, json.dumps(description))["channels"] == (
+            "last" if name == "mixer" else "auto"
+        )
 
 
 def test_non_finite_arguments_are_refused_by_the_arguments_model() -> None:
