@@ -30,7 +30,7 @@ $(INSTALLED): pyproject.toml examples/plugins/pyproject.toml
 	touch $@
 
 run: $(INSTALLED)
-	$(BIN)/python -m api.local
+	$(BIN)/python -m launcher
 
 example: $(INSTALLED)
 	$(BIN)/nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --resolution 128 --batch 8 \

@@ -54,7 +54,11 @@ from typing import Any
 
 import httpx
 
-from api.localhost import free_port, redis_server_command
+from launcher.children import Child, StackError, wait_ready
+from launcher.children import start as start_child
+from launcher.children import stop as stop_child
+from launcher.localhost import free_port, redis_server_command
+from launcher.stack import http_ok, redis_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,13 +81,16 @@ WARMUP_SECONDS = 0.5
 
 # --- the stack ---------------------------------------------------------------------------------
 class Stack:
-    """Redis, one CPU worker and the API as subprocesses, each with its log in `workdir`."""
+    """Redis, one CPU worker and the API, started, checked and stopped by the launcher's own
+    machinery (`launcher.children`, as `make run` does), each with its log in `workdir`.
+    `processes` holds the benchmark's own helper processes (load generator, /healthz poller)."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.redis_port = free_port()
         self.api_port = free_port()
         self.token = secrets.token_hex(16)  # also overrides any API_TOKEN from a .env file
+        self.services: list[Child] = []  # in start order
         self.processes: dict[str, subprocess.Popen] = {}
         self.worker_device = "cpu"
         self.api_workers = 1  # API_WORKERS: uvicorn processes
@@ -97,58 +104,53 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def _spawn(self, name: str, args: list[str], **env: str) -> None:
-        log = (self.workdir / f"{name}.log").open("w")
-        # Own session: a Ctrl-C reaches only this script, which then stops the stack in order.
-        self.processes[name] = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-
     def start(self, timeout: float = 90) -> None:
-        self._spawn("redis", redis_server_command(self.redis_port, self.workdir))
         common = {"REDIS_URL": self.redis_url, "API_TOKEN": self.token}
+        worker_name = f"bench-{os.getpid()}-{self.api_port}"
+        services = [
+            Child("redis", redis_server_command(self.redis_port, self.workdir), "redis-server",
+                  lambda: redis_answers(self.redis_url), {}),
+        ]  # fmt: skip
         if self.with_worker:
-            self._spawn(
-                "worker", [sys.executable, "-m", "worker"], WORKER_DEVICE=self.worker_device,
-                **common,
-            )  # fmt: skip
-        self._spawn(
-            "api", [sys.executable, "-m", "api"],
-            API_HOST="127.0.0.1", API_PORT=str(self.api_port),
-            API_WORKERS=str(self.api_workers), **common,
-        )  # fmt: skip
+            services.append(Child(
+                "worker", [sys.executable, "-m", "worker"], "-m worker",
+                lambda: redis_answers(self.redis_url, worker=worker_name),
+                {**common, "WORKER_DEVICE": self.worker_device, "WORKER_NAME": worker_name},
+            ))  # fmt: skip
+        services.append(Child(
+            "api", [sys.executable, "-m", "api"], "-m api",
+            lambda: http_ok(f"{self.api_url}/readyz"),
+            {**common, "API_HOST": "127.0.0.1", "API_PORT": str(self.api_port),
+             "API_WORKERS": str(self.api_workers)},
+        ))  # fmt: skip
         deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.api_url, timeout=2) as client:
-            while time.monotonic() < deadline:
-                for name, process in self.processes.items():
-                    if process.poll() is not None:
-                        raise RuntimeError(f"{name} exited at start:\n{self.log_tail(name)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    ready = client.get("/readyz")
-                    workers = ready.json().get("workers", {}) if ready.status_code == 200 else {}
-                    if ready.status_code == 200 and (workers.get("spp", 0) or not self.with_worker):
-                        return
-                time.sleep(0.2)
-        raise RuntimeError(f"the stack did not become ready:\n{self.log_tail('api')}")
+        for service in services:
+            start_child(service, self.workdir)
+            self.services.append(service)
+        try:
+            for service in services:
+                wait_ready(service, deadline)
+        except StackError as error:
+            raise RuntimeError(f"the stack did not become ready: {error}") from None
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.workdir / f"{name}.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
 
     def stop(self) -> None:
-        """API first, then the worker (RQ's warm shutdown), Redis last."""
-        for name in ("healthz", "api", "worker", "redis"):
-            process = self.processes.pop(name, None)
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """The benchmark's own processes, then the API, the worker (RQ's warm shutdown) and
+        Redis last."""
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        while self.services:
+            stop_child(self.services.pop())
 
     def redis_version(self) -> str:
         import redis

@@ -37,10 +37,10 @@ from urllib.parse import urlencode
 
 import httpx
 
-from api.localhost import free_port
 from app import urlstate
 from benchmarks._report import Figure, format_table, load_average, machine_facts
 from benchmarks.bench_api import Stack
+from launcher.localhost import free_port
 from nfcore.config import SPPConfig
 from nfcore.edits import with_changes
 

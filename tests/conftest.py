@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.localhost import free_port, redis_server_command
+from launcher.localhost import free_port, redis_server_command
 
 # The suite runs in parallel processes (pytest-xdist, `-n` in pyproject.toml), each of which
 # also starts workers; torch's default of a thread per core in each of them would oversubscribe

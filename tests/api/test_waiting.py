@@ -23,11 +23,11 @@ import redis
 import redis.asyncio
 from fastapi.testclient import TestClient
 
-from api.localhost import free_port
 from api.main import create_app
 from api.settings import ApiSettings
 from api.waiting import EndWatch
 from contract import ASKERS_KEY, key_for
+from launcher.localhost import free_port
 from tests.api.conftest import ROOT, SLOW, TINY, WorkerProcess, wait_for
 from tests.conftest import RedisServer
 

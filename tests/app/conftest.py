@@ -19,8 +19,8 @@ import pytest
 import streamlit as st
 from playwright.sync_api import Page, sync_playwright
 
-from api.localhost import free_port
 from app.settings import get_settings
+from launcher.localhost import free_port
 from tests.api.conftest import WorkerProcess
 from tests.conftest import RedisServer, session_redis_url
 

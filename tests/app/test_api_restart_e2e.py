@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page
 
-from api.localhost import free_port
 from app import urlstate
 from app.problems import RETRY_SECONDS
+from launcher.localhost import free_port
 from nfcore.config import SPPConfig
 from tests.app.conftest import ServerProcess, start_streamlit
 from tests.app.test_e2e import ALERT, CHART_TIMEOUT, poll, read_chart

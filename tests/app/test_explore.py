@@ -23,8 +23,8 @@ import redis
 from streamlit.testing.v1 import AppTest
 
 import nfcore
-from api.localhost import free_port
 from app import urlstate
+from launcher.localhost import free_port
 from nfcore.config import SPPConfig, config_hash
 from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS
 from nfcore.presets import get_preset

@@ -17,9 +17,9 @@ from rq.job import JobStatus
 from streamlit.testing.v1 import AppTest
 
 import nfcore
-from api.localhost import free_port
 from app import urlstate
 from contract import META_KIND, META_PROGRESS, SPP_QUEUE, key_for, plugin_queue, queue_for, task_for
+from launcher.localhost import free_port
 from nfcore.config import SPPConfig, config_hash
 from nfcore.foreign_config import ForeignConfig
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from api.localhost import free_port
 from app.plugin_form import form_fields
+from launcher.localhost import free_port
 from nfcore.foreign_config import ForeignConfig
 from nfcore.result import BlockStats, SPPMeta, SPPResult
 from tests.api.conftest import WorkerProcess

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from api.localhost import free_port
 from app import sweeps
+from launcher.localhost import free_port
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from api.localhost import free_port
+from launcher.localhost import free_port
 from nfcore.config import MAX_TRAIN_STEPS
 from nfcore.train_plots import GRAD_NORM_TITLE, PANEL_TITLES
 from nfcore.train_presets import QUICK, TABLE2, auto_labels

@@ -28,8 +28,8 @@ import pytest
 import redis
 from rq import Worker
 
-from api.localhost import free_port
 from contract import SERIALIZER, SPP_QUEUE, TRAIN_QUEUE
+from launcher.localhost import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ("docker-compose.yml",)
@@ -478,7 +478,7 @@ def ignored(path: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
         (".git/HEAD", True),
         (".env", True),
         (".data/redis/appendonly.aof", True),
-        ("api/local.py", True),
+        ("launcher/stack.py", True),
         ("nfcore/__pycache__/config.cpython-311.pyc", True),
         (".env.example", False),
         ("api/main.py", False),

@@ -1,4 +1,4 @@
-"""`python -m api.local` end to end, with real processes: the stack comes up from a copy of the
+"""`python -m launcher` end to end, with real processes: the stack comes up from a copy of the
 repository, computes an SPP, stops on Ctrl-C leaving no process and no port behind, and after a
 restart on the same data folder still has the result (Redis's append-only file). A service
 killed while the stack runs is started again, and one that keeps dying stops the stack."""
@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.children import MAX_FAST_CRASHES, STABLE_SECONDS
-from api.local import port_in_use
-from api.localhost import free_port
+from launcher.children import MAX_FAST_CRASHES, STABLE_SECONDS
+from launcher.localhost import free_port
+from launcher.stack import port_in_use
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"depth": 14, "width": 0.125, "resolution": 32, "batch": 2, "norm": "nf", "device": "cpu"}
@@ -36,7 +36,7 @@ pytestmark = [
 
 @dataclass
 class Stack:
-    """One `python -m api.local` run in a subprocess, its console in a file."""
+    """One `python -m launcher` run in a subprocess, its console in a file."""
 
     process: subprocess.Popen
     console: Path
@@ -116,7 +116,7 @@ def start_stack(tmp_path: Path) -> Iterator:
         console = tmp_path / f"console-{len(runs)}.txt"
         with console.open("w") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "api.local"], cwd=tmp_path, env=env,
+                [sys.executable, "-m", "launcher"], cwd=tmp_path, env=env,
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         stack = Stack(process, console, tmp_path / "data",

@@ -1,4 +1,4 @@
-"""The whole stack on one machine: `python -m api.local` starts Redis, the API, the workers and
+"""The whole stack on one machine: `python -m launcher` starts Redis, the API, the workers and
 the dashboard, waits until each is ready, and stops them all on Ctrl-C.
 
 Children run in their own session (a Ctrl-C in the terminal reaches only this launcher, which
@@ -9,7 +9,7 @@ A child that exits while the stack runs (killed, out of memory, a bug) is starte
 a backoff of 1, 2, 4 ... up to 30 s, its log continued, so an open dashboard tab keeps working
 and says the API is restarting; after MAX_FAST_CRASHES exits in a row, each within
 STABLE_SECONDS of its start, the launcher gives up and stops the stack, saying why
-(`api.children`: starting, stopping and restarting the processes).
+(`launcher.children`: starting, stopping and restarting the processes).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rq import Worker
 
-from api.children import (
+from contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
+from launcher.children import (
     ROOT,
     Child,
     StackError,
@@ -40,8 +41,7 @@ from api.children import (
     wait_ready,
     write_pid_file,
 )
-from api.localhost import redis_server_command
-from contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
+from launcher.localhost import redis_server_command
 
 DASHBOARD = ROOT / "app" / "main.py"  # started only once the dashboard exists
 # A training worker per this many cores (each run then has two threads: one thread is about
@@ -54,7 +54,7 @@ MEMORY_PER_TRAIN_WORKER = 2 * 2**30
 
 
 class LocalSettings(BaseSettings):
-    """What `python -m api.local` runs, from environment variables only: a `.env` holds the
+    """What `python -m launcher` runs, from environment variables only: a `.env` holds the
     services' settings (a deployment's REDIS_URL, say), not this launcher's."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -240,7 +240,7 @@ def run(settings: LocalSettings, children: list[Child]) -> None:
 
 
 def main() -> None:
-    """`python -m api.local`: exit 0 after a Ctrl-C or SIGTERM, 1 when something failed."""
+    """`python -m launcher`: exit 0 after a Ctrl-C or SIGTERM, 1 when something failed."""
     try:
         settings = LocalSettings()
     except ValidationError as error:

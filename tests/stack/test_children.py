@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from api.children import (
+from launcher.children import (
     MAX_FAST_CRASHES,
     STABLE_SECONDS,
     Child,
     StackError,
     plan_restart,
 )
-from api.local import auto_train_workers
+from launcher.stack import auto_train_workers
 
 
 class Exited:

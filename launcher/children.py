@@ -1,4 +1,4 @@
-"""The child processes of `python -m api.local`: started in their own session, their output in
+"""The child processes of `python -m launcher`: started in their own session, their output in
 a log each, stopped with SIGTERM then SIGKILL, watched, and started again with a backoff when
 they exit; their pids in a file, so a run after a crash stops what the last one left behind."""
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER_MARKER = "api.local"  # in the launcher's own /proc/<pid>/cmdline
+LAUNCHER_MARKER = "-m launcher"  # in the launcher's own /proc/<pid>/cmdline
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL: an idle service exits well within it
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 25
@@ -57,7 +57,7 @@ def runs(pid: int, marker: str) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (OSError, UnicodeDecodeError):
         return False
-    return f"{marker} " in f"{command} "  # "-m api" must not match "-m api.local"
+    return f"{marker} " in f"{command} "  # "-m api" must not match "-m api_x"
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,4 @@
-"""Servers on this machine, for the local stack (`api.local`), the tests and the benchmarks:
+"""Servers on this machine, for the local stack (`python -m launcher`), the tests and the benchmarks:
 a free port, and a Redis server that needs nothing installed.
 
 Each of them starts its own redis-server; its command line is made here, once.
