@@ -62,7 +62,6 @@ def json_body_of(
     for model in models:
         if model not in BODY_MODELS:
             BODY_MODELS.append(model)
-    readers = {model: json_body(model) for model in models}
 
     async def read(request: Request) -> BaseModel:
         raw = await request.body()
@@ -73,7 +72,7 @@ def json_body_of(
             )
         data = parse_json(raw)
         model = choose(data)
-        assert model in readers
+        assert model in models
         return validated(model, data)
 
     return read

@@ -29,7 +29,6 @@ from nfcore.fields import describe_validation_error
 from nfcore.summaries import DEFAULT_SUMMARY, SUMMARIES, Outcome, summarize
 
 ACTIVE_STATES = ("queued", "running")
-SWEEP_KEYS = ("x", "xs", "y", "ys", "stat")  # none is a config field (the base's keys)
 
 
 class BadSweep(ValueError):

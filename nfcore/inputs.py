@@ -48,11 +48,6 @@ def digits_images(indices: Tensor, resolution: int) -> Tensor:
     return batch.expand(-1, IMAGE_CHANNELS, -1, -1).contiguous()  # N,3,H,W
 
 
-def digits_labels(indices: Tensor) -> Tensor:
-    _, labels = _digits()
-    return torch.from_numpy(labels[indices.numpy()])
-
-
 def digits_batch(batch: int, resolution: int, seed: int) -> Tensor:
     """A seeded random draw of `batch` digits (with replacement beyond the 1,797 images)."""
     count = len(_digits()[0])
