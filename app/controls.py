@@ -19,7 +19,6 @@ from app import urlstate
 from app.api_client import ApiProblem, cached_models
 from nfcore.catalog import GAMMA_TABLE
 from nfcore.config import MAX_GAMMA, SPPConfig
-from nfcore.edits import with_changes
 from nfcore.families import FAMILIES, family
 from nfcore.fields import describe_validation_error, field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
@@ -237,7 +236,7 @@ def _on_change(name: str) -> None:
     if changes is None:
         return
     try:
-        new = SPPConfig(**with_changes(config.model_dump(), changes))
+        new = config.edited(changes)
     except ValidationError as error:
         _refuse(name, describe_validation_error(error))
         return

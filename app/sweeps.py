@@ -24,7 +24,6 @@ from pydantic import ValidationError
 import nfcore
 from app import urlstate
 from nfcore.config import SPPConfig, config_hash
-from nfcore.edits import with_changes
 from nfcore.fields import describe_validation_error
 from nfcore.summaries import DEFAULT_SUMMARY, SUMMARIES, Outcome, summarize
 
@@ -154,7 +153,7 @@ class Sweep:
         """The config of one point, edited from the base as the API does (`with_changes`)."""
         changes = {self.x.field: x_value, self.y.field: y_value}
         try:
-            return SPPConfig(**with_changes(self.base.model_dump(), changes))
+            return self.base.edited(changes)
         except ValidationError as error:
             raise BadSweep(
                 f"point {json.dumps(changes)}: {describe_validation_error(error)}"

@@ -15,7 +15,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from nfcore.config import SPPConfig
-from nfcore.edits import with_changes
 from nfcore.fields import describe_validation_error
 from nfcore.statistics import default_panels, measured, panel_keys, switches_for
 
@@ -102,7 +101,7 @@ def measuring(config: SPPConfig, panels: Sequence[str] | None) -> SPPConfig:
     """`config`, also measuring what `panels` draw (Appendix G, gradients), as the CLI's
     --panels switches those measurements on."""
     switches = {k: v for k, v in switches_for(panels or ()).items() if not getattr(config, k)}
-    return SPPConfig(**with_changes(config.model_dump(), switches)) if switches else config
+    return config.edited(switches) if switches else config
 
 
 def panels_for(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from nfcore.edits import with_changes
 from nfcore.families import DEFAULT_FAMILY, FAMILIES, family, family_defaults
 from nfcore.registry import canonical_activation
 from nfcore.variants import RESNET_LAYOUTS, resnet_depth
@@ -282,6 +283,12 @@ class ModelConfig(BaseModel):
         if self.padding != "zeros":
             parts.append(f"{self.padding} padding")
         return f"{name} ({', '.join(parts)})"
+
+    def edited(self, changes: dict[str, Any]) -> Self:
+        """This config with `changes` applied by the one edit rule (`nfcore.edits`): what
+        followed a changed field (a norm's conv and alpha, say) is dropped unless `changes`
+        sets it too. A ValidationError when the result is not a valid config."""
+        return type(self)(**with_changes(self.model_dump(), changes))
 
 
 class SPPConfig(ModelConfig):

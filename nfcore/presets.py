@@ -19,7 +19,6 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nfcore.config import SPPConfig
-from nfcore.edits import with_changes
 
 PAPER_DEPTH: Final[int] = 600  # ResNetV2-600 / ResNet-600 in every SPP figure of the paper
 # Measured on a 2-core CPU: 0.5-0.8 s per 600-layer run, 1.7 s without the stem max-pool (Fig. 7).
@@ -120,7 +119,7 @@ def rescale_config(config: SPPConfig, **changes: Any) -> SPPConfig:
         raise ValueError(
             f"cannot rescale {', '.join(refused)}; only {', '.join(sorted(RESCALABLE_FIELDS))}"
         )
-    return SPPConfig(**with_changes(config.model_dump(), changes))
+    return config.edited(changes)
 
 
 def _run(label: str, **model: Any) -> PresetRun:

@@ -17,7 +17,6 @@ from app import controls, exports, figures, problems, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
 from nfcore.config import SPPConfig, config_hash
-from nfcore.edits import with_changes
 from nfcore.plots import RUN_COLORS
 from nfcore.presets import PRESETS, Preset, get_preset
 from nfcore.result import SPPResult
@@ -217,7 +216,7 @@ def _preset_text(preset: Preset) -> None:
 def _set_border(preset_id: str, padding: str) -> None:
     """The figure with this border: the same state the sidebar toggle edits."""
     config = controls.current_config()
-    bordered = SPPConfig(**with_changes(config.model_dump(), {"padding": padding}))
+    bordered = config.edited({"padding": padding})
     controls.set_config(bordered, preset=preset_id)
 
 

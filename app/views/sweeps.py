@@ -26,7 +26,6 @@ from app.controls import RESOLUTIONS, WIDTHS
 from app.figures import dashboard_figure, themed
 from app.sweeps import Axis, BadSweep, Sweep
 from nfcore.config import SPPConfig
-from nfcore.edits import with_changes
 from nfcore.families import FAMILIES, family
 from nfcore.fields import describe_validation_error, field_bounds
 from nfcore.registry import BUILTIN_ACTIVATIONS
@@ -165,7 +164,7 @@ def _on_base_change(name: str) -> None:
     if isinstance(value, float):
         value = round(value, 6)
     try:
-        base = SPPConfig(**with_changes(sweep.base.model_dump(), {name: value}))
+        base = sweep.base.edited({name: value})
     except ValidationError as error:
         _refuse(describe_validation_error(error))
         return

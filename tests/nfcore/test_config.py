@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nfcore.config import ModelConfig, SPPConfig, config_hash
+from nfcore.config import ModelConfig, SPPConfig, TrainConfig, config_hash
 from nfcore.edits import DERIVED_FIELDS, with_changes
 from nfcore.families import norm_default_fields
 from nfcore.fields import describe_validation_error
@@ -105,6 +105,10 @@ def test_switching_nf_regnet_and_its_bn_twin_swaps_the_norms_defaults() -> None:
     assert (switched.se_gain, switched.skipinit) == (0.5, False)
     both = SPPConfig(**with_changes(nf.model_dump(), {"norm": "bn", "skipinit": True}))
     assert (both.se_gain, both.skipinit) == (1.0, True)
+    # The config's own method is the same rule, keeping the config's kind.
+    assert nf.edited({"norm": "bn"}) == bn and chosen.edited({"norm": "bn"}) == switched
+    trained = TrainConfig(family="nf_regnet", width=0.5).edited({"norm": "bn"})
+    assert isinstance(trained, TrainConfig) and trained.alpha is None and trained.se_gain == 1.0
 
 
 def test_switching_a_resnets_norm_keeps_its_se_gain_and_skipinit() -> None:
