@@ -30,7 +30,6 @@ from nfcore.variants import RESNET_LAYOUTS, resnet_depth
 Norm = Literal["bn", "nf", "none", "fixup"]
 Order = Literal["bn-relu-conv", "relu-bn-conv"]
 Conv = Literal["ws", "he"]
-Variant = Literal["B0", "B1", "B2", "B3", "B4", "B5"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal["digits", "cifar10", "gaussian"]
@@ -42,6 +41,12 @@ NORM_PREFIX: dict[str, str] = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "
 MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-600)
 
 MAX_GAMMA = 100.0  # far above any activation gain (sigmoid needs about 4.8)
+
+
+def _all_variants() -> list[str | None]:
+    """Every variant a family names (the API schema's enum; each family checks its own)."""
+    names = dict.fromkeys(name for row in FAMILIES.values() for name in row.variants)
+    return [*names, None]
 
 
 class ModelConfig(BaseModel):
@@ -74,7 +79,12 @@ class ModelConfig(BaseModel):
         max_length=4,
         description="Custom ResNet blocks per stage (1 to 4 stages); overrides depth.",
     )
-    variant: Variant | None = Field(None, description="NF-RegNet variant B0-B5.")
+    variant: str | None = Field(
+        None,
+        max_length=32,
+        description="Variant of a family sized by variants (NF-RegNet: B0-B5).",
+        json_schema_extra=lambda schema: schema.update(enum=_all_variants()),
+    )
     norm: Norm | None = Field(
         None,
         description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup: in resnetv2 FixUp "

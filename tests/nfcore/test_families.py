@@ -93,3 +93,31 @@ def test_a_new_row_has_a_signal_propagation_plot(hybrid: FamilyRow) -> None:
     assert all(b.transition for b in result.blocks)  # each block starts a stage
     assert all(b.avg_channel_var > 0 and b.residual_avg_channel_var > 0 for b in result.blocks)
     assert family("hybrid") is HYBRID
+
+
+# Made up too: a family sized by variants of its own names, as NF-RegNet is by B0-B5.
+TINYNET = FamilyRow(
+    "tinynet", "TinyNet", "A made-up family with its own variants", "TinyNet", ("nf", "bn"),
+    {"variant": "F0", "norm": "nf", "activation": "silu", "se_gain": 2.0, "skipinit": True},
+    norm_defaults={"bn": {"se_gain": 1.0, "skipinit": False}},
+    sized_by="variant",
+    variants={"F0": {"width": (16, 24, 32, 48), "depth": (1, 1, 2, 1)},
+              "F1": {"width": (16, 32, 48, 64), "depth": (1, 2, 2, 2)}},
+    stem="nf_regnet", block="nf_regnet", head="conv_norm_act", first_stage_strided=True,
+)  # fmt: skip
+
+
+def test_a_family_names_its_own_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config takes a variant any family names (it was a fixed list, B0-B5, so a row
+    with its own variants could not be used), and each family checks its own."""
+    monkeypatch.setitem(FAMILIES, TINYNET.name, TINYNET)
+    config = SPPConfig(family="tinynet", variant="F1", resolution=32, batch=2)
+    assert config.stage_layout == (1, 2, 2, 2) and config.label.startswith("NF-TinyNet-F1 ")
+    assert config.edited({"variant": "F0"}).stage_layout == (1, 1, 2, 1)
+    assert run_spp(config.edited({"variant": "F0"})).meta.num_blocks == 5
+    with pytest.raises(ValidationError, match="variant: 'B0' is not a variant of tinynet"):
+        SPPConfig(family="tinynet", variant="B0")
+    with pytest.raises(ValidationError, match="variant: 'F0' is not a variant of nf_regnet"):
+        SPPConfig(family="nf_regnet", variant="F0")
+    enum = SPPConfig.model_json_schema()["properties"]["variant"]["enum"]
+    assert {"B0", "F0", "F1"} <= set(enum)
