@@ -319,7 +319,7 @@ def cmd_gamma(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from nfcore.models import model_catalog
+    from nfcore.catalog import model_catalog
 
     rows = model_catalog()
     if args.json:

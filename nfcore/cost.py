@@ -55,7 +55,7 @@ class Cost:
       autograd keeps the input of every conv, BN, activation, S+E and pool (a ReLU keeps its
       output instead, often also the next conv's input: counted twice) for the backward pass,
       which adds one unit's peak of gradients in flight: 1.3 to 1.6 times the measured peak.
-    - `parameters`: exact, as `nfcore.models.parameter_count`.
+    - `parameters`: exact (`parameter_count`), as the built network's.
     - `weight_bytes`: the float32 weights, and with Scaled WS the standardized copy of them
       that the engine caches for the run (counted for every parameter: an upper bound).
     - `blocks`: residual blocks.
@@ -228,6 +228,11 @@ def _units(config: ModelConfig, resolution: int) -> list[_Unit]:
     classifier = _Unit.along(head, x.numel, 2 * features * classes, features * classes + classes)
     units.append(replace(classifier, calls=classifier.calls + 1))
     return units
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Number of parameters of `config`'s network, exactly as built (torch-free)."""
+    return estimate(config, batch=1, resolution=config.total_stride).parameters
 
 
 def estimate(

@@ -19,7 +19,6 @@ from nfcore import plan
 from nfcore.activations import get_activation, he_gain, resolve_gamma
 from nfcore.blocks import ResidualBlock
 from nfcore.config import ModelConfig
-from nfcore.families import FAMILIES
 from nfcore.layers import (
     Activation,
     CircularAvgPool2d,
@@ -29,7 +28,6 @@ from nfcore.layers import (
     ScaledWSConv2d,
     SqueezeExcite,
 )
-from nfcore.variants import RESNET_LAYOUTS
 
 
 class Network(nn.Module):
@@ -289,27 +287,3 @@ def retune(model: Network, config: ModelConfig) -> None:
             if getattr(module.activation, "gain_is_gamma", False):
                 module.activation.gain = parts.gamma
     model.gamma = parts.gamma
-
-
-def parameter_count(config: ModelConfig) -> int:
-    """Number of parameters, counted on the meta device (no memory, no initialization)."""
-    parts = _Parts.of(config)
-    with torch.device("meta"):
-        model = _build(parts)
-    return sum(p.numel() for p in model.parameters())
-
-
-def model_catalog() -> list[dict]:
-    """Every named model at width 1 with 1000 classes, per family and each of its catalog
-    norms: family, norm, depth or variant, layout, parameters."""
-    rows = []
-    for row in FAMILIES.values():
-        sizes = row.variants if row.sized_by == "variant" else RESNET_LAYOUTS
-        for norm in row.catalog_norms:
-            for size in sizes:
-                key = "variant" if row.sized_by == "variant" else "depth"
-                config = ModelConfig(family=row.name, norm=norm, **{key: size})
-                rows.append({"family": row.name, "norm": norm, "depth": config.depth,
-                             "variant": config.variant, "layout": list(config.stage_layout),
-                             "parameters": parameter_count(config)})  # fmt: skip
-    return rows

@@ -1,5 +1,4 @@
-"""/v1/models, /v1/activations, /v1/presets, /v1/limits: what can be asked for (precomputed,
-no torch)."""
+"""/v1/models, /v1/activations, /v1/presets, /v1/limits: what can be asked for (no torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from fastapi import APIRouter
 
 from api.deps import Jobs, Settings
 from api.schemas import ActivationRow, Limits, ModelRow
-from nfcore.catalog import GAMMA_TABLE, MODEL_CATALOG
+from nfcore.catalog import GAMMA_TABLE, model_catalog
 from nfcore.presets import PRESETS, Preset
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -18,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 def models(jobs: Jobs) -> list[ModelRow]:
     """Every named model at width 1 with 1000 classes, with its parameter count; then every
     model plugin a live worker has (family 'plugin'), with its argument schema."""
-    rows = [ModelRow(**row) for row in MODEL_CATALOG]
+    rows = [ModelRow(**row) for row in model_catalog()]
     try:
         plugins = jobs.plugins()
     except redis.RedisError:  # the built-in catalog needs no Redis

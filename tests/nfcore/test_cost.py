@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from nfcore.config import ModelConfig, SPPConfig, TrainConfig
-from nfcore.cost import FLOAT32_BYTES, Cost, estimate
+from nfcore.cost import FLOAT32_BYTES, Cost, estimate, parameter_count
 from nfcore.foreign_cost import LiveBytes
-from nfcore.models import Network, build_model, parameter_count
+from nfcore.models import Network, build_model
 from nfcore.spp import measurement_mode
 from nfcore.variants import PAPER_RESNET_DEPTHS
 
@@ -137,7 +137,9 @@ def measured_activation_bytes(config: SPPConfig) -> int:
 def test_parameters_equal_the_builders_count(config: dict[str, Any]) -> None:
     model_config = ModelConfig(**config)
     cost = estimate(model_config, batch=1, resolution=64)
-    assert cost.parameters == parameter_count(model_config)
+    with torch.device("meta"):  # the built network's count, without memory or initialization
+        built = sum(p.numel() for p in build_model(model_config).parameters())
+    assert cost.parameters == parameter_count(model_config) == built
     assert cost.blocks == model_config.num_blocks
 
 
@@ -200,9 +202,14 @@ def test_circular_padding_keeps_the_parameters_and_flops(
     config: dict[str, Any], resolution: int
 ) -> None:
     zeros, circular = ModelConfig(**config), ModelConfig(**config, padding="circular")
-    assert parameter_count(circular) == parameter_count(zeros)
+    models = [build_model(c, seed=0) for c in (zeros, circular)]
+    assert (
+        parameter_count(circular)
+        == parameter_count(zeros)
+        == sum(p.numel() for p in models[1].parameters())
+    )
     x = torch.randn(2, 3, resolution, resolution)
-    counted = [measured_flops(build_model(c, seed=0), x) for c in (zeros, circular)]
+    counted = [measured_flops(model, x) for model in models]
     assert counted[0] == counted[1]  # the border changes what a conv reads, not its work
     costs = [estimate(c, batch=2, resolution=resolution) for c in (zeros, circular)]
     assert costs[0].flops == costs[1].flops and costs[0].parameters == costs[1].parameters

@@ -11,11 +11,11 @@ import torch
 from pydantic import ValidationError
 
 from nfcore.config import SPPConfig
-from nfcore.cost import estimate
+from nfcore.cost import estimate, parameter_count
 from nfcore.edits import with_changes
 from nfcore.families import FAMILIES, FamilyRow, family
 from nfcore.fields import describe_validation_error
-from nfcore.models import build_model, parameter_count
+from nfcore.models import build_model
 from nfcore.plan import plan
 from nfcore.spp import run_spp
 from nfcore.train_presets import short_name
