@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the settings, the Redis client and job service, the write token.
+"""FastAPI dependencies: the settings, the Redis client, the job queue, the job service and
+the admission policies, the write token.
 
 Each is `async def` although none waits on anything: FastAPI runs a plain `def` dependency in
 its threadpool, a thread hop per dependency per request, which thousands of waiting requests
@@ -13,10 +14,12 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from api.admission import Admission
 from api.errors import Unauthorized
 from api.jobs import JobService
 from api.settings import ApiSettings
 from api.waiting import EndWatch
+from contract import JobQueue
 
 
 async def get_settings(request: Request) -> ApiSettings:
@@ -32,11 +35,22 @@ async def get_end_watch(request: Request) -> EndWatch:
     return request.app.state.end_watch
 
 
+async def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
 async def get_jobs(
-    connection: Annotated[redis.Redis, Depends(get_redis)],
+    queue: Annotated[JobQueue, Depends(get_queue)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
 ) -> JobService:
-    return JobService(connection, settings)
+    return JobService(queue, settings)
+
+
+async def get_admission(
+    queue: Annotated[JobQueue, Depends(get_queue)],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+) -> Admission:
+    return Admission(queue, settings)
 
 
 async def require_token(
@@ -53,5 +67,7 @@ async def require_token(
 
 Settings = Annotated[ApiSettings, Depends(get_settings)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
+Admit = Annotated[Admission, Depends(get_admission)]
+Queue = Annotated[JobQueue, Depends(get_queue)]
 Redis = Annotated[redis.Redis, Depends(get_redis)]
 Waiting = Annotated[EndWatch, Depends(get_end_watch)]

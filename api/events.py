@@ -10,11 +10,8 @@ and reads the job's attempt in the same atomic step, as the worker changes both 
 
 from __future__ import annotations
 
-import redis
-from rq.job import Job
-
 from api.job_view import attempt_of
-from contract import EVENTS_KEY, key_for
+from contract import EVENTS_KEY, JobQueue, key_for
 
 MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
 # Bytes of events (their JSON as stored) one read returns, at most: the API parses a page
@@ -22,12 +19,13 @@ MAX_EVENTS_PAGE = 10_000  # events returned by one read, at most
 MAX_EVENTS_PAGE_BYTES = 2**20
 SCRIPT_CHUNK = 64  # events the script reads from the list at a time
 
-# KEYS: the job's hash, its events. ARGV: the first index, the most events, the most bytes,
-# the chunk. Returns the job's meta (nil when gone) and the page.
+# KEYS: the hash of the job's record, its events. ARGV: the hash's field of the job's meta,
+# the first index, the most events, the most bytes, the chunk. Returns the job's meta (nil when
+# gone) and the page.
 PAGE_SCRIPT = """
-local start, count = tonumber(ARGV[1]), tonumber(ARGV[2])
-local budget, chunk = tonumber(ARGV[3]), tonumber(ARGV[4])
-local meta = redis.call('HGET', KEYS[1], 'meta')
+local start, count = tonumber(ARGV[2]), tonumber(ARGV[3])
+local budget, chunk = tonumber(ARGV[4]), tonumber(ARGV[5])
+local meta = redis.call('HGET', KEYS[1], ARGV[1])
 local page, bytes = {}, 0
 while #page < count do
   local first = start + #page
@@ -49,15 +47,16 @@ return {meta, page}
 
 
 def read_events(
-    connection: redis.Redis,
-    job: Job,
+    queue: JobQueue,
+    job_id: str,
     start: int,
     limit: int,
     max_bytes: int = MAX_EVENTS_PAGE_BYTES,
 ) -> tuple[int, list[bytes]]:
     """The job's current attempt, and its events from index `start` on: at most `limit` of
     them and `max_bytes` of their JSON (one, however large, when the first alone is more)."""
-    script = connection.register_script(PAGE_SCRIPT)
-    keys = [job.key, key_for(EVENTS_KEY, job.id)]
-    meta, page = script(keys=keys, args=[start, limit, max_bytes, SCRIPT_CHUNK])
-    return attempt_of(meta, job.serializer), list(page)
+    script = queue.connection.register_script(PAGE_SCRIPT)
+    record, field = queue.meta_field(job_id)
+    keys = [record, key_for(EVENTS_KEY, job_id)]
+    meta, page = script(keys=keys, args=[field, start, limit, max_bytes, SCRIPT_CHUNK])
+    return attempt_of(meta, queue), list(page)

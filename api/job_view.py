@@ -1,5 +1,6 @@
-"""What a user reads about a job: its view (the `JobView` schema), read defensively from RQ's
-job record and our meta (a job written into Redis by someone else must not break the API)."""
+"""What a user reads about a job: its view (the `JobView` schema), read defensively from the
+queue's record of it and our meta (a job written into Redis by someone else must not break the
+API)."""
 
 from __future__ import annotations
 
@@ -7,59 +8,63 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from rq.job import Job
-
-from contract import META_ATTEMPT, META_DEVICE, META_PROGRESS, JobState, key_for
+from contract import (
+    META_ATTEMPT,
+    META_DEVICE,
+    META_PROGRESS,
+    JobQueue,
+    JobRecord,
+    JobState,
+    key_for,
+)
 
 # A running job's worker renews it every third of HEARTBEAT_TTL (worker/main.py `_beat`),
 # setting its expiry in the started-job registry to that moment plus the TTL. Two thirds of the
 # TTL without a renewal is a renewal missed by a whole interval: more than a slow Redis call or
 # a busy CPU delays one, and still a third of the TTL before the job is given up.
 LATE_FRACTION_OF_TTL = 2 / 3
-MAX_EXECUTIONS_READ = 8  # a job runs once at a time; more entries are a record to distrust
 
 
-def job_view(job: Job, state: JobState, kind: str, connection: redis.Redis) -> dict[str, Any]:
-    """The JSON of a job in `state`, of `kind` ("spp" or "train")."""
+def job_view(job: JobRecord, kind: str, queue: JobQueue) -> dict[str, Any]:
+    """The JSON of a job of `kind` (as a user sees it: "spp", "train")."""
+    state = job.state
     done, total = progress_of(job)
     started, ended = job.started_at, job.ended_at
     return {
         "id": job.id,
         "kind": kind,
-        "label": job.description,
+        "label": job.label,
         "state": state,
         "progress": {"done": done, "total": total},
-        "attempt": _count(meta_of(job).get(META_ATTEMPT)),
+        "attempt": _count(job.meta.get(META_ATTEMPT)),
         "url": f"/v1/jobs/{job.id}",
         "result_url": f"/v1/jobs/{job.id}/result" if state == JobState.finished else None,
         "enqueued_at": _iso(job.enqueued_at),
         "started_at": _iso(started),
         "ended_at": _iso(ended),
         "run_seconds": (ended - started).total_seconds() if started and ended else None,
-        "device": _text(meta_of(job).get(META_DEVICE)),
-        "error": _error_message(job, connection) if state == JobState.failed else None,
-        "config": config_of(job),
-        "heartbeat": heartbeat_of(job, connection) if state == JobState.running else None,
+        "device": _text(job.meta.get(META_DEVICE)),
+        "error": _error_message(job, queue) if state == JobState.failed else None,
+        "config": job.config,
+        "heartbeat": heartbeat_of(job, queue) if state == JobState.running else None,
     }
 
 
-def heartbeat_of(job: Job, connection: redis.Redis) -> dict[str, Any] | None:
-    """How recently a running job's worker renewed it (the `Heartbeat` schema), from what RQ
-    writes: the job's `last_heartbeat` and its execution's expiry in the started-job registry
-    (the TTL is their difference, the one the worker used). None where the record has no
-    heartbeat."""
+def heartbeat_of(job: JobRecord, queue: JobQueue) -> dict[str, Any] | None:
+    """How recently a running job's worker renewed it (the `Heartbeat` schema), from what the
+    queue records: the job's `last_heartbeat` and when it counts as abandoned (the TTL is their
+    difference, the one the worker used). None where the record has no heartbeat."""
     last = job.last_heartbeat
     if not isinstance(last, datetime):
         return None
     if last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)  # RQ writes UTC
+        last = last.replace(tzinfo=UTC)  # the queue writes UTC
     moment = datetime.now(UTC)
     age = max(0.0, (moment - last).total_seconds())
-    expiry = _expiry(job, connection)
+    expiry = queue.heartbeat_expiry(job)
     if expiry is None or not math.isfinite(expiry):  # none, or a job given no TTL (+inf)
         return {"age": round(age, 1), "late": False, "abandoned_in": None}
-    # RQ scores whole seconds: the renewal's second (truncated) plus the TTL (whole seconds).
+    # Expiries are whole seconds: the renewal's second (truncated) plus the TTL (whole seconds).
     ttl = math.ceil(expiry - last.timestamp() - 1e-6)
     return {
         "age": round(age, 1),
@@ -68,44 +73,13 @@ def heartbeat_of(job: Job, connection: redis.Redis) -> dict[str, Any] | None:
     }
 
 
-def _expiry(job: Job, connection: redis.Redis) -> float | None:
-    """When RQ counts the job abandoned (its latest execution's score in the started-job
-    registry, whose members are `<job id>:<execution id>`), or None where it has none."""
-    executions = connection.zrange(job.execution_registry.key, 0, MAX_EXECUTIONS_READ - 1)
-    if not executions:
-        return None
-    members = [f"{job.id}:{_decoded(execution)}" for execution in executions]
-    scores = [s for s in connection.zmscore(job.started_job_registry.key, members) if s is not None]
-    return max(scores) if scores else None
-
-
-def _decoded(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def config_of(job: Job) -> dict[str, Any] | None:
-    """The config the job was submitted with (its one argument), or None where the record is
-    not what the API enqueues."""
-    try:
-        args = job.args
-    except Exception:  # not JSON, or not RQ's (function, instance, args, kwargs)
-        return None
-    if isinstance(args, list | tuple) and len(args) == 1 and isinstance(args[0], dict):
-        return args[0]
-    return None
-
-
-def progress_of(job: Job) -> tuple[int, int]:
+def progress_of(job: JobRecord) -> tuple[int, int]:
     """Done and total of the job's progress; (0, 0) where the meta is not what the worker
     writes (a job written into Redis by someone else must not break the API)."""
-    progress = meta_of(job).get(META_PROGRESS)
+    progress = job.meta.get(META_PROGRESS)
     if not isinstance(progress, dict):
         return 0, 0
     return _count(progress.get("done")), _count(progress.get("total"))
-
-
-def meta_of(job: Job) -> dict[str, Any]:
-    return job.meta if isinstance(job.meta, dict) else {}
 
 
 def _text(value: Any) -> str | None:
@@ -116,10 +90,10 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def attempt_of(meta: bytes | None, serializer: Any) -> int:
+def attempt_of(meta: bytes | None, queue: JobQueue) -> int:
     """The attempt number in a job's raw meta (0: not started yet)."""
     try:
-        value = serializer.loads(meta) if meta else None
+        value = queue.decode_meta(meta) if meta else None
     except ValueError:
         return 0
     return _count(value.get(META_ATTEMPT) if isinstance(value, dict) else None)
@@ -129,15 +103,11 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _error_message(job: Job, connection: redis.Redis) -> str:
+def _error_message(job: JobRecord, queue: JobQueue) -> str:
     """The exception's last line, or a sentence saying the worker died."""
-    try:
-        latest = job.latest_result()
-        text = (latest.exc_string if latest is not None else None) or job.exc_info or ""
-    except Exception:  # a results stream RQ cannot read: not written by one of our workers
-        text = ""
+    text = queue.error_text(job)
     if "AbandonedJobError" in text:
-        attempts = _count(_number(connection.get(key_for("attempts", job.id)))) or 1
+        attempts = _count(_number(queue.connection.get(key_for("attempts", job.id)))) or 1
         return (
             "the worker running this job stopped (killed, or out of memory); "
             f"it was tried {attempts} time{'s' if attempts != 1 else ''}"

@@ -22,6 +22,7 @@ from api.settings import ApiSettings, get_settings
 from api.waiting import EndWatch
 from contract import connect, connect_async
 from contract.reaper import reap_abandoned
+from contract.rq_queue import RQJobQueue
 
 log = logging.getLogger("api")
 
@@ -73,7 +74,7 @@ async def _maintain(app: FastAPI) -> None:
     while True:
         await asyncio.sleep(settings.maintenance_interval)
         try:
-            await asyncio.to_thread(reap_abandoned, app.state.redis, settings)
+            await asyncio.to_thread(reap_abandoned, app.state.queue, settings)
         except redis.RedisError as error:
             log.warning("maintenance skipped: %s", error)
 
@@ -107,7 +108,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.redis = connect(settings)
     app.state.async_redis = connect_async(settings)
-    app.state.end_watch = EndWatch(app.state.async_redis, settings.max_waiters)
+    app.state.queue = RQJobQueue(app.state.redis)  # the job queue's one adapter
+    app.state.end_watch = EndWatch(app.state.async_redis, settings.max_waiters, app.state.queue)
     errors.install(app)
     routers = (spp.router, train.router, sweeps.router, jobs.router, catalog.router, health.router)
     for router in routers:

@@ -24,7 +24,7 @@ import redis
 import redis.asyncio
 from starlette.concurrency import run_in_threadpool
 
-from contract import ENDED_CHANNEL, TaskJob, key_for
+from contract import ENDED_CHANNEL, JobQueue, key_for
 
 MAX_WAIT_SECONDS: Final = 30.0  # longest `wait` a request may ask for
 # How often every waited-for job is looked at, for ends that sent no message; also the most a
@@ -36,7 +36,6 @@ RECONNECT_SECONDS: Final = 0.5
 RETRY_AFTER_SECONDS: Final = 1
 # Longest an API shutdown waits for the watch's tasks (a Redis close can hang on a dead host).
 STOP_SECONDS: Final = 2.0
-_FINAL_STATES: Final = frozenset({b"finished", b"failed", b"stopped", b"canceled"})
 _CHANNEL_PREFIX: Final = key_for(ENDED_CHANNEL, "")
 
 log = logging.getLogger("api")
@@ -55,8 +54,9 @@ class EndWatch:
     """The requests of one API process waiting for jobs to end, and the one subscription
     that wakes them. `start` and `stop` it in the app's lifespan."""
 
-    def __init__(self, client: redis.asyncio.Redis, max_waiters: int) -> None:
+    def __init__(self, client: redis.asyncio.Redis, max_waiters: int, queue: JobQueue) -> None:
         self.client = client
+        self.queue = queue  # where a job's status is, and which statuses are final
         self.max_waiters = max_waiters
         self.waiting = 0
         self.reads = SharedReads()
@@ -89,7 +89,7 @@ class EndWatch:
         The request is registered before its job is looked at, and the subscription covers
         every job, so an end between the look and the wait wakes it."""
         if not self.running:  # an app served without its lifespan (no watch): look once
-            return bool(await ended_among(self.client, [job_id]))
+            return bool(await ended_among(self.client, self.queue, [job_id]))
         if self.waiting >= self.max_waiters:
             raise TooManyWaiters
         woken: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -172,7 +172,7 @@ class EndWatch:
             if not job_ids:
                 continue
             try:
-                ended = await ended_among(self.client, job_ids)
+                ended = await ended_among(self.client, self.queue, job_ids)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
                 _reraise_if_cancelled()
                 # Looked at again on the next round. A lost connection also ends the
@@ -196,17 +196,19 @@ def _reraise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-async def ended_among(client: redis.asyncio.Redis, job_ids: list[str]) -> list[str]:
+async def ended_among(
+    client: redis.asyncio.Redis, queue: JobQueue, job_ids: list[str]
+) -> list[str]:
     """The jobs whose result is cached, whose state is final, or that no longer exist."""
     async with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.exists(key_for("result", job_id))
-            pipe.hget(TaskJob.key_for(job_id), "status")
+            pipe.hget(*queue.status_field(job_id))
         replies = await pipe.execute()
     return [
         job_id
         for job_id, cached, status in zip(job_ids, replies[::2], replies[1::2], strict=True)
-        if cached or status is None or status in _FINAL_STATES
+        if cached or status is None or queue.is_final(status)
     ]
 
 

@@ -1,26 +1,16 @@
 """What the API (producer) and the workers (consumers) agree on, in one small torch-free package.
 
-Both import it and neither imports the other: the queues and their tasks, named by dotted
-path so the API never loads the worker (or torch), the job class that runs only those tasks
-(`jobs`); Redis key names (`keys`); the shared settings and Redis clients (`settings`); and
-the cleanup of jobs whose worker died (`reaper`).
+Both import it and neither imports the other: the kinds of job as rows, each with its queue,
+task (named by dotted path, so the API never loads the worker, or torch), config, result,
+progress unit and timeout (`kinds`); the allow-list of tasks and the job states (`jobs`); the
+job queue as a port (`queue`) and its one adapter, on RQ (`rq_queue`, imported by whoever
+opens a queue); Redis key names (`keys`); the shared settings and Redis clients
+(`settings`); the resource limits and their words (`limits`); a queue per model plugin and
+what workers advertise of their plugins (`plugins`); and the cleanup of jobs whose worker
+died (`reaper`).
 """
 
-from contract.jobs import (
-    QUEUES,
-    SERIALIZER,
-    SPP_QUEUE,
-    TASKS,
-    TRAIN_QUEUE,
-    JobState,
-    RefusedJob,
-    TaskJob,
-    job_state,
-    progress_total,
-    queue_for,
-    refusal,
-    task_for,
-)
+from contract.jobs import TASKS, JobState, RefusedJob, progress_total, task_for
 from contract.keys import (
     ASKERS_KEY,
     CLAIM_KEY,
@@ -33,14 +23,31 @@ from contract.keys import (
     META_PROGRESS,
     key_for,
 )
-from contract.plugins import (
+from contract.kinds import (
+    KINDS,
+    PLUGIN,
     PLUGIN_QUEUE_PREFIX,
-    PLUGIN_TASK,
-    advertise,
-    available_plugins,
-    known_plugin_queues,
-    plugin_of_queue,
-    plugin_queue,
+    SPP,
+    SPP_QUEUE,
+    TRAIN,
+    TRAIN_QUEUE,
+    JobKind,
+    fixed_queues,
+    kind_of_config,
+    kind_of_queue,
+    queues_in_use,
+    register_kind,
+)
+from contract.plugins import advertise, available_plugins, plugin_of_queue, plugin_queue
+from contract.queue import (
+    JobEnded,
+    JobQueue,
+    JobRecord,
+    NoSuchJob,
+    RunningJob,
+    UnreadableJob,
+    WorkerInfo,
+    live,
 )
 from contract.settings import ServiceSettings, connect, connect_async, redact_url
 
@@ -50,33 +57,43 @@ __all__ = [
     "ENDED_CHANNEL",
     "EVENTS_KEY",
     "KEY_PREFIX",
+    "KINDS",
     "META_ATTEMPT",
     "META_DEVICE",
     "META_KIND",
     "META_PROGRESS",
+    "PLUGIN",
     "PLUGIN_QUEUE_PREFIX",
-    "PLUGIN_TASK",
-    "QUEUES",
-    "SERIALIZER",
+    "SPP",
     "SPP_QUEUE",
     "TASKS",
+    "TRAIN",
     "TRAIN_QUEUE",
+    "JobEnded",
+    "JobKind",
+    "JobQueue",
+    "JobRecord",
     "JobState",
+    "NoSuchJob",
     "RefusedJob",
+    "RunningJob",
     "ServiceSettings",
-    "TaskJob",
+    "UnreadableJob",
+    "WorkerInfo",
     "advertise",
     "available_plugins",
     "connect",
     "connect_async",
-    "job_state",
+    "fixed_queues",
     "key_for",
-    "known_plugin_queues",
+    "kind_of_config",
+    "kind_of_queue",
+    "live",
     "plugin_of_queue",
     "plugin_queue",
     "progress_total",
-    "queue_for",
+    "queues_in_use",
     "redact_url",
-    "refusal",
+    "register_kind",
     "task_for",
 ]  # fmt: skip

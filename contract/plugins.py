@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import pydantic_core
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rq import Worker
 
 from contract.keys import key_for
+from contract.kinds import PLUGIN_QUEUE_PREFIX
+from contract.queue import JobQueue, live
 
-PLUGIN_QUEUE_PREFIX: Final = "plugin."
-PLUGIN_TASK: Final = "worker.tasks.run_plugin_job"
 PLUGIN_KEY: Final = "plugin"
 # A description's JSON, at most: a factory with a few dozen arguments describes itself in a
 # few KiB; more is not a plugin's description, and each request reads it.
@@ -84,33 +82,18 @@ def advertise(connection: redis.Redis, descriptions: list[dict[str, Any]], ttl: 
         pipe.execute()
 
 
-def live_plugin_queues(connection: redis.Redis, heartbeat_ttl: int, serializer: Any) -> set[str]:
+def live_plugin_queues(queue: JobQueue, heartbeat_ttl: int) -> set[str]:
     """The plugin queues a live worker listens on."""
-    moment = datetime.now(UTC)
-    queues: set[str] = set()
-    for worker in Worker.all(connection=connection, serializer=serializer):
-        beat = worker.last_heartbeat
-        if beat is None:
-            continue
-        if beat.tzinfo is None:
-            beat = beat.replace(tzinfo=UTC)
-        if (moment - beat).total_seconds() <= heartbeat_ttl:
-            queues.update(q for q in worker.queue_names() if q.startswith(PLUGIN_QUEUE_PREFIX))
-    return queues
+    workers = live(queue.workers(), heartbeat_ttl)
+    return {name for worker in workers for name in worker.queues if plugin_of_queue(name)}
 
 
-def available_plugins(
-    connection: redis.Redis, heartbeat_ttl: int, serializer: Any
-) -> AdvertisedPlugins:
+def available_plugins(queue: JobQueue, heartbeat_ttl: int) -> AdvertisedPlugins:
     """Every plugin a live worker has, sorted by name, with its description checked."""
-    names = sorted(
-        filter(
-            None, map(plugin_of_queue, live_plugin_queues(connection, heartbeat_ttl, serializer))
-        )
-    )
+    names = sorted(filter(None, map(plugin_of_queue, live_plugin_queues(queue, heartbeat_ttl))))
     if not names:
         return AdvertisedPlugins()
-    raw = connection.mget([key_for(PLUGIN_KEY, name) for name in names])
+    raw = queue.connection.mget([key_for(PLUGIN_KEY, name) for name in names])
     seen = AdvertisedPlugins()
     for name, value in zip(names, raw, strict=True):
         if value is None:
@@ -158,12 +141,3 @@ def _depth(data: Any) -> int:
             children = value.values() if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def known_plugin_queues(connection: redis.Redis) -> list[str]:
-    """Every plugin queue RQ knows of (for the reaper and the job list), live or not."""
-    prefix = f"rq:queue:{PLUGIN_QUEUE_PREFIX}"
-    names = [
-        key.decode() if isinstance(key, bytes) else key for key in connection.smembers("rq:queues")
-    ]
-    return sorted(name.removeprefix("rq:queue:") for name in names if name.startswith(prefix))

@@ -9,7 +9,7 @@ import redis.asyncio
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contract.jobs import TRAIN_QUEUE
+from contract.kinds import kind_of_queue
 
 
 class ServiceSettings(BaseSettings):
@@ -67,7 +67,10 @@ class ServiceSettings(BaseSettings):
     )
 
     def job_timeout(self, queue: str) -> int:
-        return self.train_job_timeout if queue == TRAIN_QUEUE else self.spp_job_timeout
+        """The seconds a job on `queue` may run: its kind's timeout (an SPP's on a queue that
+        is no kind's: a worker never runs a job of it)."""
+        kind = kind_of_queue(queue)
+        return int(getattr(self, kind.timeout if kind is not None else "spp_job_timeout"))
 
 
 def redact_url(url: str) -> str:

@@ -1,6 +1,6 @@
 """The worker container's health check: is an RQ worker of this container registered in Redis?
 
-Exits 0 when Redis lists a live worker whose hostname is this container's (its RQ worker key
+Exits 0 when Redis lists a live worker whose hostname is this container's (its worker record
 exists: the worker started, loaded torch, reached Redis and has not died or expired), else 1
 with the reason on stdout, which `docker inspect` shows. Run inside the worker image as
 `python /srv/worker_healthcheck.py`; it reads REDIS_URL like the worker itself.
@@ -12,9 +12,9 @@ import socket
 import sys
 
 import redis
-from rq import Worker
 
-from contract import SERIALIZER, connect
+from contract import connect
+from contract.rq_queue import RQJobQueue
 from worker.settings import get_settings
 
 
@@ -23,7 +23,7 @@ def main() -> int:
     hostname = socket.gethostname()
     try:
         connection = connect(settings)
-        workers = Worker.all(connection=connection, serializer=SERIALIZER)
+        workers = RQJobQueue(connection).workers()
     except redis.RedisError as error:
         print(f"unhealthy: Redis unreachable ({error})")
         return 1

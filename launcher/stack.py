@@ -26,9 +26,9 @@ import httpx
 import redis
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from rq import Worker
 
-from contract import SPP_QUEUE, TRAIN_QUEUE, redact_url
+from contract import TRAIN, fixed_queues, redact_url
+from contract.rq_queue import RQJobQueue
 from launcher.children import (
     ROOT,
     Child,
@@ -112,12 +112,12 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def redis_answers(url: str, worker: str | None = None) -> bool:
-    """Redis answers PING; with `worker`, RQ also registered that worker (it listens)."""
+    """Redis answers PING; with `worker`, that worker is also registered (it listens)."""
     try:
         with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
             if worker is None:
                 return bool(client.ping())
-            return bool(client.exists(Worker.redis_worker_namespace_prefix + worker))
+            return RQJobQueue(client).worker_registered(worker)
     except redis.RedisError:
         return False
 
@@ -157,9 +157,11 @@ def service_children(settings: LocalSettings, redis_url: str) -> list[Child]:
     train_workers = settings.train_workers
     if train_workers is None:
         train_workers = auto_train_workers(cores, physical_memory())
-    queues = [(f"worker-{i}", [SPP_QUEUE] if train_workers else None, settings.workers)
+    # With training workers, the others serve every other queue (a worker's default: all).
+    others = [name for name in fixed_queues() if name != TRAIN.queue] if train_workers else None
+    queues = [(f"worker-{i}", others, settings.workers)
               for i in range(1, settings.workers + 1)]  # fmt: skip
-    queues += [(f"train-worker-{i}", [TRAIN_QUEUE], train_workers)
+    queues += [(f"train-worker-{i}", [TRAIN.queue], train_workers)
                for i in range(1, train_workers + 1)]  # fmt: skip
     for label, serves, alike in queues:
         env = {**shared, "WORKER_NAME": f"local-{os.getpid()}-{label}"}  # unique: no clash

@@ -3,7 +3,7 @@
 It is a `SimpleWorker` (jobs run in this process, no fork), so torch is imported once and a
 GPU keeps one CUDA context across jobs, and CUDA is never initialized in a process that forks.
 What RQ's forking worker does not give it, or gets wrong for it, is added here:
-- only our own tasks run (`contract.TaskJob`): a job naming any other function, a
+- only our own tasks run (`contract.rq_queue.TaskJob`): a job naming any other function, a
   callback or a webhook fails, and nothing it names is imported or called;
 - a heartbeat thread renews the running job's own execution record, so a job whose worker is
   killed (SIGKILL, out of memory) is seen as abandoned within `HEARTBEAT_TTL` seconds and
@@ -46,20 +46,10 @@ from rq.job import Job, JobStatus
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from contract import (
-    ENDED_CHANNEL,
-    META_PROGRESS,
-    SERIALIZER,
-    TaskJob,
-    connect,
-    key_for,
-    plugin_queue,
-    queue_for,
-    redact_url,
-    refusal,
-)
+from contract import ENDED_CHANNEL, META_PROGRESS, connect, key_for, plugin_queue, redact_url
 from contract.keys import MEMORY_KEY
 from contract.reaper import reap_abandoned
+from contract.rq_queue import SERIALIZER, RQJobQueue, TaskJob, queue_for, refusal
 from worker.guards import (
     MEMORY_SLACK,
     JobLimits,
@@ -354,7 +344,7 @@ class JobWorker(WorkerRecord, SimpleWorker):
 
     def clean_registries(self) -> None:
         # Grant abandoned jobs their retries before RQ's own cleanup fails them.
-        reap_abandoned(self.connection, get_settings())
+        reap_abandoned(RQJobQueue(self.connection), get_settings())
         super().clean_registries()
 
     def _wait_for_redis(self) -> None:

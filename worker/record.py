@@ -24,8 +24,9 @@ from rq.utils import as_text, now, utcparse
 from rq.worker import BaseWorker
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from contract import TaskJob, advertise, queue_for
+from contract import advertise
 from contract.reaper import reap_abandoned
+from contract.rq_queue import RQJobQueue, TaskJob, queue_for
 from worker.settings import get_settings
 
 log = logging.getLogger("worker")
@@ -153,7 +154,7 @@ class WorkerRecord(BaseWorker):
             pipe.delete(self.key, self.executions_key)
             pipe.execute()
         if members:
-            reap_abandoned(self.connection, get_settings())
+            reap_abandoned(RQJobQueue(self.connection), get_settings())
 
 
 def _process_exists(pid: int) -> bool:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from contract import SPP_QUEUE, TRAIN_QUEUE, ServiceSettings
+from contract import ServiceSettings, fixed_queues
 
 
 class WorkerSettings(ServiceSettings):
@@ -15,7 +15,7 @@ class WorkerSettings(ServiceSettings):
         "auto", description="Device for configs that say 'auto': cuda when available, else cpu."
     )
     worker_queues: list[str] = Field(
-        [SPP_QUEUE, TRAIN_QUEUE],
+        fixed_queues(),  # the queue of every kind that has one: ["spp", "train"]
         description='Queues this worker serves, e.g. ["spp"] for SPPs only (JSON list).',
     )
     worker_plugins: list[str] | None = Field(

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs import JobConfig, JobService, Submission
+from api.admission import Admission, JobConfig
+from api.jobs import JobService, Submission
 from api.schemas import JobView
 from api.waiting import MAX_WAIT_SECONDS, RETRY_AFTER_SECONDS, EndWatch, TooManyWaiters
 
@@ -39,19 +40,20 @@ ReplacesQuery = Annotated[
 async def answer_submission(
     config: JobConfig,
     jobs: JobService,
+    admission: Admission,
     response: Response,
     waiter: EndWatch,
     wait: float = 0.0,
     replaces: str | None = None,
 ) -> JobView | Response:
-    """Check the cost, then 200 with the cached result (`X-Cache: hit`) or 202 with the new or
+    """Admit the config (`api.admission`), then 200 with the cached result (`X-Cache: hit`) or 202 with the new or
     already queued job (`X-Cache: miss`); both with `Location: /v1/jobs/<id>`.
 
     With `wait`, a job that finishes within it answers 200 with its result (`X-Cache: miss`).
     An answer with a job carries this request's claim on it (`claim`, `X-Claim`): what it
     gives back with `replaces` when it moves on.
     """
-    submission = await run_in_threadpool(_submit, jobs, config, replaces)
+    submission = await run_in_threadpool(_submit, jobs, admission, config, replaces)
     headers = {"Location": f"/v1/jobs/{submission.job_id}"}
     if submission.cached is not None:
         return _result(submission.cached, headers | {"X-Cache": "hit"})
@@ -86,8 +88,10 @@ async def wait_for(waiter: EndWatch, job_id: str, seconds: float, headers: dict[
         return False
 
 
-def _submit(jobs: JobService, config: JobConfig, replaces: str | None) -> Submission:
-    return jobs.submit(jobs.admit(config), replaces=replaces)
+def _submit(
+    jobs: JobService, admission: Admission, config: JobConfig, replaces: str | None
+) -> Submission:
+    return jobs.submit(admission.admit(config), replaces=replaces)
 
 
 def _result(data: bytes, headers: dict[str, str]) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from fastapi import APIRouter
 
-from api.deps import Jobs, Settings
+from api.deps import Admit, Settings
 from api.schemas import ActivationRow, Limits, ModelRow
 from nfcore.catalog import GAMMA_TABLE, model_catalog
 from nfcore.presets import PRESETS, Preset
@@ -14,12 +14,12 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 @router.get("/models", response_model=list[ModelRow], summary="Families, depths, variants, plugins")
-def models(jobs: Jobs) -> list[ModelRow]:
+def models(admission: Admit) -> list[ModelRow]:
     """Every named model at width 1 with 1000 classes, with its parameter count; then every
     model plugin a live worker has (family 'plugin'), with its argument schema."""
     rows = [ModelRow(**row) for row in model_catalog()]
     try:
-        plugins = jobs.plugins()
+        plugins = admission.plugins()
     except redis.RedisError:  # the built-in catalog needs no Redis
         plugins = {}
     for name, info in plugins.items():

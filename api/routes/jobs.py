@@ -8,13 +8,12 @@ from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Jobs, Waiting, require_token
+from api.errors import Invalid
 from api.events import MAX_EVENTS_PAGE
 from api.jobs import JobService
 from api.routes import WaitQuery, wait_for
 from api.schemas import ErrorBody, EventsPage, JobList, JobView
-from contract import TRAIN_QUEUE
-from nfcore.result import SPPResult
-from nfcore.train_result import csv_of_json
+from contract.kinds import SPP, kind_of_queue, shown
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
@@ -69,10 +68,10 @@ def get_result(job_id: str, jobs: Jobs, format: Literal["json", "csv"] = Query("
     data = jobs.result(job_id)
     if format == "csv":
         kind = jobs.result_kind(job_id, data)
-        if kind == TRAIN_QUEUE:
-            csv = csv_of_json(data)  # its steps and evaluations only, not its SPP frames
-        else:
-            csv = SPPResult.model_validate_json(data).to_csv()
+        row = shown(kind) or kind_of_queue(kind) or SPP  # a record of another's: as an SPP
+        if row.csv is None:
+            raise Invalid(f"format: a {kind} job's result has no CSV form; ask for json")
+        csv = row.csv(data)
         return Response(
             csv,
             media_type="text/csv",

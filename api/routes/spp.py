@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from api.admission import MODEL_REFUSED
 from api.body import body_doc, json_body_of
-from api.deps import Jobs, Waiting, require_token
+from api.deps import Admit, Jobs, Waiting, require_token
 from api.errors import Invalid
-from api.jobs import MODEL_REFUSED
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import SPPConfig
@@ -50,6 +50,7 @@ async def submit_spp(
         SPPConfig | ForeignConfig, Depends(json_body_of(_which, (SPPConfig, ForeignConfig)))
     ],
     jobs: Jobs,
+    admission: Admit,
     waiter: Waiting,
     response: Response,
     wait: WaitQuery = 0.0,
@@ -63,4 +64,4 @@ async def submit_spp(
     200 with the result when it is cached; otherwise 202 with the (new or already queued)
     job, whose id is the hash of the canonical config and the nfcore version.
     """
-    return await answer_submission(config, jobs, response, waiter, wait, replaces)
+    return await answer_submission(config, jobs, admission, response, waiter, wait, replaces)

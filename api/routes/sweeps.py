@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import nfcore
 from api.body import body_doc, json_body
-from api.deps import Jobs, Redis, Settings, require_token
+from api.deps import Admit, Jobs, Redis, Settings, require_token
 from api.errors import Invalid, NotFound
 from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
 from contract import JobState, key_for
@@ -68,13 +68,14 @@ def expand(request: SweepRequest, limit: int) -> list[tuple[dict, SPPConfig]]:
 def submit_sweep(
     request: Annotated[SweepRequest, Depends(json_body(SweepRequest))],
     jobs: Jobs,
+    admission: Admit,
     connection: Redis,
     settings: Settings,
 ) -> SweepView:
     points = expand(request, settings.max_sweep_points)
     for params, config in points:
         try:
-            jobs.check_cost(config)
+            admission.check_cost(config)
         except Invalid as error:
             raise Invalid(f"point {json.dumps(params)}: {error.detail}") from None
     # Equal points (equal values in the grid) are one job: submitted once, costed once.

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from api.body import body_doc, json_body
-from api.deps import Jobs, Waiting, require_token
+from api.deps import Admit, Jobs, Waiting, require_token
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
 from nfcore.config import TrainConfig
@@ -39,6 +39,7 @@ RESPONSES = {
 async def submit_train(
     config: Annotated[TrainConfig, Depends(json_body(TrainConfig))],
     jobs: Jobs,
+    admission: Admit,
     waiter: Waiting,
     response: Response,
     wait: WaitQuery = 0.0,
@@ -50,4 +51,4 @@ async def submit_train(
     job, whose id is the hash of the canonical config and the nfcore version. Follow it with
     GET /v1/jobs/{id}/events?since=N while it runs.
     """
-    return await answer_submission(config, jobs, response, waiter, wait, replaces)
+    return await answer_submission(config, jobs, admission, response, waiter, wait, replaces)

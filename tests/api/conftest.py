@@ -32,7 +32,9 @@ SLOW = {"depth": 600, "width": 0.25, "resolution": 128, "batch": 8, "norm": "nf"
 class WorkerProcess:
     """`python -m worker` in a subprocess, with its log in a file for failing tests to show."""
 
-    def __init__(self, redis_url: str, log_dir: Path, **env: str) -> None:
+    def __init__(
+        self, redis_url: str, log_dir: Path, command: list[str] | None = None, **env: str
+    ) -> None:
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         environment = {
             **os.environ,
@@ -47,7 +49,7 @@ class WorkerProcess:
         }
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker"], cwd=ROOT, env=environment,
+            command or [sys.executable, "-m", "worker"], cwd=ROOT, env=environment,
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

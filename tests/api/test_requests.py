@@ -14,7 +14,8 @@ import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
-from contract import ASKERS_KEY, CLAIM_KEY, SERIALIZER, SPP_QUEUE, key_for
+from contract import ASKERS_KEY, CLAIM_KEY, SPP_QUEUE, key_for
+from contract.rq_queue import SERIALIZER
 from nfcore.config import SPPConfig
 from nfcore.cost import estimate
 from tests.api.conftest import SLOW, TINY

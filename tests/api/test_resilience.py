@@ -18,10 +18,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from api.jobs import JobService
 from api.main import create_app
 from api.settings import ApiSettings
 from contract import SPP_QUEUE, TASKS
+from contract.rq_queue import queue_for
 from tests.api.conftest import SLOW, TINY, WorkerProcess, wait_for
 from tests.conftest import RedisServer
 
@@ -400,8 +400,7 @@ def test_a_payload_the_worker_refuses_fails_with_a_readable_message(
     """An API of another version may enqueue a config this worker finds invalid: the job's
     error must say what is wrong with it, as the API itself would (`depth: 51 has no ...`)."""
     worker = start_worker()
-    jobs = JobService(client.app.state.redis, client.app.state.settings)
-    jobs.queue(SPP_QUEUE).enqueue(
+    queue_for(SPP_QUEUE, client.app.state.redis).enqueue(
         TASKS[SPP_QUEUE], {**TINY, "depth": 51}, job_id="from-another-version", meta={"kind": "spp"}
     )
 

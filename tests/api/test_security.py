@@ -31,8 +31,9 @@ from rq import Queue
 from rq.utils import now, utcformat
 
 from api.settings import ApiSettings
-from contract import SERIALIZER, SPP_QUEUE, TASKS, TRAIN_QUEUE, TaskJob, advertise, key_for
+from contract import SPP_QUEUE, TASKS, TRAIN_QUEUE, advertise, key_for
 from contract.reaper import reap_abandoned
+from contract.rq_queue import SERIALIZER, RQJobQueue, TaskJob
 from tests.api.conftest import TINY, WorkerProcess, wait_for
 
 DONE = ("finished", "failed", "canceled")
@@ -161,7 +162,7 @@ def test_the_reaper_calls_no_failure_callback_a_job_names(
     abandoned_job_with_failure_callback(store)
     settings = ApiSettings(redis_url=redis_url, job_retries=0)
 
-    assert reap_abandoned(store, settings) == 1
+    assert reap_abandoned(RQJobQueue(store), settings) == 1
 
     assert not evil["imported"].exists(), "the API's maintenance imported a module a job named"
     assert not evil["called"].exists()

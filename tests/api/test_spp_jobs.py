@@ -20,7 +20,8 @@ from rq.job import Job, JobStatus
 
 import nfcore
 from api.jobs import JobService
-from contract import SERIALIZER, SPP_QUEUE, key_for
+from contract import SPP_QUEUE, JobRecord, JobState, key_for
+from contract.rq_queue import SERIALIZER
 from nfcore.config import SPPConfig, config_hash
 from nfcore.result import block_keys
 from tests.api.conftest import SLOW, TINY, wait_for
@@ -242,13 +243,16 @@ def test_a_submission_that_meets_the_job_finishing_answers_with_its_result(
     result = {"config": SPPConfig(**TINY).model_dump(mode="json"), "blocks": [], "meta": {}}
     fetch = JobService.fetch
 
-    def fetch_as_the_worker_finishes(self: JobService, wanted: str) -> Job | None:
+    def fetch_as_the_worker_finishes(self: JobService, wanted: str) -> JobRecord | None:
         job = fetch(self, wanted)
-        if job is not None and job.get_status() == JobStatus.QUEUED:
+        if job is not None and job.state == JobState.queued:
             # What the worker does at the end of a job: cache the result, then mark it finished.
             Queue(SPP_QUEUE, connection=store, serializer=SERIALIZER).remove(wanted)
             store.set(key_for("result", wanted), json.dumps(result))
-            job.set_status(JobStatus.FINISHED)
+            Job.fetch(wanted, connection=store, serializer=SERIALIZER).set_status(
+                JobStatus.FINISHED
+            )
+            job = fetch(self, wanted)  # the job as it is now
         return job
 
     monkeypatch.setattr(JobService, "fetch", fetch_as_the_worker_finishes)

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 import nfcore
-from contract import SERIALIZER, SPP_QUEUE, key_for
+from contract import SPP_QUEUE, key_for
+from contract.rq_queue import SERIALIZER
 from nfcore.config import SPPConfig, config_hash
 from nfcore.cost import estimate
 from tests.api.conftest import TINY

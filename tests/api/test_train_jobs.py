@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 import nfcore
-from contract import EVENTS_KEY, SERIALIZER, SPP_QUEUE, TRAIN_QUEUE, key_for
+from contract import EVENTS_KEY, SPP_QUEUE, TRAIN_QUEUE, key_for
+from contract.rq_queue import SERIALIZER, RQRunningJob
 from nfcore.config import TrainConfig, config_hash
 from nfcore.cost import train_costs
 from nfcore.train_result import EVAL_KEYS, STEP_KEYS, written_bytes
@@ -452,7 +453,7 @@ def test_the_events_of_a_run_stop_at_max_train_result_bytes_whatever_the_estimat
 
     job_id = client.post("/v1/train", json=TINY_TRAIN).json()["id"]
     job = Queue(TRAIN_QUEUE, connection=store, serializer=SERIALIZER).fetch_job(job_id)
-    stream = EventStream(job, ttl=60, max_bytes=10_000)
+    stream = EventStream(RQRunningJob(job), ttl=60, max_bytes=10_000)
     with pytest.raises(JobTooLarge, match=r"stopped at step 3: .* MAX_TRAIN_RESULT_BYTES = 1e\+04"):
         for step in range(1, 100):
             stream.add({"kind": "spp", "step": step, "result": "x" * 4000})

@@ -27,6 +27,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from api.waiting import EndWatch
 from contract import ASKERS_KEY, key_for
+from contract.rq_queue import RQJobQueue
 from launcher.localhost import free_port
 from tests.api.conftest import ROOT, SLOW, TINY, WorkerProcess, wait_for
 from tests.conftest import RedisServer
@@ -337,7 +338,7 @@ def test_the_watch_stops_at_once_when_stopped_just_as_a_request_begins_to_wait(r
 
     async def stop_as_a_wait_arrives() -> tuple[bool, float, bool]:
         client = redis.asyncio.Redis.from_url(redis_url)
-        watch = EndWatch(client, max_waiters=10)
+        watch = EndWatch(client, max_waiters=10, queue=RQJobQueue(redis.Redis.from_url(redis_url)))
         await watch.start()
         await asyncio.sleep(0.2)  # subscribed; the look loop waits for work
         waiting = asyncio.create_task(watch.wait_for_end("some-job", 5))

@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 import nfcore
 from app import urlstate
-from contract import META_KIND, META_PROGRESS, SPP_QUEUE, key_for, plugin_queue, queue_for, task_for
+from contract import META_KIND, META_PROGRESS, SPP_QUEUE, key_for, plugin_queue, task_for
+from contract.rq_queue import queue_for
 from launcher.localhost import free_port
 from nfcore.config import SPPConfig, config_hash
 from nfcore.foreign_config import ForeignConfig

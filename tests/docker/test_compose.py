@@ -28,7 +28,8 @@ import pytest
 import redis
 from rq import Worker
 
-from contract import SERIALIZER, SPP_QUEUE, TRAIN_QUEUE
+from contract import SPP_QUEUE, TRAIN_QUEUE
+from contract.rq_queue import SERIALIZER
 from launcher.localhost import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import redis
 from fastapi.testclient import TestClient
 
-from contract import SPP_QUEUE, TASKS, queue_for
+from contract import SPP_QUEUE, TASKS
+from contract.rq_queue import queue_for
 from tests.api.conftest import TINY, WorkerProcess, wait_for
 from tests.api.test_resilience import wait_until
 

@@ -18,9 +18,10 @@ import redis
 from fastapi.testclient import TestClient
 from rq.job import JobStatus
 
-from contract import SPP_QUEUE, ServiceSettings, key_for, queue_for
+from contract import SPP_QUEUE, ServiceSettings, key_for
 from contract.keys import MEMORY_KEY
 from contract.reaper import reap_abandoned
+from contract.rq_queue import RQJobQueue, queue_for
 from tests.api.conftest import SLOW, TINY, WorkerProcess, wait_for
 from tests.api.test_train_jobs import TINY_TRAIN
 from worker.guards import JobLimits, JobOutOfMemory, JobOutOfTime, Limits, rss_bytes
@@ -135,7 +136,9 @@ def test_a_job_whose_worker_died_near_its_memory_limit_fails_saying_so_and_is_no
     remember(store, far, rss=2**30, limit=10 * 2**30)
     unrecorded = started_and_abandoned(client, store, seed=3)
 
-    assert reap_abandoned(store, ServiceSettings(redis_url=redis_url, job_retries=1)) == 3
+    assert (
+        reap_abandoned(RQJobQueue(store), ServiceSettings(redis_url=redis_url, job_retries=1)) == 3
+    )
 
     failed = client.get(f"/v1/jobs/{near}").json()
     assert failed["state"] == "failed", failed
@@ -153,7 +156,7 @@ def test_a_record_in_the_started_registry_that_is_not_the_apis_does_not_stop_the
     store.hset(f"rq:job:{bogus}", "created_at", "garbage")
     good = started_and_abandoned(client, store, seed=5)
 
-    reap_abandoned(store, ServiceSettings(redis_url=redis_url, job_retries=1))
+    reap_abandoned(RQJobQueue(store), ServiceSettings(redis_url=redis_url, job_retries=1))
 
     assert client.get(f"/v1/jobs/{good}").json()["state"] == "queued"
     registry = queue_for(SPP_QUEUE, store).started_job_registry

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contract import SERIALIZER, connect, queue_for
+from contract import connect
+from contract.rq_queue import SERIALIZER, queue_for
 from tests.api.conftest import TINY, WorkerProcess
 from worker.main import PUBSUB_STOP_TIMEOUT, JobWorker, build_worker
 from worker.settings import WorkerSettings
