@@ -132,7 +132,15 @@ def _candidates(model: nn.Module) -> str:
 def select(model: nn.Module, spec: BlockSpec, what: str = "blocks") -> list[tuple[str, nn.Module]]:
     """The modules `spec` names, in forward (registration) order; a pattern or name that
     matches nothing raises SelectionError naming it and the first candidates."""
-    named = _named(model)
+    return select_in(dict(model.named_modules()), spec, what)
+
+
+def select_in(
+    modules: dict[str, nn.Module], spec: BlockSpec, what: str = "blocks"
+) -> list[tuple[str, nn.Module]]:
+    """`select` among a model's `named_modules` already listed."""
+    named = [(name, module) for name, module in modules.items() if name]
+    model = modules[""]
     if callable(spec):
         chosen = [(name, module) for name, module in named if spec(name, module)]
         if not chosen:
@@ -367,8 +375,8 @@ def _left_by_the_container_rule(
         candidates = auto_blocks(model)
     except SelectionError:
         return []
-    names = {block.name for block in chosen}
-    known = names | {item.name for item in said}
+    names = [block.name for block in chosen]  # in block order: the sentences say them so
+    known = {*names, *(item.name for item in said)}
     out = []
     for candidate in candidates:
         if candidate.name in known:

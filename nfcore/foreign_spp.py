@@ -5,13 +5,16 @@
     result = measure(my_model, blocks=["layer*.*"], residual=["layer*.*.bn3"], gradients=True)
     spp_figure([result, run_spp(SPPConfig(depth=50, norm="nf"))]).show()
 
-The same engine as `nfcore.spp`: hooks reduce each block's output (and, where `residual`
-names it, its residual branch f(x)) to the statistics of `nfcore.statistics` on the spot,
-in `measurement_mode` (batch-statistics BatchNorm, eval otherwise), with the weights frozen
-for the backward pass. Blocks and their layouts are found as `nfcore.foreign` describes, by
-one traced pass of one example; the shapes, the stages and the statistics come from the one
-measured pass (and its backward with `gradients`), and `meta.seconds` counts both. Without
-`residual` the residual statistics are null: never a guess presented as a measurement.
+The same engine as `nfcore.spp`, in `measurement_mode` (batch-statistics BatchNorm, eval
+otherwise), with the weights frozen for the backward pass. Blocks and their layouts are
+found as `nfcore.foreign` describes, from the measured pass itself, traced: the shapes, the
+stages and the statistics come from that one pass (and its backward with `gradients`), and
+`meta.seconds` counts all of it. The outputs of the calls that may be blocks are kept
+during the pass and reduced after it, in the layout decided then (`nfcore.foreign_reduce`).
+Measured again, the same model object is not traced: what was decided is reused with plain
+hooks on its blocks (`nfcore.foreign_plan`), as long as its module tree is unchanged.
+Without `residual` the residual statistics are null: never a guess presented as a
+measurement.
 
 Statistics are per channel over the other axes: N,H,W of N,C,H,W or N,H,W,C images; N of
 N,C vectors (an MLP); N,L of N,L,C tokens (a Transformer, an MLP-Mixer) or N,C,L sequences.
@@ -23,13 +26,17 @@ logits (as for nfcore's networks), else half the mean square of its output.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from nfcore import __version__
 from nfcore.devices import describe_device, resolve_device
@@ -43,14 +50,16 @@ from nfcore.foreign import (
     stages_and_transitions,
 )
 from nfcore.foreign_config import ForeignConfig
+from nfcore.foreign_plan import Plan, forget, measure_blocks, recall, reduce_at_once, remember
+from nfcore.foreign_tracing import TracingRecorder
 from nfcore.inputs import gaussian, input_batch
-from nfcore.layouts import Layout, Readers
-from nfcore.residuals import CONTAINERS, ResidualFinder, listed
+from nfcore.residuals import listed
 from nfcore.result import BlockStats, SPPMeta, SPPResult, finite_or_none
-from nfcore.spp import ProgressCallback, Recorder, forward_pass, measurement_mode
-from nfcore.statistics import measured
-from nfcore.stats import channel_stats
-from nfcore.trace import Call, Trace, recording
+from nfcore.spp import ProgressCallback, forward_pass, measurement_mode
+from nfcore.trace import recording
+
+# The blocks found, their statistics, stages and transitions.
+Measured = tuple[Discovery, list[dict[str, float]], list[int], list[bool]]
 
 
 def measure(
@@ -103,245 +112,158 @@ def measure_config(
     blocks_spec: BlockSpec = blocks if blocks is not None else _spec(config.blocks)
     residual_spec = residual if residual is not None else config.residual
     torch_device = resolve_device(device or config.device)
-    if any(t.device != torch_device for t in (*model.parameters(), *model.buffers())):
-        model.to(torch_device)
+    modules = dict(model.named_modules())
+    parameters = _on_device(model, modules, torch_device)
     x = foreign_input(config).to(torch_device)
+    key = _plan_key(x, config.channels, blocks_spec, residual_spec)
+    plan = recall(model, key, modules) if key is not None else None
+    with _measuring(model, modules, torch_device), _no_cyclic_gc():
+        planned = None if plan is None else _by_plan(model, x, plan, modules, config, progress)
+        if isinstance(planned, tuple):
+            found, records, stages, transitions = planned
+        else:
+            found, records, stages, transitions = _traced(
+                model, x, modules, blocks_spec, residual_spec, config, progress, key
+            )
+            if planned is not None:  # the plan no longer held
+                found = replace(found, notes=[*found.notes, f"the model changed since it was "
+                                              f"last measured ({planned}): traced afresh"])  # fmt: skip
+    seconds = time.perf_counter() - start  # the whole call: one pass finds and measures
+    return _result(config, found, stages, transitions, records, parameters, torch_device,
+                   seconds)  # fmt: skip
+
+
+def _traced(
+    model: nn.Module,
+    x: Tensor,
+    modules: dict[str, nn.Module],
+    blocks_spec: BlockSpec,
+    residual_spec: BlockSpec | None,
+    config: ForeignConfig,
+    progress: ProgressCallback | None,
+    key: Hashable | None,
+) -> Measured:
+    """The traced pass: blocks and layouts found, their statistics measured (the blocks it
+    did not take for candidates in a second pass), and the plan kept for next time."""
     taps = [] if residual_spec is None else select(model, _spec(residual_spec), "residual")
-    recorder = TracingRecorder(model, blocks_spec, [m for _, m in taps], config, progress)
+    recorder = TracingRecorder(modules, blocks_spec, [m for _, m in taps], config, progress)
     tracing = recording(model, recorder.trace, recorder.call_ended,
-                        keep=frozenset(recorder.taps | recorder.always), modules=recorder.modules)  # fmt: skip
-    with measurement_mode(model, torch_device), tracing:
+                        keep=frozenset(recorder.taps | recorder.always), modules=modules)  # fmt: skip
+    with tracing:
         forward_pass(model, x, gradients=config.gradients, seed=config.seed)
     recorder.trace.forget_tensors()
     found = blocks_of(model, recorder.trace, blocks_spec, config.channels,
                       recorder.finder.found, recorder.readers, explain=False,
-                      modules=recorder.modules)  # fmt: skip
+                      modules=modules)  # fmt: skip
     residuals = (
         match_residuals(model, found.blocks, _spec(residual_spec))
         if residual_spec is not None
         else [None] * len(found.blocks)
     )
     records, missing = recorder.records(found, residuals)
+    shapes = [(block.in_shape, block.out_shape) for block in found.blocks]
+    stages, transitions = stages_and_transitions(found.blocks, shapes)
+    if key is not None:
+        remember(model, key, modules, found, residuals, stages, transitions,
+                 recorder.trace.calls, missing)  # fmt: skip
     if missing:  # blocks the pass did not take for candidates: measured in a second pass
         found = replace(found, notes=[*found.notes, f"{listed([found.blocks[i].name for i in missing])} "
                                       "measured in a second pass"])  # fmt: skip
-        again = _second_pass(model, x, found, residuals, missing, config)
+        subset = replace(found, blocks=[found.blocks[i] for i in missing],
+                         layouts=[found.layouts[i] for i in missing])  # fmt: skip
+        again, _ = measure_blocks(model, x, subset, [residuals[i] for i in missing],
+                                  extra_stats=config.extra_stats, gradients=config.gradients,
+                                  seed=config.seed, at_once=range(len(missing)))  # fmt: skip
         for index, record in zip(missing, again, strict=True):
             records[index] = record
     recorder.finish()
-    shapes = [(block.in_shape, block.out_shape) for block in found.blocks]
-    stages, transitions = stages_and_transitions(found.blocks, shapes)
-    seconds = time.perf_counter() - start  # the whole call: one pass finds and measures
-    return _result(config, model, found, stages, transitions, records, torch_device, seconds)
+    return found, records, stages, transitions
 
 
-class TracingRecorder:
-    """Measures the measured pass's module calls that may turn out to be blocks, as they
-    end, while the pass is traced (`nfcore.trace.recording`); which were blocks, and in which
-    layout, is decided after the pass (`nfcore.foreign.blocks_of`), from the same trace.
-
-    Measured: each residual call (`nfcore.residuals.ResidualFinder`, as it ends); each
-    module of `blocks` where the user named them; and, where blocks are found by
-    themselves, the calls that could be blocks without an addition of their own: a module of
-    modules sitting in a container or beside modules of its class (an EfficientNet stage's
-    first block), or holding residual calls of two classes (a MaxViT block). A call whose
-    layout its layers do not tell yet is measured both ways (channels first and last); the
-    residual branches named by `residual` likewise. Nothing of the pass is kept but a few
-    0-d tensors per call, read back at once at the end."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        spec: BlockSpec,
-        taps: list[nn.Module],
-        config: ForeignConfig,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.trace = Trace()
-        self.finder = ResidualFinder(self.trace)
-        self.readers = Readers(self.trace)
-        self.gradients, self.progress = config.gradients, progress
-        self.reductions: dict[str, list[tuple[str, str]]] = {}  # tap -> [(key, reduction)]
-        for row in measured(config.extra_stats, config.gradients):
-            self.reductions.setdefault(row.tap, []).append((row.key, row.reduction))
-        self.taps = {id(module) for module in taps}
-        self.modules = dict(model.named_modules())
-        self.always = _candidates(model, spec, self.modules)
-        self.holders = {id(m) for m in self.modules.values()  # what could hold sub-layers
-                        if next(m.children(), None) is not None and not isinstance(m, CONTAINERS)}  # fmt: skip
-        self.done, self.total = 0, max(1, len(self.always)) * (2 if config.gradients else 1)
-        self.pending: list[tuple[tuple[int, int, str], str, Tensor]] = []
-        self.seen: set[tuple[int, int, str]] = set()
-
-    def call_ended(self, call: Call, out: Tensor) -> None:
-        self.readers.add(call)
-        key = id(call.module)
-        if call.end - call.start <= 1 and key not in self.always and key not in self.taps:
-            return  # one operation (a torch layer): no addition of its own, not a candidate
-        residual = self.finder.see(call)
-        if call.out is None or call.parent < 0 or len(call.out_shape or ()) < 2:
-            return
-        if key in self.taps:
-            self._measure(call, out, "residual")
-        if residual is not None or key in self.always or self._holds_two(call):
-            self._measure(call, out, "output")
-
-    def _holds_two(self, call: Call) -> bool:
-        """Residual calls of two classes or more ran inside it (a block of sub-layers)."""
-        if id(call.module) not in self.holders:
-            return False
-        kinds = {type(r.call.module) for r in self.finder.found.values()
-                 if r.call.order > call.order and r.call.end <= call.end}  # fmt: skip
-        return len(kinds) >= 2
-
-    def _measure(self, call: Call, out: Tensor, tap: str) -> None:
-        assert call.out is not None
-        for axis in self.readers.axes_now(call):
-            key = (call.out, axis, tap)
-            if key in self.seen:
-                continue  # the same tensor, handed out by a module around it
-            self.seen.add(key)
-            if not out.is_floating_point():
-                return
-            view = Layout(out.ndim, axis, "").view()
-            self._reduce(key, view(out), tap)
-            if self.gradients and out.requires_grad:
-                out.register_hook(self._gradient(key, view, f"grad_{tap}"))
-
-    def _reduce(self, key: tuple[int, int, str], y: Tensor, tap: str) -> None:
-        rows = self.reductions.get(tap, [])
-        if rows:
-            stats = channel_stats(y, {reduction for _, reduction in rows})
-            self.pending += [(key, name, stats[reduction]) for name, reduction in rows]
-        self._tick()
-
-    def _gradient(self, key: tuple[int, int, str], view: Any, tap: str) -> Any:
-        def hook(grad: Tensor) -> None:
-            with torch._C.DisableTorchFunction():  # not the network's operations
-                self._reduce((key[0], key[1], tap), view(grad), tap)
-
-        return hook
-
-    def _tick(self) -> None:
-        self.done += 1
-        self.total = max(self.total, self.done + 1)  # the last tick is `finish`'s
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-    def finish(self) -> None:
-        if self.progress is not None:
-            self.progress(self.total, self.total)
-
-    def records(
-        self, found: Discovery, residuals: Sequence[nn.Module | None]
-    ) -> tuple[list[dict[str, float]], list[int]]:
-        """Each block's statistics (one transfer from the device), and the blocks the pass
-        did not measure."""
-        values: dict[tuple[int, int, str], dict[str, float]] = {}
-        if self.pending:
-            numbers = torch.stack([value.double() for _, _, value in self.pending]).tolist()
-            for (key, name, _), number in zip(self.pending, numbers, strict=True):
-                values.setdefault(key, {})[name] = number
-        records, missing = [], []
-        for index, (block, layout) in enumerate(zip(found.blocks, found.layouts, strict=True)):
-            call = self.trace.calls[block.order]
-            record = {**values.get((call.out, layout.axis, "output"), {}),
-                      **values.get((call.out, layout.axis, "grad_output"), {})}  # fmt: skip
-            tap = self._tap_call(call, residuals[index])
-            for axis in (layout.axis, -layout.axis):
-                if tap is not None and (tap.out, axis, "residual") in values:
-                    record |= values[(tap.out, axis, "residual")]
-                    record |= values.get((tap.out, axis, "grad_residual"), {})
-                    break
-            if not record:
-                missing.append(index)
-            records.append(record)
-        return records, missing
-
-    def _tap_call(self, block: Call, module: nn.Module | None) -> Call | None:
-        """The call of the residual branch `module` inside the block's call."""
-        return next((c for c in self.trace.calls[block.order + 1 :] if c.module is module
-                     and c.end <= block.end and c.out is not None), None)  # fmt: skip
-
-
-def _candidates(model: nn.Module, spec: BlockSpec, modules: dict[str, nn.Module]) -> set[int]:
-    """The modules measured whenever called: those named, or those that could be blocks
-    without an addition of their own (made of modules; in a container, or beside modules of
-    their class)."""
-    if not (isinstance(spec, str) and spec == "auto"):
-        return {id(module) for _, module in select(model, spec)}
-    out = set()
-    for parent in modules.values():
-        kids = [kid for kid in parent.children() if next(kid.children(), None) is not None
-                and not isinstance(kid, CONTAINERS)]  # fmt: skip
-        kinds = [type(kid) for kid in kids]
-        for kid in kids:
-            if isinstance(parent, CONTAINERS) or kinds.count(type(kid)) >= 2:
-                out.add(id(kid))
-    return out
-
-
-def _second_pass(
+def _by_plan(
     model: nn.Module,
     x: Tensor,
-    found: Discovery,
-    residuals: Sequence[nn.Module | None],
-    indexes: list[int],
+    plan: Plan,
+    modules: dict[str, nn.Module],
     config: ForeignConfig,
-) -> list[dict[str, float]]:
-    """The statistics of the blocks `indexes`, measured in a pass of their own."""
-    subset = replace(found, blocks=[found.blocks[i] for i in indexes],
-                     layouts=[found.layouts[i] for i in indexes])  # fmt: skip
-    recorder = ForeignRecorder(subset, [residuals[i] for i in indexes],
-                               extra_stats=config.extra_stats, gradients=config.gradients,
-                               progress=None)  # fmt: skip
-    with measurement_mode(model, x.device):
-        recorder.attach()
-        try:
-            forward_pass(model, x, gradients=config.gradients, seed=config.seed)
-        finally:
-            recorder.detach()
-    return recorder.records()
+    progress: ProgressCallback | None,
+) -> Measured | str:
+    """The plan's blocks measured by hooks; where the pass did not go as planned, what went
+    otherwise (the plan is then dropped, for the model to be traced afresh)."""
+    found, residuals, census = plan.bind(modules)
+    records, recorder = measure_blocks(model, x, found, residuals,
+                                       extra_stats=config.extra_stats,
+                                       gradients=config.gradients, seed=config.seed,
+                                       progress=progress, at_once=plan.at_once, census=census)  # fmt: skip
+    if recorder.strays or not all(records):
+        forget(model)
+        return recorder.strays[0] if recorder.strays else "a block was not called"
+    if recorder.changed:  # changed in place after the block ended: measured as they end
+        again, _ = measure_blocks(model, x, found, residuals, extra_stats=config.extra_stats,
+                                  gradients=config.gradients, seed=config.seed,
+                                  at_once=recorder.changed)  # fmt: skip
+        records = [again[i] if i in recorder.changed else r for i, r in enumerate(records)]
+        reduce_at_once(model, recorder.changed)
+    return found, records, list(plan.stages), list(plan.transitions)
 
 
-class ForeignRecorder(Recorder):
-    """The engine's recorder for a pass of its own (`_second_pass`): each block in its own
-    layout, and the k-th call of a block module called several times into row `name#k`."""
+def _plan_key(
+    x: Tensor, channels: str, blocks: BlockSpec, residual: BlockSpec | None
+) -> Hashable | None:
+    """What decides the blocks and layouts besides the model (None: a selection that cannot
+    be a key: not planned). A selection function is held weakly: it may hold the model,
+    which the plan must not keep alive."""
 
-    def __init__(
-        self, found: Discovery, residuals: Sequence[nn.Module | None], **options: Any
-    ) -> None:
-        points = [(b.module, r) for b, r in zip(found.blocks, residuals, strict=True)]
-        super().__init__(points, **options)
-        self.views = [layout.view() for layout in found.layouts]
-        self.calls = [block.call for block in found.blocks]
+    def frozen(spec: BlockSpec | None) -> Hashable:
+        if callable(spec):
+            return weakref.ref(spec)
+        return spec if spec is None or isinstance(spec, str) else tuple(spec)
 
-    def _measure(self, index: int, tap: str, tensor: Tensor) -> None:
-        self.view = self.views[index]
-        super()._measure(index, tap, tensor)
+    try:
+        key = (tuple(x.shape), x.dtype, channels, frozen(blocks), frozen(residual))
+        hash(key)
+    except TypeError:  # a callable that takes no weak reference, or an unhashable one
+        return None
+    return key
 
-    def attach(self) -> None:
-        """One hook per module and tap, handing its k-th call to the row of call k."""
-        rows: dict[tuple[int, str], dict[int, int]] = {}  # (module, tap) -> {call: row}
-        modules: dict[int, nn.Module] = {}
-        for index, (output, residual) in enumerate(self.points):
-            for module, tap in ((output, "output"), (residual, "residual")):
-                if module is not None:
-                    modules[id(module)] = module
-                    rows.setdefault((id(module), tap), {})[self.calls[index]] = index
-        for (key, tap), by_call in rows.items():
-            hooks = {call: self._hook(index, tap) for call, index in by_call.items()}
-            self.handles.append(modules[key].register_forward_hook(self._by_call(hooks)))
 
-    def _by_call(self, hooks: dict[int, Any]) -> Any:
-        calls = [0]
+def _on_device(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> int:
+    """Move the model to `device` where any of it is elsewhere; its parameter count."""
+    seen: dict[int, Tensor] = {}
+    for module in modules.values():
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is not None:
+                seen[id(tensor)] = tensor
+    if any(tensor.device != device for tensor in seen.values()):
+        model.to(device)
+    return sum(t.numel() for t in seen.values() if isinstance(t, nn.Parameter))
 
-        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            k, calls[0] = calls[0], calls[0] + 1
-            if k in hooks:
-                hooks[k](module, inputs, output)
 
-        return hook
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused for the call: the trace makes thousands of small
+    objects that live until the end of the call, and each collection they set off walks
+    them again (about 5% of a small network's pass); reference counting still frees
+    everything else at once, and the collector runs as before afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _measuring(model: nn.Module, modules: dict[str, nn.Module], device: torch.device) -> Any:
+    """`measurement_mode`, or nothing where it would change nothing: on the CPU, a model in
+    eval mode without BatchNorm whose modules keep torch's `train` (it would walk the model
+    twice and put every flag back as it was)."""
+    if device.type == "cpu" and all(
+        not module.training and type(module).train is nn.Module.train
+        and not isinstance(module, _BatchNorm) for module in modules.values()
+    ):  # fmt: skip
+        return nullcontext()
+    return measurement_mode(model, device)
 
 
 def _spec(value: Any) -> BlockSpec:
@@ -357,11 +279,11 @@ def foreign_input(config: ForeignConfig) -> Tensor:
 
 def _result(
     config: ForeignConfig,
-    model: nn.Module,
     found: Discovery,
     stages: list[int],
     transitions: list[bool],
     records: list[dict[str, float]],
+    parameter_count: int,
     device: torch.device,
     seconds: float,
 ) -> SPPResult:
@@ -389,7 +311,7 @@ def _result(
         torch_version=torch.__version__,
         device=describe_device(device),
         seconds=round(seconds, 4),
-        parameter_count=sum(p.numel() for p in model.parameters()),
+        parameter_count=parameter_count,
         gamma=None,
         model=config.label,
         num_blocks=len(blocks),

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from nfcore.trace import AXIS_MOVES, INPUT, Call, Trace
+from nfcore.trace import AXIS_MOVES, INPUT, AnyCall, Trace
 
 # How far (operations) from a block's output or input a layer still tells its layout, and how
 # far the layers are that decide it where they speak (a block's own norm, the next block's).
@@ -82,8 +83,7 @@ class Layout:
         return view
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """A layer that reads (or makes) an axis of a block's tensor as its channels."""
 
     axis: int
@@ -102,7 +102,7 @@ class Reading:
         return f"the {self.kind} {self.name} {self.verb} {where} ({self.size})"
 
 
-def readings(call: Call, trace: Trace) -> list[tuple[int, Reading]]:
+def readings(call: AnyCall, trace: Trace) -> list[tuple[int, Reading]]:
     """What the layer of `call` says of its input's channel axis and its output's, by node."""
     module, shape, out = call.module, call.in_shape, call.out_shape
     if shape is None or len(shape) < 2 or call.inp is None:
@@ -141,73 +141,128 @@ def readings(call: Call, trace: Trace) -> list[tuple[int, Reading]]:
     return [(node, reading) for node, reading in said if node is not None]
 
 
-def _near(
-    trace: Trace, starts: list[int], forward: bool, kept: dict[int, list[int]], steps: int
-) -> set[int]:
-    """The tensors `starts` become (forward), or came from (backward), by operations that keep
-    their shape and axes, or by module calls that keep their input's shape (`kept`: a block,
-    a sub-layer: what they take and give is laid out alike)."""
-    seen, frontier = set(starts), list(starts)
-    for _ in range(steps):
-        following = []
-        for node in frontier:
-            shape = trace.nodes[node].shape
-            if forward:
-                ops = [trace.ops[i] for i in trace.consumers.get(node, [])]
-                steps = [r for op in ops if op.name not in REORDERS for r in op.results]
-            else:
-                op = trace.producer(node)
-                steps = [] if op is None or op.name in REORDERS else list(op.parents)
-            for other in [*steps, *kept.get(node, [])]:
-                if other not in seen and trace.nodes[other].shape == shape:
-                    seen.add(other)
-                    following.append(other)
-        frontier = following
-    return seen
-
-
 class Readers:
-    """Every layer's readings, by the tensor read or made; `add` each call as it ends."""
+    """Every layer's readings, by the tensor read or made, worked out from the trace's calls
+    when a block asks (a layer's only when a block near it asks: most layers are near none)."""
 
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
-        self.by_node: dict[int, list[Reading]] = {}
+        self.calls_by_node: dict[int, list[AnyCall]] = {}  # node -> the layers reading/making it
+        self.said: dict[int, list[tuple[int, Reading]]] = {}  # call order -> its readings
         self.kept: dict[int, list[int]] = {}  # node -> nodes a shape-keeping call links it to
+        self.tells: dict[int, bool] = {}  # module -> whether it is a layer that reads channels
+        self.seen = 0  # the trace's calls looked at so far
+        self.running: list[AnyCall] = []  # calls looked at before they ended
+        # Once the trace is finished: each node's neighbours and readings, worked out once
+        # (the blocks of a network look at overlapping stretches of it).
+        self.memo: dict[tuple[int, bool], list[int]] = {}
+        self.memo_readings: dict[int, list[Reading]] = {}
 
     @classmethod
     def of_trace(cls, trace: Trace) -> Readers:
-        readers = cls(trace)
-        for call in trace.calls:
-            readers.add(call)
-        return readers
+        return cls(trace)
 
-    def add(self, call: Call) -> None:
+    def _catch_up(self) -> None:
+        """Take in the calls that ended since the last look."""
+        calls = self.trace.calls
+        if self.seen == len(calls) and not self.running:
+            return
+        running, self.running = self.running, []
+        for call in (*running, *calls[self.seen :]):
+            if call.end < 0:
+                self.running.append(call)
+            else:
+                self._add(call)
+        self.seen = len(calls)
+
+    def _add(self, call: AnyCall) -> None:
+        inp, out = call.inp, call.out
+        if inp is None:
+            return  # not a signal: nothing to read, nothing kept
         module = call.module
-        if isinstance(module, LAYERS) or getattr(module, "normalized_shape", None) is not None:
-            for node, found in readings(call, self.trace):
-                self.by_node.setdefault(node, []).append(found)
-        if call.inp is not None and call.out is not None and call.in_shape == call.out_shape:
-            self.kept.setdefault(call.inp, []).append(call.out)
-            self.kept.setdefault(call.out, []).append(call.inp)
+        tells = self.tells.get(id(module))
+        if tells is None:
+            tells = self.tells[id(module)] = isinstance(module, LAYERS) or (
+                getattr(module, "normalized_shape", None) is not None
+            )
+        if tells:
+            self.calls_by_node.setdefault(inp, []).append(call)
+            if out is not None and out != inp:
+                self.calls_by_node.setdefault(out, []).append(call)
+        if out is not None and call.in_shape == call.out_shape:
+            self.kept.setdefault(inp, []).append(out)
+            self.kept.setdefault(out, []).append(inp)
 
-    def of(self, call: Call, steps: int = EVIDENCE_STEPS) -> list[Reading]:
+    def _readings(self, node: int) -> list[Reading]:
+        found = self.memo_readings.get(node)
+        if found is not None:
+            return found
+        found = []
+        calls = sorted(self.calls_by_node.get(node, ()), key=lambda c: (c.end, -c.depth))
+        for call in calls:  # in the order the calls ended, the inner first
+            said = self.said.get(call.order)
+            if said is None:
+                said = self.said[call.order] = readings(call, self.trace)
+            found += [reading for at, reading in said if at == node]
+        if self.trace.finished:
+            self.memo_readings[node] = found
+        return found
+
+    def _neighbours(self, node: int, forward: bool) -> list[int]:
+        """The tensors one step from `node` forward (what it becomes) or backward (what it
+        came from) by an operation that keeps its shape and axes, or across a module call
+        that keeps its input's shape (`kept`: a block, a sub-layer: what they take and give
+        is laid out alike)."""
+        found = self.memo.get((node, forward))
+        if found is not None:
+            return found
+        nodes, ops = self.trace.nodes, self.trace.ops
+        if forward:
+            steps = [r for i in self.trace.consumers.get(node, ()) if ops[i].name not in REORDERS
+                     for r in ops[i].results]  # fmt: skip
+        else:
+            op = nodes[node].op
+            steps = [] if op < 0 or ops[op].name in REORDERS else list(ops[op].parents)
+        shape = nodes[node].shape
+        found = [other for other in (*steps, *self.kept.get(node, ()))
+                 if nodes[other].shape == shape]  # fmt: skip
+        if self.trace.finished:
+            self.memo[(node, forward)] = found
+        return found
+
+    def _near(self, starts: list[int], forward: bool, steps: int) -> set[int]:
+        """The tensors at most `steps` such steps from `starts`, forward or backward."""
+        seen, frontier = set(starts), list(starts)
+        for _ in range(steps):
+            following = []
+            for node in frontier:
+                for other in self._neighbours(node, forward):
+                    if other not in seen:
+                        seen.add(other)
+                        following.append(other)
+            if not following:
+                break
+            frontier = following
+        return seen
+
+    def of(self, call: AnyCall, steps: int = EVIDENCE_STEPS) -> list[Reading]:
         """The readings of the call's output (and input, where it keeps its shape): by the
         layers fed them or the same tensors after shape-keeping operations, and by the layers
         that made them, at most `steps` operations away."""
         if call.out is None:
             return []
+        self._catch_up()
         starts = [call.out]
         if call.inp is not None and call.in_shape == call.out_shape:
             starts.append(call.inp)
-        near = _near(self.trace, starts, True, self.kept, steps) | _near(
-            self.trace, [call.out], False, self.kept, steps
-        )
+        near = self._near(starts, True, steps) | self._near([call.out], False, steps)
         shape = call.out_shape or ()
-        found = [r for node in sorted(near) for r in self.by_node.get(node, [])
+        read = self.calls_by_node
+        found = [r for node in sorted(n for n in near if n in read) for r in self._readings(node)
                  if shape[r.axis] == r.size]  # fmt: skip
         return sorted(found, key=lambda r: r.made)  # what reads it first: the plainer words
 
-    def axes_now(self, call: Call) -> tuple[int, ...]:
+    def axes_now(self, call: AnyCall) -> tuple[int, ...]:
         """The channel axes to measure the call's output in while the pass runs: the one its
         layers say so far, or both where they say none or two (decided after the pass)."""
         if len(call.out_shape or ()) <= 2:
@@ -219,7 +274,7 @@ class Readers:
         return (1, -1)
 
 
-def decide(call: Call, readers: Readers, channels: str, what: str) -> tuple[Layout, str | None]:
+def decide(call: AnyCall, readers: Readers, channels: str, what: str) -> tuple[Layout, str | None]:
     """The layout of a block's output, and a sentence where the user's `channels` is not what
     the network says. LayoutError where the network says nothing, or two things."""
     shape = call.out_shape or ()

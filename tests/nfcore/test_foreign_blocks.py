@@ -4,6 +4,11 @@ asserts the blocks a researcher would name, their stages, and what was left out 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -170,3 +175,19 @@ def test_a_block_known_only_after_the_pass_is_measured_in_a_second_one() -> None
     variance, squared_mean = reduced(first.seen[-1], (0, 2, 3))
     assert result.blocks[0].avg_channel_var == pytest.approx(variance, rel=1e-5)
     assert result.blocks[0].avg_sq_channel_mean == pytest.approx(squared_mean, rel=1e-5)
+
+
+def test_what_was_left_out_reads_the_same_in_every_process() -> None:
+    """The blocks a left-out stage holds are named in block order, not in the order of a set
+    of strings (which changes with Python's hash seed: a sentence that changed run to run)."""
+    code = (
+        "import torch; from nfcore.foreign import discover;"
+        "from tests.nfcore import lookalike_tokens as t; torch.manual_seed(0);"
+        "d = discover(t.EfficientFormer(), torch.randn(2, 3, 32, 32)).as_json();"
+        "print(next(x['why'] for x in d['left_out'] if x['name'] == 'stages.2'))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    for seed in ("2", "4"):  # seeds under which the set listed them backwards
+        said = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                              text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})  # fmt: skip
+        assert "holds the blocks stages.2.blocks.0, stages.2.blocks.2: a stage" in said.stdout

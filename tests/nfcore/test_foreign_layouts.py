@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from nfcore import measure
 from nfcore.config import SPPConfig
 from nfcore.foreign import SelectionError
+from nfcore.foreign_plan import forget
 from nfcore.spp import run_spp
 from tests.nfcore import lookalike_tokens as tokens
 from tests.nfcore import lookalikes as nets
@@ -183,3 +184,30 @@ def test_a_network_that_fails_in_a_layer_leaves_nothing_behind() -> None:
     assert torch._C._is_torch_function_enabled()  # the trace's guards are all gone
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert model.training
+
+
+def test_layers_known_by_their_functional_call_say_what_hooked_layers_say() -> None:
+    """torch's Linears and norms are known by the weight their `F.linear`/`F.layer_norm` call
+    is given, not hooked (a cost per layer); one with hooks of its own, or sharing its weight
+    with another (tied), is hooked as before: the blocks, numbers and notes are the same."""
+
+    def hook_every_layer(model: nn.Module) -> list:
+        return [m.register_forward_hook(lambda *_: None) for m in model.modules()
+                if isinstance(m, nn.Linear | nn.LayerNorm | nn.Conv2d)]  # fmt: skip
+
+    for tie in (False, True):
+        torch.manual_seed(0)
+        model = tokens.ViT()
+        if tie:  # two layers given one weight: neither can be named by it
+            model.blocks[1].mlp.fc1.weight = model.blocks[0].mlp.fc1.weight
+        by_call = measure(model, resolution=32, batch=4).to_json_dict()
+        handles = hook_every_layer(model)
+        forget(model)
+        hooked = measure(model, resolution=32, batch=4).to_json_dict()
+        for handle in handles:
+            handle.remove()
+        assert by_call["blocks"] == hooked["blocks"]
+        assert by_call["meta"]["notes"] == hooked["meta"]["notes"]
+        assert by_call["meta"]["notes"][0].startswith(
+            "channels last (NLC): the LayerNorm blocks.0.norm1 normalizes the last axis (24)"
+        )
