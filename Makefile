@@ -19,7 +19,7 @@ help:
 	@echo "make example compute an example SPP (NF-ResNetV2-600) with the CLI into $(OUT)/"
 	@echo "make test    lint, check formatting, run the test suite (installs chromium with apt when missing)"
 	@echo "make bench   all benchmarks, one table of figures and targets (docs/benchmarks.md)"
-	@echo "make lint    ruff check and ruff format --check"
+	@echo "make lint    ruff check, ruff format --check and the import layers (lint-imports)"
 	@echo "make format  apply ruff fixes and formatting"
 
 # The example model plugins (examples/plugins) are installed beside the project: `make run`
@@ -43,6 +43,7 @@ bench: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # Browser tests drive Debian's chromium; install it once when it is missing (root or sudo).
 CHROMIUM ?= /usr/bin/chromium

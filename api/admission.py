@@ -17,9 +17,9 @@ from api.settings import ApiSettings
 from contract import JobQueue, available_plugins, kind_of_config
 from contract.limits import over_limit, written_over_limit
 from contract.plugins import AdvertisedPlugins
-from nfcore.config import SPPConfig, TrainConfig
-from nfcore.cost import EVAL_BATCH, Cost, estimate, train_costs
-from nfcore.foreign_config import ForeignConfig
+from nfcore.spec.config import SPPConfig, TrainConfig
+from nfcore.spec.cost import EVAL_BATCH, Cost, estimate, train_costs
+from nfcore.spec.foreign_config import ForeignConfig
 
 JobConfig = SPPConfig | TrainConfig | ForeignConfig
 # The plugin's advertised defaults a job takes where its body leaves a field out.

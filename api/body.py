@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from api.errors import Invalid
-from nfcore.fields import json_type_errors
+from nfcore.spec.fields import json_type_errors
 
 M = TypeVar("M", bound=BaseModel)
 

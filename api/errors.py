@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import LockError
 
-from nfcore.fields import describe_error_items
+from nfcore.spec.fields import describe_error_items
 
 
 class ApiError(Exception):

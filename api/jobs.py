@@ -45,7 +45,7 @@ from contract import (
     queues_in_use,
 )
 from contract.kinds import kind_of_result, shown
-from nfcore.config import config_hash
+from nfcore.spec.config import config_hash
 
 ACTIVE = (JobState.queued, JobState.running)
 SUBMIT_LOCK_SECONDS = 10  # longer than any submission takes; frees itself if an API dies

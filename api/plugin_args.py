@@ -8,7 +8,7 @@ validator's registry refuses every retrieval too); its size and nesting are boun
 a `pattern` is matched by pydantic-core's Rust regex engine, which runs in linear time (Python's
 `re` backtracks: `^(a+)+$` on 27 characters took 6 s), and `patternProperties`, which jsonschema
 would match with `re`, is refused; and every argument that sizes work has bounds
-(`nfcore.plugins.unbounded_arguments`, which the workers apply to their own plugins).
+(`nfcore.foreign.plugins.unbounded_arguments`, which the workers apply to their own plugins).
 
 A schema that fails is its plugin's problem: the plugin is left out of /v1/models, and a job
 for it gets a 422 naming the plugin and the reason, never a 500.
@@ -28,7 +28,7 @@ from jsonschema.protocols import Validator
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 
 from contract.plugins import MAX_DESCRIPTION_DEPTH, AdvertisedPlugins
-from nfcore.plugins import unbounded_arguments
+from nfcore.foreign.plugins import unbounded_arguments
 
 # Subschemas a schema may apply, each `$ref` counted again where it is used: pydantic's schema
 # of a factory with a few dozen arguments has a few hundred.

@@ -1,5 +1,5 @@
-"""Response and request bodies of the API (the configs themselves are `nfcore.config.SPPConfig`
-and `nfcore.config.TrainConfig`)."""
+"""Response and request bodies of the API (the configs themselves are `nfcore.spec.config.SPPConfig`
+and `nfcore.spec.config.TrainConfig`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract import JobState
-from nfcore.config import SPPConfig, TrainConfig
+from nfcore.spec.config import SPPConfig, TrainConfig
 
 
 class Progress(BaseModel):
@@ -77,7 +77,7 @@ class EventsPage(BaseModel):
 
     events: list[dict[str, Any]] = Field(
         description="Events in order, each with 'kind' (step, eval, spp or collapse) and "
-        "'step' (see nfcore.train_result); empty for an SPP job."
+        "'step' (see nfcore.spec.train_result); empty for an SPP job."
     )
     next: int = Field(description="The `since` of the next read: events seen so far.")
     state: JobState = Field(

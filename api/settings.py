@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 
 from contract import ServiceSettings
-from nfcore.config import MAX_TRAIN_STEPS
+from nfcore.spec.config import MAX_TRAIN_STEPS
 
 
 class ApiSettings(ServiceSettings):

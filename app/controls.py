@@ -1,7 +1,7 @@
 """Sidebar widgets for one `SPPConfig`, kept in step with the URL query string.
 
 The validated config in `st.session_state["config"]` is the truth; the widgets are made from
-it on every run. A widget's callback applies its one change with `nfcore.edits.with_changes`
+it on every run. A widget's callback applies its one change with `nfcore.spec.edits.with_changes`
 (so e.g. a new norm also resets the conv, alpha and gamma derived from the old one) and
 validates it; when other widgets must then show other values, the widgets are made afresh
 under new keys (see VERSION_KEY). An invalid change is undone the same way and explained.
@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from app import urlstate
 from app.api_client import ApiProblem, cached_models
-from nfcore.catalog import GAMMA_TABLE
-from nfcore.config import MAX_GAMMA, SPPConfig
-from nfcore.families import FAMILIES, family
-from nfcore.fields import describe_validation_error, field_bounds
-from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.statistics import default_panels, measured, statistic
-from nfcore.variants import RESNET_LAYOUTS
+from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
+from nfcore.spec.catalog import GAMMA_TABLE
+from nfcore.spec.config import MAX_GAMMA, SPPConfig
+from nfcore.spec.families import FAMILIES, family
+from nfcore.spec.fields import describe_validation_error, field_bounds
+from nfcore.spec.statistics import default_panels, measured, statistic
+from nfcore.spec.variants import RESNET_LAYOUTS
 
 NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
 CUSTOM = "custom"

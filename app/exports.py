@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from nfcore.result import SPPResult
+from nfcore.spec.result import SPPResult
 
 RUN_COLUMNS = ("run", "label", "job_id")
 CONFIG_COLUMN = "config"

@@ -1,6 +1,6 @@
 """Pure figure builders for the dashboard: results in, `go.Figure` out, no Streamlit.
 
-The panels themselves come from `nfcore.plots.spp_figure`, the builder the CLI's `--plot`
+The panels themselves come from `nfcore.plots.spp.spp_figure`, the builder the CLI's `--plot`
 uses, so the dashboard shows exactly what the CLI draws; here only the dashboard's theme and
 the image export are added.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from nfcore.plots import spp_figure, write_figure
-from nfcore.result import SPPResult
+from nfcore.plots.spp import spp_figure, write_figure
+from nfcore.spec.result import SPPResult
 
 LIGHT_TEMPLATE = "plotly_white"
 DARK_TEMPLATE = "plotly_dark"

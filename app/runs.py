@@ -15,8 +15,8 @@ from typing import Any
 import streamlit as st
 
 from app.api_client import ApiProblem, cached_result, get_client
-from nfcore.config import SPPConfig, canonical_json
-from nfcore.result import SPPResult
+from nfcore.spec.config import SPPConfig, canonical_json
+from nfcore.spec.result import SPPResult
 
 ACTIVE_STATES = ("queued", "running")
 SUBMITTED_KEY = "submitted"  # canonical config JSON -> job id

@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from app.sweeps import Cell, Sweep, format_value
-from nfcore.summaries import Summary
+from nfcore.spec.summaries import Summary
 
 LOG_SPAN = 100.0  # max / min above this: colour by decades, or most cells look alike
 COLOURSCALE = "Viridis"

@@ -23,9 +23,9 @@ from pydantic import ValidationError
 
 import nfcore
 from app import urlstate
-from nfcore.config import SPPConfig, config_hash
-from nfcore.fields import describe_validation_error
-from nfcore.summaries import DEFAULT_SUMMARY, SUMMARIES, Outcome, summarize
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.fields import describe_validation_error
+from nfcore.spec.summaries import DEFAULT_SUMMARY, SUMMARIES, Outcome, summarize
 
 ACTIVE_STATES = ("queued", "running")
 

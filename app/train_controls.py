@@ -15,10 +15,10 @@ import pandas as pd
 import streamlit as st
 
 from app.api_client import ApiProblem, cached_limits
-from nfcore.config import TrainConfig, canonical_json
-from nfcore.fields import field_bounds
-from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.train_presets import TRAIN_PRESETS, TrainPreset, get_train_preset, run_config
+from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
+from nfcore.spec.config import TrainConfig, canonical_json
+from nfcore.spec.fields import field_bounds
+from nfcore.spec.train_presets import TRAIN_PRESETS, TrainPreset, get_train_preset, run_config
 
 # Columns of the runs table: the model per run, and per-run overrides of batch and lr.
 RUN_COLUMNS: Final[tuple[str, ...]] = (

@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from app.api_client import ApiProblem, Submission, cached_result, get_client
 from app.runs import ACTIVE_STATES
-from nfcore.config import NORM_PREFIX, TrainConfig, canonical_json
-from nfcore.fields import describe_validation_error
-from nfcore.train_plots import runs_from_events
-from nfcore.train_presets import TRAIN_PRESETS, TrainPreset, auto_labels, run_config
+from nfcore.plots.training import runs_from_events
+from nfcore.spec.config import NORM_PREFIX, TrainConfig, canonical_json
+from nfcore.spec.fields import describe_validation_error
+from nfcore.spec.train_presets import TRAIN_PRESETS, TrainPreset, auto_labels, run_config
 
 MAX_PAGES_PER_POLL = 20  # pages of events read for one run in one poll
 GONE = (404, 410)  # the API no longer knows the job (it expired)

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nfcore.config import SPPConfig
-from nfcore.fields import describe_validation_error
-from nfcore.statistics import default_panels, measured, panel_keys, switches_for
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.fields import describe_validation_error
+from nfcore.spec.statistics import default_panels, measured, panel_keys, switches_for
 
 # What the explorer shows on first load: an NF-ResNetV2-50, small enough for a CPU in a second.
 APP_DEFAULTS: dict[str, Any] = {"norm": "nf", "width": 0.25, "resolution": 64, "batch": 8}
@@ -62,7 +62,7 @@ def link_notices(query: Mapping[str, str], config: SPPConfig) -> list[str]:
     """What of the link the view does not show, each a sentence: a preset that is not one of
     the paper's figures, a field that does not apply to the network the link describes (the
     BN order of an NF net), and a key that is no setting at all."""
-    from nfcore.presets import PRESETS  # the link's words are checked against the figures
+    from nfcore.spec.presets import PRESETS  # the link's words are checked against the figures
 
     notices = []
     preset = query.get("preset")

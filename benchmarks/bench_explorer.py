@@ -41,8 +41,8 @@ from app import urlstate
 from benchmarks._report import Figure, format_table, load_average, machine_facts
 from benchmarks.bench_api import Stack
 from launcher.localhost import free_port
-from nfcore.config import SPPConfig
-from nfcore.edits import with_changes
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.edits import with_changes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -139,7 +139,7 @@ class Explorer:
 
     def job(self, config: SPPConfig) -> dict | None:
         from nfcore import __version__
-        from nfcore.config import config_hash
+        from nfcore.spec.config import config_hash
 
         answer = httpx.get(f"{self.stack.api_url}/v1/jobs/{config_hash(config, __version__)}")
         return answer.json() if answer.status_code == 200 else None

@@ -10,7 +10,7 @@ and a Swin-T as torchvision's (`features.1.0` ..., N,H,W,C maps, patch merging b
 stages). Each is timed three ways in one interleaved run: the plain forward, `measure`'s
 first call on the model (its one pass traced to find the blocks and their layouts, and
 measured; `meta.seconds` is checked to count all of it) and a repeated call (the plan of
-the first reused with hooks on the blocks, `nfcore.foreign_plan`), each against the same
+the first reused with hooks on the blocks, `nfcore.foreign.plan`), each against the same
 plain forward. The floor is the plain forward plus the block statistics alone.
 """
 
@@ -214,9 +214,9 @@ def overhead(quick: bool, repeats: int) -> list[Figure]:
     `no_grad`, on a twin of the model whose BatchNorm layers use batch statistics as the
     SPP is defined (no mode switching, no buffer copies inside the timing). The floor is
     what any measurement must add to it: the block outputs reduced to their statistics
-    (`nfcore.foreign_reduce`), timed alone on outputs kept from a forward."""
+    (`nfcore.foreign.reduce`), timed alone on outputs kept from a forward."""
     from nfcore import measure
-    from nfcore.foreign_plan import forget
+    from nfcore.foreign.plan import forget
 
     figures = []
     for name, (make, args, resolution, batch) in (QUICK if quick else NETWORKS).items():
@@ -270,9 +270,9 @@ def _floor(model: nn.Module, twin: nn.Module, x: Tensor, resolution: int, batch:
     """Seconds to reduce the block outputs of one forward to their statistics, the least
     any measurement adds to the forward (the median of a few)."""
     from nfcore import measure
-    from nfcore.foreign_plan import plan_of
-    from nfcore.foreign_reduce import reduce_all
-    from nfcore.statistics import measured
+    from nfcore.foreign.plan import plan_of
+    from nfcore.foreign.reduce import reduce_all
+    from nfcore.spec.statistics import measured
 
     measure(model, resolution=resolution, batch=batch, device="cpu")
     plan = plan_of(model)

@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from nfcore.layers import ScaledWSConv2d
+from nfcore.engine.layers import ScaledWSConv2d
 
 SHAPES = [  # (channels, spatial size, batch)
     (256, 8, 1),
@@ -91,8 +91,8 @@ def whole_network(quick: bool, device: str) -> list:
 
 def _whole_network(width: float, quick: bool, device: str) -> object:
     from benchmarks._report import Figure, time_side_by_side
-    from nfcore.config import ModelConfig
-    from nfcore.models import build_model
+    from nfcore.engine.models import build_model
+    from nfcore.spec.config import ModelConfig
 
     model = build_model(ModelConfig(depth=50, norm="nf", width=width), seed=0).to(device).eval()
     folded = fold_scaled_ws(model)

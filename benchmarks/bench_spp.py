@@ -73,11 +73,11 @@ def measure(config_json: str, mode: str, repeats: int) -> dict:
     """Runs in the child process: time and peak memory growth of one mode."""
     import torch
 
-    from nfcore.config import SPPConfig
-    from nfcore.devices import resolve_device
-    from nfcore.inputs import input_batch
-    from nfcore.models import build_model
-    from nfcore.spp import measurement_mode, run_spp
+    from nfcore.engine.devices import resolve_device
+    from nfcore.engine.inputs import input_batch
+    from nfcore.engine.models import build_model
+    from nfcore.engine.spp import measurement_mode, run_spp
+    from nfcore.spec.config import SPPConfig
 
     config = SPPConfig.model_validate_json(config_json)
     device = resolve_device(config.device)
@@ -121,7 +121,7 @@ def measure(config_json: str, mode: str, repeats: int) -> dict:
 
 
 def run_child(config: dict, mode: str, repeats: int) -> dict:
-    from nfcore.config import SPPConfig
+    from nfcore.spec.config import SPPConfig
 
     payload = SPPConfig(**config).model_dump_json()
     code = (

@@ -39,10 +39,10 @@ def _setup(config_fields: dict, device: str) -> tuple:
     """(config, torch device, model, input batch, synchronize) for one network."""
     import torch
 
-    from nfcore.config import SPPConfig
-    from nfcore.devices import resolve_device
-    from nfcore.inputs import input_batch
-    from nfcore.models import build_model
+    from nfcore.engine.devices import resolve_device
+    from nfcore.engine.inputs import input_batch
+    from nfcore.engine.models import build_model
+    from nfcore.spec.config import SPPConfig
 
     config = SPPConfig(**config_fields, device=device)
     dev = resolve_device(device)
@@ -60,7 +60,7 @@ def overhead(networks: dict, device: str, repeats: int) -> list[Figure]:
 def _overhead(name: str, fields: dict, device: str, repeats: int) -> Figure:
     import torch
 
-    from nfcore.spp import measurement_mode, run_spp
+    from nfcore.engine.spp import measurement_mode, run_spp
 
     config, dev, model, x, sync = _setup(fields, device)
 
@@ -101,9 +101,9 @@ def fresh_and_scalar(networks: dict, device: str, repeats: int) -> list[Figure]:
 def _fresh_and_scalar(name: str, fields: dict, device: str, repeats: int) -> list[Figure]:
     import torch
 
-    from nfcore.model_cache import ModelCache
-    from nfcore.models import build_model
-    from nfcore.spp import run_spp
+    from nfcore.engine.model_cache import ModelCache
+    from nfcore.engine.models import build_model
+    from nfcore.engine.spp import run_spp
 
     config, dev, model, x, sync = _setup(fields, device)
     model.eval()
@@ -185,7 +185,7 @@ def _gradients(name: str, fields: dict, device: str, repeats: int) -> Figure:
     import torch
     import torch.nn.functional as F
 
-    from nfcore.spp import measurement_mode, run_spp
+    from nfcore.engine.spp import measurement_mode, run_spp
 
     config, dev, model, x, sync = _setup({**fields, "gradients": True}, device)
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -217,7 +217,7 @@ def scaling(
     Returns the printed sweep and two figures: the spread (max / min) of time per block and
     of time per pixel, which a linear cost keeps near 1.
     """
-    from nfcore.config import SPPConfig
+    from nfcore.spec.config import SPPConfig
 
     lines = [
         f"{'sweep':<26} {'blocks':>6} {'spp ms':>8} {'ms/block':>9} {'ms/kpx':>8} {'peak MB':>8}"

@@ -7,7 +7,7 @@ Two pairs: NF-ResNet-50 / BN-ResNet-50 (Table 4; width 0.25), and NF-RegNet-B0 /
 no SkipInit (`ModelConfig(family="nf_regnet", norm="bn")`). The paper's Table 5 compares with
 BN EfficientNets instead, a different network; the twin isolates the cost of the normalization.
 
-One training step = `nfcore.train.Trainer.step`, what a training job runs: forward in train
+One training step = `nfcore.training.train.Trainer.step`, what a training job runs: forward in train
 mode, label-smoothed cross-entropy on random labels, backward, gradient norm, SGD with Nesterov
 momentum 0.9 and weight decay on weights only. The NF and BN twins of each size alternate step
 by step, so load drifts hit both; the figure is the ratio of their median steps per second.
@@ -37,13 +37,13 @@ PAIRS: dict[str, tuple[dict, dict]] = {
 
 
 def _trainer(fields: dict, batch: int, resolution: int, device: str) -> Callable[[], None]:
-    """One optimizer step of `nfcore.train` (the recipe a training job runs: Nesterov SGD,
+    """One optimizer step of `nfcore.training.train` (the recipe a training job runs: Nesterov SGD,
     label smoothing, weight decay on weights only) on Gaussian images with random labels."""
     import torch
 
-    from nfcore.config import TrainConfig
-    from nfcore.data import load_dataset
-    from nfcore.train import Trainer
+    from nfcore.spec.config import TrainConfig
+    from nfcore.training.data import load_dataset
+    from nfcore.training.train import Trainer
 
     config = TrainConfig(
         **fields, dataset="gaussian", batch=batch, resolution=resolution, steps=10**6

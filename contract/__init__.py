@@ -10,7 +10,7 @@ what workers advertise of their plugins (`plugins`); and the cleanup of jobs who
 died (`reaper`).
 """
 
-from contract.jobs import TASKS, JobState, RefusedJob, progress_total, task_for
+from contract.jobs import TASKS, RefusedJob, progress_total, task_for
 from contract.keys import (
     ASKERS_KEY,
     CLAIM_KEY,
@@ -43,6 +43,7 @@ from contract.queue import (
     JobEnded,
     JobQueue,
     JobRecord,
+    JobState,
     NoSuchJob,
     RunningJob,
     UnreadableJob,

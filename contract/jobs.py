@@ -1,4 +1,4 @@
-"""The task allow-list and the job states the API and the workers share.
+"""The task allow-list the API and the workers share.
 
 A job can run only its queue's task (`task_for`, from the kinds' rows: `contract.kinds`):
 whoever can write to Redis writes job data, and the queue would import and call whatever it
@@ -7,7 +7,6 @@ names. The queue's own job class applies it (`contract.rq_queue.TaskJob`).
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Final
 
 from pydantic import BaseModel
@@ -27,16 +26,6 @@ def task_for(queue: str) -> str | None:
 
 class RefusedJob(Exception):
     """A job in Redis that asks for something other than one of our own tasks; not run."""
-
-
-class JobState(StrEnum):
-    """What a user sees; the queue's own states are mapped onto these."""
-
-    queued = "queued"
-    running = "running"
-    finished = "finished"
-    failed = "failed"
-    canceled = "canceled"
 
 
 def progress_total(config: BaseModel) -> int:

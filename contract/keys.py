@@ -13,7 +13,7 @@ META_DEVICE: Final = "device"
 META_ATTEMPT: Final = "attempt"
 
 # Key kind of a training run's events (`key_for(EVENTS_KEY, job_id)`): a Redis list of JSON
-# objects (`nfcore.train_result`), emptied when the job is queued or starts, appended by the
+# objects (`nfcore.spec.train_result`), emptied when the job is queued or starts, appended by the
 # worker while it runs, read by the API from any index on; it expires with the result.
 EVENTS_KEY: Final = "events"
 # Pub/sub channel kind (`key_for(ENDED_CHANNEL, job_id)`): a worker publishes on it once a job

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
-from nfcore.config import SPPConfig, TrainConfig
-from nfcore.foreign_config import ForeignConfig
-from nfcore.result import SPPResult
-from nfcore.train_result import TrainResult, csv_of_json
+from nfcore.spec.config import SPPConfig, TrainConfig
+from nfcore.spec.foreign_config import ForeignConfig
+from nfcore.spec.result import SPPResult
+from nfcore.spec.train_result import TrainResult, csv_of_json
 
 if TYPE_CHECKING:
     from contract.queue import JobQueue

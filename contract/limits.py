@@ -1,6 +1,6 @@
 """The resource limits a job must meet, and the sentence that says by how much it is over.
 
-The API checks a built-in network's estimated cost before queueing it (`nfcore.cost`); a
+The API checks a built-in network's estimated cost before queueing it (`nfcore.spec.cost`); a
 worker checks a plugin network's measured cost before running it, and a training job's bytes
 before and while it writes them. Both word it alike.
 """
@@ -8,9 +8,9 @@ before and while it writes them. Both word it alike.
 from __future__ import annotations
 
 from contract.settings import ServiceSettings
-from nfcore.config import TrainConfig
-from nfcore.cost import Cost
-from nfcore.train_result import written_bytes
+from nfcore.spec.config import TrainConfig
+from nfcore.spec.cost import Cost
+from nfcore.spec.train_result import written_bytes
 
 
 def over_limit(cost: Cost, settings: ServiceSettings, subject: str, batch: str) -> str | None:

@@ -1,7 +1,7 @@
 """Model plugins between API and workers: a queue per plugin, and what workers advertise.
 
 A worker that has a plugin installed listens on its queue (`plugin.<name>`) and writes the
-plugin's description (`nfcore.plugins.Plugin.description`: version, argument schema, how it
+plugin's description (`nfcore.foreign.plugins.Plugin.description`: version, argument schema, how it
 is measured, parameters at the defaults) under `key_for(PLUGIN_KEY, name)`, renewed with its
 heartbeat. The API reads those to validate a job and routes it to the plugin's queue, so it
 runs only on workers that have the plugin. A plugin counts as available while a live worker
@@ -35,7 +35,7 @@ MAX_DESCRIPTION_DEPTH: Final = 32
 
 
 class PluginDescription(BaseModel):
-    """What a worker advertises of a plugin (`nfcore.plugins.Plugin.description`), typed."""
+    """What a worker advertises of a plugin (`nfcore.foreign.plugins.Plugin.description`), typed."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 import redis
 
-from contract.jobs import JobState
+
+class JobState(StrEnum):
+    """What a user sees; the queue's own states are mapped onto these."""
+
+    queued = "queued"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    canceled = "canceled"
 
 
 class NoSuchJob(LookupError):

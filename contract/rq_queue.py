@@ -22,8 +22,8 @@ from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 
-from contract.jobs import JobState, RefusedJob, task_for
-from contract.queue import JobEnded, JobRecord, NoSuchJob, UnreadableJob, WorkerInfo
+from contract.jobs import RefusedJob, task_for
+from contract.queue import JobEnded, JobRecord, JobState, NoSuchJob, UnreadableJob, WorkerInfo
 
 log = logging.getLogger(__name__)
 

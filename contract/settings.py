@@ -55,7 +55,7 @@ class ServiceSettings(BaseSettings):
     )
     # What a training job writes: its events (a Redis list the API pages through) and its
     # result (which the API serves whole, and a dashboard holds parsed, about 10 times its
-    # JSON). The SPP frames dominate (`nfcore.train_result.written_bytes`). 16 MiB holds every
+    # JSON). The SPP frames dominate (`nfcore.spec.train_result.written_bytes`). 16 MiB holds every
     # preset 200 times over (84 kB at most), or 5000 steps of ResNet-200 with an SPP every 10
     # (11 MiB), not issue 19's NF-ResNet-600 with one every step (300 MiB). The API checks it
     # before queueing, the worker before it starts and again while it writes.

@@ -1,6 +1,6 @@
 """nfcore: signal propagation in normalized and Normalizer-Free ResNets (Brock, De & Smith, 2021).
 
-Importing `nfcore` or `nfcore.config` does not import torch; the model and SPP functions
+Importing `nfcore` or `nfcore.spec.config` does not import torch; the model and SPP functions
 load it when first used.
 """
 
@@ -11,13 +11,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "nfcore.models",
-    "run_spp": "nfcore.spp",
-    "measure": "nfcore.foreign_spp",
-    "register_activation": "nfcore.activations",
-    "SPPConfig": "nfcore.config",
-    "ModelConfig": "nfcore.config",
-    "SPPResult": "nfcore.result",
+    "build_model": "nfcore.engine.models",
+    "run_spp": "nfcore.engine.spp",
+    "measure": "nfcore.foreign.measure",
+    "register_activation": "nfcore.engine.activations",
+    "SPPConfig": "nfcore.spec.config",
+    "ModelConfig": "nfcore.spec.config",
+    "SPPResult": "nfcore.spec.result",
+    "model_plugin": "nfcore.foreign.plugins",
 }
 
 

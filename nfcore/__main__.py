@@ -2,6 +2,6 @@
 
 import sys
 
-from nfcore.cli import main
+from nfcore.cli.main import main
 
 sys.exit(main())

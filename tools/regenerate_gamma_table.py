@@ -1,5 +1,5 @@
 """`python -m tools.regenerate_gamma_table`: recompute the activations' gains (needs torch)
-and rewrite the generated block of nfcore/catalog.py, which the API serves without torch.
+and rewrite the generated block of nfcore/spec/catalog.py, which the API serves without torch.
 
 A generator of committed data, so it lives here and not in the library."""
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from nfcore import catalog
+from nfcore.spec import catalog
 
 # Significant digits kept of every gain: they are accurate to about 1e-12 (quadrature) or far
 # less (sampling), and a vectorized float64 kernel of another CPU (AVX2, AVX-512 or neither)
@@ -28,8 +28,8 @@ def current_gamma_table() -> list[dict[str, Any]]:
     on the machine that wrote it (tests/nfcore/spec/test_catalog.py recomputes it with another
     set of CPU kernels).
     """
-    from nfcore.activations import gamma_table, he_gain
-    from nfcore.registry import BUILTIN_ACTIVATIONS
+    from nfcore.engine.activations import gamma_table, he_gain
+    from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
 
     return [
         {
@@ -59,7 +59,7 @@ def _literal(value: Any) -> str:
 
 
 def regenerate(path: Path | None = None, rows: list[dict[str, Any]] | None = None) -> Path:
-    """Rewrite the generated block of nfcore/catalog.py (`path`) with `rows` (default: the
+    """Rewrite the generated block of nfcore/spec/catalog.py (`path`) with `rows` (default: the
     table computed now)."""
     path = path or Path(catalog.__file__)
     rows = current_gamma_table() if rows is None else rows
@@ -68,8 +68,8 @@ def regenerate(path: Path | None = None, rows: list[dict[str, Any]] | None = Non
     end = next(i for i, line in enumerate(lines) if line.startswith(catalog.END_MARKER))
     block = (
         "# fmt: off\n"
-        "# nfcore.activations.gamma_table() for the built-in activations, plus the He gain\n"
-        "# 1/sqrt(E[g(x)^2]) (nfcore.activations.he_gain).\n"
+        "# nfcore.engine.activations.gamma_table() for the built-in activations, plus the He gain\n"
+        "# 1/sqrt(E[g(x)^2]) (nfcore.engine.activations.he_gain).\n"
         "GAMMA_TABLE: Final[tuple[dict[str, Any], ...]] = (\n"
         + "".join(f"    {_literal(row)},\n" for row in rows)
         + ")\n"

@@ -379,7 +379,7 @@ def build_worker(settings: WorkerSettings) -> JobWorker:
 
 
 def installed_plugins() -> bool:
-    from nfcore.plugins import installed
+    from nfcore.foreign.plugins import installed
 
     return bool(installed())
 
@@ -388,7 +388,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     worker = build_worker(settings)
-    from nfcore.devices import resolve_device  # torch: this process runs jobs, never forks
+    from nfcore.engine.devices import resolve_device  # torch: this process runs jobs, never forks
 
     log.info(
         "worker %s on queues %s, device %s (WORKER_DEVICE=%s), Redis %s",

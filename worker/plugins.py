@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from worker.settings import get_settings
 
 if TYPE_CHECKING:
-    from nfcore.plugins import Plugin
+    from nfcore.foreign.plugins import Plugin
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class PluginUnavailable(SystemExit):
 
 @functools.cache
 def loaded_plugins() -> dict[str, Plugin]:
-    from nfcore.plugins import PluginError, installed, load
+    from nfcore.foreign.plugins import PluginError, installed, load
 
     asked = get_settings().worker_plugins
     names = sorted(installed()) if asked is None else list(asked)
@@ -55,7 +55,7 @@ def descriptions() -> list[dict[str, Any]]:
 def _parameters(plugin: Plugin) -> int | None:
     import torch
 
-    from nfcore.foreign_cost import Budget, BuildGuard
+    from nfcore.foreign.cost import Budget, BuildGuard
 
     settings = get_settings()
     try:

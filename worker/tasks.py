@@ -3,7 +3,7 @@
 Each is a task through `worker.template.kind_task`, which validates the config again, starts
 the attempt, and caches the result; here is only what differs: an SPP of a built-in network,
 of a model plugin's network (counted before it is built), and a short training run, whose
-events (`nfcore.train_result`) go to the list `key_for(EVENTS_KEY, job_id)` while it runs.
+events (`nfcore.spec.train_result`) go to the list `key_for(EVENTS_KEY, job_id)` while it runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from contract import EVENTS_KEY, META_PROGRESS, PLUGIN, SPP, TRAIN, key_for
 from contract.limits import over_limit, written_over_limit
 from contract.queue import RunningJob
-from nfcore.foreign_config import ForeignConfig
+from nfcore.spec.foreign_config import ForeignConfig
 from worker.guards import JobTimeoutException
 from worker.outages import SkipWhileAway, patiently
 from worker.settings import get_settings
@@ -28,8 +28,8 @@ EVENTS_INTERVAL = 0.1
 if TYPE_CHECKING:
     from torch import nn
 
-    from nfcore.model_cache import ModelCache
-    from nfcore.plugins import Plugin
+    from nfcore.engine.model_cache import ModelCache
+    from nfcore.foreign.plugins import Plugin
 
 
 class JobTooLarge(ValueError):
@@ -40,7 +40,7 @@ class JobTooLarge(ValueError):
 @functools.cache
 def _models() -> ModelCache:
     """The networks this worker built recently (WORKER_MODEL_CACHE_BYTES), to measure again."""
-    from nfcore.model_cache import ModelCache
+    from nfcore.engine.model_cache import ModelCache
 
     return ModelCache(get_settings().worker_model_cache_bytes)
 
@@ -50,9 +50,9 @@ def run_spp_job(run: Run) -> dict[str, Any]:
     """One SPP of a built-in network.
 
     A network that differs from one built recently only in alpha, gamma or the S+E gain is
-    not built again (`nfcore.model_cache`): a slider move costs one forward pass."""
-    from nfcore.devices import resolve_device  # torch loads here, in the worker only
-    from nfcore.spp import run_spp
+    not built again (`nfcore.engine.model_cache`): a slider move costs one forward pass."""
+    from nfcore.engine.devices import resolve_device  # torch loads here, in the worker only
+    from nfcore.engine.spp import run_spp
 
     model = _models().model(run.config, resolve_device(run.device))
     result = run_spp(run.config, progress=run.progress, model=model, device=run.device)
@@ -62,10 +62,10 @@ def run_spp_job(run: Run) -> dict[str, Any]:
 @kind_task(PLUGIN)
 def run_plugin_job(run: Run) -> dict[str, Any]:
     """The SPP of a model plugin's network: the plugin installed here, its arguments checked
-    again, its cost counted before it runs (`nfcore.foreign_cost`: the API cannot), then
+    again, its cost counted before it runs (`nfcore.foreign.cost`: the API cannot), then
     measured as `nfcore.measure` does and cached like any SPP."""
-    from nfcore.foreign_spp import measure_config  # torch loads here, in the worker only
-    from nfcore.plugins import PluginError
+    from nfcore.foreign.measure import measure_config  # torch loads here, in the worker only
+    from nfcore.foreign.plugins import PluginError
     from worker.plugins import loaded_plugins
 
     config: ForeignConfig = run.config
@@ -86,12 +86,11 @@ def _counted_network(plugin: Plugin, args: dict[str, Any], config: ForeignConfig
     """The plugin's network, built only once its cost is counted within the limits.
 
     Counted first on the meta device, then its real build and one example's pass, each ended
-    as soon as it is over the limits or the job is canceled (`nfcore.foreign_cost.Budget`); a
+    as soon as it is over the limits or the job is canceled (`nfcore.foreign.cost.Budget`); a
     network that cannot be counted is refused, not built. A job's timeout and a cancel end it
     as they are (RQ's JobTimeoutException, JobStopped), never read as the network's failure.
     """
-    from nfcore.foreign import build_foreign
-    from nfcore.foreign_cost import (
+    from nfcore.foreign.cost import (
         Budget,
         BuildGuard,
         OverBudget,
@@ -99,6 +98,7 @@ def _counted_network(plugin: Plugin, args: dict[str, Any], config: ForeignConfig
         real_cost,
         weights_only,
     )
+    from nfcore.foreign.discovery import build_foreign
 
     settings = get_settings()
     budget = Budget(
@@ -137,7 +137,7 @@ def _check(cost: Any, subject: str) -> None:
 @kind_task(TRAIN)
 def run_train_job(run: Run) -> dict[str, Any]:
     """One short training, streaming its events while it runs."""
-    from nfcore.train import train  # torch loads here, in the worker only
+    from nfcore.training.train import train  # torch loads here, in the worker only
 
     config, job, settings = run.config, run.job, get_settings()
     # The API refused it if it writes too much; an older API or a Redis writer may not have.

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from contract import EVENTS_KEY, META_ATTEMPT, META_DEVICE, META_PROGRESS, JobKind, key_for
 from contract.queue import RunningJob
 from contract.rq_queue import current_job
-from nfcore.fields import describe_validation_error
+from nfcore.spec.fields import describe_validation_error
 from worker.outages import SkipWhileAway, patiently
 from worker.settings import get_settings
 from worker.stopping import raise_if_stopped
@@ -84,7 +84,7 @@ def _start(job: RunningJob, config: Any, total: int) -> str:
     training job's events: its number (a job run again after its worker died is attempt 2),
     no progress yet, the device. A client reading the events of attempt 1 sees the change.
     Returns the device."""
-    from nfcore.devices import resolve_device  # torch loads here, in the worker only
+    from nfcore.engine.devices import resolve_device  # torch loads here, in the worker only
 
     settings = get_settings()
     asked = getattr(config, "device", "auto")

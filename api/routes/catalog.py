@@ -7,8 +7,8 @@ from fastapi import APIRouter
 
 from api.deps import Admit, Settings
 from api.schemas import ActivationRow, Limits, ModelRow
-from nfcore.catalog import GAMMA_TABLE, model_catalog
-from nfcore.presets import PRESETS, Preset
+from nfcore.spec.catalog import GAMMA_TABLE, model_catalog
+from nfcore.spec.presets import PRESETS, Preset
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 

@@ -12,8 +12,8 @@ from api.deps import Admit, Jobs, Waiting, require_token
 from api.errors import Invalid
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
-from nfcore.config import SPPConfig
-from nfcore.foreign_config import ForeignConfig
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.foreign_config import ForeignConfig
 
 router = APIRouter(prefix="/v1", tags=["spp"])
 

@@ -16,10 +16,10 @@ from api.deps import Admit, Jobs, Redis, Settings, require_token
 from api.errors import Invalid, NotFound
 from api.schemas import ErrorBody, JobView, SweepPoint, SweepRequest, SweepView
 from contract import JobState, key_for
-from nfcore.config import SPPConfig, config_hash
-from nfcore.cost import estimate
-from nfcore.edits import with_changes
-from nfcore.fields import describe_error_items, describe_validation_error, json_type_errors
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.cost import estimate
+from nfcore.spec.edits import with_changes
+from nfcore.spec.fields import describe_error_items, describe_validation_error, json_type_errors
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}

@@ -10,12 +10,12 @@ from api.body import body_doc, json_body
 from api.deps import Admit, Jobs, Waiting, require_token
 from api.routes import ReplacesQuery, WaitQuery, answer_submission
 from api.schemas import ErrorBody, JobView
-from nfcore.config import TrainConfig
+from nfcore.spec.config import TrainConfig
 
 router = APIRouter(prefix="/v1", tags=["train"])
 
 RESPONSES = {
-    200: {"description": "The result was cached: the TrainResult JSON (nfcore.train_result)."},
+    200: {"description": "The result was cached: the TrainResult JSON (nfcore.spec.train_result)."},
     401: {"model": ErrorBody},
     413: {"model": ErrorBody},
     422: {

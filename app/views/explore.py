@@ -1,7 +1,7 @@
 """The explorer: controls -> config -> API -> Signal Propagation Plot, with presets and pins.
 
 Orchestration only: the widgets live in `app.controls`, the API calls in `app.api_client`
-and `app.runs`, the figures in `app.figures` (over `nfcore.plots`).
+and `app.runs`, the figures in `app.figures` (over `nfcore.plots.spp`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import nfcore
 from app import controls, exports, figures, problems, runs, trace
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
-from nfcore.config import SPPConfig, config_hash
-from nfcore.plots import RUN_COLORS
-from nfcore.presets import PRESETS, Preset, get_preset
-from nfcore.result import SPPResult
+from nfcore.plots.spp import RUN_COLORS
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.presets import PRESETS, Preset, get_preset
+from nfcore.spec.result import SPPResult
 
 PIN_NOTICE = "pin_notice"  # session key: why a pin from the link was dropped
 FIGURE_KEY = "figure"  # session key: the last chart drawn (kept on screen, dimmed, meanwhile)

@@ -22,7 +22,7 @@ from app import plugin_form, problems, urlstate
 from app.api_client import ApiProblem, cached_result, get_client
 from app.runs import silence_words
 from app.settings import get_settings
-from nfcore.config import SPPConfig
+from nfcore.spec.config import SPPConfig
 
 JOB_LIMIT = 50
 TIME_FORMAT = "MMM D, HH:mm:ss"

@@ -19,7 +19,7 @@ import streamlit as st
 from app import figures, plugin_form, problems, runs
 from app.api_client import ApiProblem, cached_models
 from app.settings import get_settings
-from nfcore.config import SPPConfig
+from nfcore.spec.config import SPPConfig
 
 RESOLUTIONS = (16, 32, 48, 64, 96, 128)
 BATCHES = (2, 4, 8, 16, 32)
@@ -28,7 +28,7 @@ REFERENCES = {  # built-in networks to draw beside the plugin's, at its input si
     "BN-ResNetV2-50": {"depth": 50, "norm": "bn", "width": 0.25},
 }
 FOLLOW_SECONDS = 60.0  # how long one page run follows a job before offering to look again
-# nfcore's exceptions that mean "this network cannot be measured as asked" (`nfcore.foreign`):
+# nfcore's exceptions that mean "this network cannot be measured as asked" (`nfcore.foreign.discovery`):
 # an answer about the network, not a fault of the service.
 REFUSALS = ("SelectionError",)
 PLUGIN_SETTINGS = (

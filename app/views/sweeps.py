@@ -1,7 +1,7 @@
 """Sweeps: a phase diagram of one summary statistic over a grid of two config fields.
 
 Orchestration only: the sweep, its URL and its cells live in `app.sweeps`, the heatmap in
-`app.sweep_figures`, the summaries in `nfcore.summaries`. The controls make a `Sweep` (the
+`app.sweep_figures`, the summaries in `nfcore.spec.summaries`. The controls make a `Sweep` (the
 one state; the URL is written from it, so a link reproduces it), "Run sweep" posts it to the
 API (`POST /v1/sweeps`), and a fragment polls the sweep's view every second, fetching each
 finished point's result, until no point is queued or running. A link that names a sweep
@@ -25,13 +25,13 @@ from app.api_client import ApiProblem, cached_limits, cached_result, get_client
 from app.controls import RESOLUTIONS, WIDTHS
 from app.figures import dashboard_figure, themed
 from app.sweeps import Axis, BadSweep, Sweep
-from nfcore.config import SPPConfig
-from nfcore.families import FAMILIES, family
-from nfcore.fields import describe_validation_error, field_bounds
-from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.result import SPPResult
-from nfcore.summaries import SUMMARIES, summary
-from nfcore.variants import RESNET_LAYOUTS
+from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.families import FAMILIES, family
+from nfcore.spec.fields import describe_validation_error, field_bounds
+from nfcore.spec.result import SPPResult
+from nfcore.spec.summaries import SUMMARIES, summary
+from nfcore.spec.variants import RESNET_LAYOUTS
 
 POLL_SECONDS = 1.0  # between reads of the sweep's view while points are queued or running
 CHART_KEY = "sweep_chart"

@@ -2,7 +2,7 @@
 
 Orchestration only: the runs table and the shared settings live in `app.train_controls`,
 planning, submitting and polling the runs in `app.train_runs`, the figures in
-`nfcore.train_plots` and `nfcore.train_spp_plots`. "Start" validates every row as a
+`nfcore.plots.training` and `nfcore.plots.training_spp`. "Start" validates every row as a
 `TrainConfig`, then submits one job per run. While any run is active a fragment polls each
 job's events every second and redraws the curves; a finished run is drawn from its result.
 The job ids are also kept in the URL (`jobs=`), so a reload follows the same runs, and the
@@ -21,9 +21,9 @@ from app.api_client import ApiProblem, cached_readiness
 from app.figures import themed
 from app.runs import silence_words
 from app.train_runs import PlannedRun, TrainRun
-from nfcore.train_plots import spp_snapshot_figures, training_figure
-from nfcore.train_presets import DEFAULT_PRESET, TRAIN_PRESETS, get_train_preset
-from nfcore.train_spp_plots import spp_over_training_figure
+from nfcore.plots.training import spp_snapshot_figures, training_figure
+from nfcore.plots.training_spp import spp_over_training_figure
+from nfcore.spec.train_presets import DEFAULT_PRESET, TRAIN_PRESETS, get_train_preset
 
 SIDE_BY_SIDE_RUNS = 2  # before/after SPPs side by side up to this many runs, else stacked
 POLL_SECONDS = 1.0  # between polls of the events while a run is active

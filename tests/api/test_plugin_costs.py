@@ -27,7 +27,7 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
-from nfcore.plugins import model_plugin
+from nfcore.foreign.plugins import model_plugin
 
 
 class Block(nn.Module):

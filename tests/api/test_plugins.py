@@ -13,7 +13,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from nfcore.plugins import installed
+from nfcore.foreign.plugins import installed
 from tests.api.conftest import ROOT, WorkerProcess, wait_for
 
 # `make` installs examples/plugins beside the project; without it these tests fail saying so.

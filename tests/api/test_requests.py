@@ -16,8 +16,8 @@ from rq import Queue
 
 from contract import ASKERS_KEY, CLAIM_KEY, SPP_QUEUE, key_for
 from contract.rq_queue import SERIALIZER
-from nfcore.config import SPPConfig
-from nfcore.cost import estimate
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.cost import estimate
 from tests.api.conftest import SLOW, TINY
 
 TOKEN = "s3cret"
@@ -320,8 +320,8 @@ def test_weights_too_large_for_memory_are_422_though_flops_and_activations_fit(
 def test_training_counts_gradients_momentum_and_the_ema_copy_against_max_memory_bytes(
     make_client: Callable[..., TestClient],
 ):
-    from nfcore.config import TrainConfig
-    from nfcore.cost import train_costs
+    from nfcore.spec.config import TrainConfig
+    from nfcore.spec.cost import train_costs
 
     body = {"depth": 14, "width": 0.25, "norm": "nf", "resolution": 32, "batch": 2, "steps": 10,
             "eval_examples": 2, "spp_batch": 2}  # fmt: skip

@@ -22,8 +22,8 @@ import nfcore
 from api.jobs import JobService
 from contract import SPP_QUEUE, JobRecord, JobState, key_for
 from contract.rq_queue import SERIALIZER
-from nfcore.config import SPPConfig, config_hash
-from nfcore.result import block_keys
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.result import block_keys
 from tests.api.conftest import SLOW, TINY, wait_for
 
 DONE = ("finished", "failed", "canceled")
@@ -64,7 +64,7 @@ def cli_blocks(config: dict[str, Any]) -> list[dict]:
     """
     import torch
 
-    from nfcore.spp import run_spp
+    from nfcore.engine.spp import run_spp
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

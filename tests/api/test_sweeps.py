@@ -15,8 +15,8 @@ from rq import Queue
 import nfcore
 from contract import SPP_QUEUE, key_for
 from contract.rq_queue import SERIALIZER
-from nfcore.config import SPPConfig, config_hash
-from nfcore.cost import estimate
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.cost import estimate
 from tests.api.conftest import TINY
 
 GRID = {"alpha": [0.1, 0.2], "depth": [14, 26]}

@@ -19,9 +19,9 @@ from rq import Queue
 import nfcore
 from contract import EVENTS_KEY, SPP_QUEUE, TRAIN_QUEUE, key_for
 from contract.rq_queue import SERIALIZER, RQRunningJob
-from nfcore.config import TrainConfig, config_hash
-from nfcore.cost import train_costs
-from nfcore.train_result import EVAL_KEYS, STEP_KEYS, written_bytes
+from nfcore.spec.config import TrainConfig, config_hash
+from nfcore.spec.cost import train_costs
+from nfcore.spec.train_result import EVAL_KEYS, STEP_KEYS, written_bytes
 from tests.api.conftest import wait_for
 
 DONE = ("finished", "failed", "canceled")
@@ -69,7 +69,7 @@ def local_train(config: dict[str, Any]) -> dict:
     """The result of the same training in this process, on the worker's single thread."""
     import torch
 
-    from nfcore.train import train
+    from nfcore.training.train import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -254,7 +254,7 @@ def test_the_issues_deep_narrow_run_is_422_for_what_it_writes_and_how_long_it_ru
 def test_every_presets_run_is_accepted_with_the_default_limits(
     client: TestClient, store: redis.Redis
 ):
-    from nfcore.train_presets import TRAIN_PRESETS
+    from nfcore.spec.train_presets import TRAIN_PRESETS
 
     configs = [config for preset in TRAIN_PRESETS for config in preset.configs()]
     for config in configs:
@@ -526,7 +526,7 @@ def test_a_collapsed_training_finishes_as_a_job_with_a_collapsed_result(
 def test_cifar10_is_read_from_the_workers_folder_and_its_absence_is_a_readable_failure(
     client: TestClient, start_worker: Callable, tmp_path: Path
 ):
-    from tests.nfcore.test_data import write_cifar10
+    from tests.nfcore.training.test_data import write_cifar10
 
     config = {**TINY_TRAIN, "dataset": "cifar10", "steps": 2, "eval_every": 2}
     worker = start_worker()  # no CIFAR10_DIR

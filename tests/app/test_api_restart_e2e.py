@@ -20,7 +20,7 @@ from playwright.sync_api import Page
 from app import urlstate
 from app.problems import RETRY_SECONDS
 from launcher.localhost import free_port
-from nfcore.config import SPPConfig
+from nfcore.spec.config import SPPConfig
 from tests.app.conftest import ServerProcess, start_streamlit
 from tests.app.test_e2e import ALERT, CHART_TIMEOUT, poll, read_chart
 from tests.conftest import RedisServer, session_redis_url

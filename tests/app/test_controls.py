@@ -19,10 +19,10 @@ from streamlit.testing.v1 import AppTest
 
 import nfcore
 from app import controls, urlstate
-from nfcore.config import SPPConfig, canonical_json, config_hash
-from nfcore.presets import PRESETS, get_preset
-from nfcore.registry import BUILTIN_ACTIVATIONS
-from nfcore.statistics import default_panels, measured, statistic
+from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
+from nfcore.spec.config import SPPConfig, canonical_json, config_hash
+from nfcore.spec.presets import PRESETS, get_preset
+from nfcore.spec.statistics import default_panels, measured, statistic
 from tests.app.conftest import clear_app_caches
 
 ROOT = Path(__file__).resolve().parents[2]

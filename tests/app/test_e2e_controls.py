@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import Page
 
 from app import controls, urlstate
-from nfcore.config import SPPConfig
-from nfcore.presets import get_preset
+from nfcore.spec.config import SPPConfig
+from nfcore.spec.presets import get_preset
 
 CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
 RUNNING = '[data-testid="stStatusWidgetRunningIcon"]'

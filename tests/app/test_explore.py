@@ -25,9 +25,9 @@ from streamlit.testing.v1 import AppTest
 import nfcore
 from app import urlstate
 from launcher.localhost import free_port
-from nfcore.config import SPPConfig, config_hash
-from nfcore.plots import FORWARD_PANELS, GRADIENT_PANELS
-from nfcore.presets import get_preset
+from nfcore.plots.spp import FORWARD_PANELS, GRADIENT_PANELS
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.presets import get_preset
 from tests.app.conftest import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]

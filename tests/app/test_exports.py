@@ -7,7 +7,7 @@ import io
 import json
 
 from app.exports import file_stem, overlay_csv, slug
-from tests.nfcore.test_plots import make_result
+from tests.nfcore.plots.test_plots import make_result
 
 
 def test_an_overlays_csv_holds_every_run_with_its_label_and_config() -> None:

@@ -21,8 +21,8 @@ from app import urlstate
 from contract import META_KIND, META_PROGRESS, SPP_QUEUE, key_for, plugin_queue, task_for
 from contract.rq_queue import queue_for
 from launcher.localhost import free_port
-from nfcore.config import SPPConfig, config_hash
-from nfcore.foreign_config import ForeignConfig
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.foreign_config import ForeignConfig
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 RUN_TIMEOUT = 30  # seconds for one script run

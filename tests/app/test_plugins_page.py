@@ -16,8 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from app.plugin_form import form_fields
 from launcher.localhost import free_port
-from nfcore.foreign_config import ForeignConfig
-from nfcore.result import BlockStats, SPPMeta, SPPResult
+from nfcore.spec.foreign_config import ForeignConfig
+from nfcore.spec.result import BlockStats, SPPMeta, SPPResult
 from tests.api.conftest import WorkerProcess
 from tests.conftest import RedisServer, session_redis_url
 
@@ -170,7 +170,7 @@ def test_the_page_says_in_words_how_the_network_was_read_and_why_it_was_refused(
     assert "statistics per channel over N,L (block tensors NLC)" in caption
     inputs = [c.value for c in at.sidebar.caption if c.value.startswith("Input:")]
     assert inputs == ["Input: [16, 32] per example (channels found from its layers)."]
-    refusal = ("nfcore.foreign.SelectionError: blocks: auto found no residual blocks (no module "
+    refusal = ("nfcore.foreign.discovery.SelectionError: blocks: auto found no residual blocks (no module "
                "adds its input to its output); give patterns")  # fmt: skip
     failed = runs.Run("vit_like", "job-2", job={"state": "failed"}, problem=refusal)
     monkeypatch.setattr(runs, "track_body", lambda label, body, **_: failed)

@@ -16,8 +16,8 @@ import pytest
 import nfcore
 from app import sweep_figures, sweeps, urlstate
 from app.sweeps import Axis, BadSweep, Cell, Sweep
-from nfcore.config import SPPConfig, config_hash
-from nfcore.summaries import Outcome, summary
+from nfcore.spec.config import SPPConfig, config_hash
+from nfcore.spec.summaries import Outcome, summary
 
 TINY = SPPConfig(norm="nf", width=0.0625, resolution=32, batch=2)
 SWEEP = Sweep(TINY, Axis("alpha", (0.1, 0.5)), Axis("depth", (14, 26)))

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Page
 
 from app import sweeps, urlstate
-from nfcore.summaries import summarize
+from nfcore.spec.summaries import summarize
 from tests.app.test_e2e import fail_on_app_error, poll
 
 HEATMAP = '[data-testid="stPlotlyChart"] .js-plotly-plot'

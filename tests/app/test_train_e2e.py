@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import Page
 
 from app.train_controls import preset_settings
-from nfcore.train_plots import PANEL_TITLES
-from nfcore.train_presets import QUICK, auto_labels
+from nfcore.plots.training import PANEL_TITLES
+from nfcore.spec.train_presets import QUICK, auto_labels
 
 ERROR = '[data-testid="stException"]'
 ALERT = '[data-testid="stAlert"]'  # st.error / st.warning / st.info / st.success boxes

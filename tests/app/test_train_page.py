@@ -24,10 +24,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from launcher.localhost import free_port
-from nfcore.config import MAX_TRAIN_STEPS
-from nfcore.train_plots import GRAD_NORM_TITLE, PANEL_TITLES
-from nfcore.train_presets import QUICK, TABLE2, auto_labels
-from nfcore.train_spp_plots import SCRUB_TITLE
+from nfcore.plots.training import GRAD_NORM_TITLE, PANEL_TITLES
+from nfcore.plots.training_spp import SCRUB_TITLE
+from nfcore.spec.config import MAX_TRAIN_STEPS
+from nfcore.spec.train_presets import QUICK, TABLE2, auto_labels
 from tests.app.conftest import ServerProcess, clear_app_caches
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.train_controls import RUN_COLUMNS, SETTING_FIELDS
-from nfcore.config import TrainConfig
-from nfcore.train_presets import (
+from nfcore.spec.config import TrainConfig
+from nfcore.spec.train_presets import (
     DEFAULT_PRESET,
     DEFAULT_SETTINGS,
     TABLE2,

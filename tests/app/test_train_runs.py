@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.train_runs import TrainRun, accuracy_by_batch, queue_note
-from nfcore.train_presets import TABLE2, auto_labels
+from nfcore.spec.train_presets import TABLE2, auto_labels
 
 
 def runs(*states: str) -> list[TrainRun]:

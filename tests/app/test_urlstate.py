@@ -13,8 +13,8 @@ import pytest
 
 import nfcore
 from app import urlstate
-from nfcore.config import SPPConfig, canonical_json, config_hash
-from nfcore.presets import PRESETS
+from nfcore.spec.config import SPPConfig, canonical_json, config_hash
+from nfcore.spec.presets import PRESETS
 
 PRESET_RUNS = [
     pytest.param(run.config, id=f"{preset.id}-{number}")

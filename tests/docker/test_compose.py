@@ -353,7 +353,7 @@ def test_requirement_lists_match_pyproject(name: str) -> None:
 
 
 # Modules an image runs that its own packages import only inside functions.
-LAZY_IMPORTS = {"api": [], "app": [], "worker": ["nfcore.spp"]}
+LAZY_IMPORTS = {"api": [], "app": [], "worker": ["nfcore.engine.spp"]}
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
@@ -483,7 +483,7 @@ def ignored(path: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
         ("nfcore/__pycache__/config.cpython-311.pyc", True),
         (".env.example", False),
         ("api/main.py", False),
-        ("nfcore/config.py", False),
+        ("nfcore/spec/config.py", False),
         ("docker/requirements-worker.txt", False),
     ],
 )

@@ -28,8 +28,8 @@ from contract import (
 )
 from contract.kinds import kind_of_result
 from contract.rq_queue import TaskJob, queue_for, refusal
-from nfcore.config import SPPConfig, TrainConfig
-from nfcore.foreign_config import ForeignConfig
+from nfcore.spec.config import SPPConfig, TrainConfig
+from nfcore.spec.foreign_config import ForeignConfig
 from tests.api.conftest import WorkerProcess, wait_for
 from tests.worker.echo_kind import ECHO, WORKER_SCRIPT, EchoConfig
 

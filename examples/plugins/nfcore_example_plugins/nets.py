@@ -23,9 +23,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from nfcore.activations import resolve_gamma
-from nfcore.layers import ScaledWSConv2d
-from nfcore.plugins import model_plugin
+from nfcore.engine.activations import resolve_gamma
+from nfcore.engine.layers import ScaledWSConv2d
+from nfcore.foreign.plugins import model_plugin
 
 LAYOUTS = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 Depth = Literal[14, 26, 50, 101]

@@ -1,0 +1,1 @@
+"""Plotly figures of results, shared by the command line and the dashboard."""

@@ -1,0 +1,1 @@
+"""Short training runs of nfcore's networks: the data sets and the trainer."""
