@@ -10,22 +10,24 @@ The query string is rewritten from the config on every run.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import streamlit as st
 from pydantic import ValidationError
 
-from app import urlstate
+from app import layout, urlstate
 from app.api_client import ApiProblem, cached_models
 from nfcore.spec.activation_names import BUILTIN_ACTIVATIONS
 from nfcore.spec.catalog import GAMMA_TABLE
 from nfcore.spec.config import MAX_GAMMA, SPPConfig
 from nfcore.spec.families import FAMILIES, family
 from nfcore.spec.fields import describe_validation_error, field_bounds
+from nfcore.spec.norms import NORMS, norm
 from nfcore.spec.statistics import default_panels, measured, statistic
 from nfcore.spec.variants import RESNET_LAYOUTS
 
-NORMS = {"bn": "BatchNorm", "nf": "Normalizer-Free", "none": "None", "fixup": "FixUp"}
 CUSTOM = "custom"
 DEPTHS = (14, 26, 50, 101, 152, 200, 288, 600, CUSTOM)
 WIDTHS = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -184,7 +186,7 @@ def widget_values(config: SPPConfig) -> dict[str, Any]:
         "norm_options": row.norms,
         "variant_options": tuple(row.variants),
         "order": config.order,
-        "conv": config.conv if config.norm != "fixup" else None,
+        "conv": config.conv if len(norm(str(config.norm)).convs) > 1 else None,
         "activation": config.activation,
         "alpha": config.alpha,
         "alpha_options": max(1.0, config.alpha or 0.0),
@@ -193,7 +195,7 @@ def widget_values(config: SPPConfig) -> dict[str, Any]:
         "gamma": None if gamma in (None, "auto") else float(gamma),
         "se_gain": config.se_gain,
         "se_gain_options": max(2.0, config.se_gain or 0.0),
-        "skipinit": config.skipinit if config.norm != "fixup" else None,
+        "skipinit": config.skipinit if norm(str(config.norm)).skipinit else None,
         "maxpool": config.maxpool,
         "padding": config.padding == "circular",
         "width": config.width,
@@ -203,6 +205,7 @@ def widget_values(config: SPPConfig) -> dict[str, Any]:
         "input": config.input,
         "gradients": config.gradients,
         "extra_stats": config.extra_stats,
+        **{name: control.value(config) for name, control in CONTROLS.items()},
     }
 
 
@@ -290,16 +293,6 @@ def _error_under(name: str) -> None:
         st.error(message)
 
 
-def narrow() -> bool:
-    """A phone's browser (its User-Agent says Mobi): the panels are stacked, the paper's
-    figures a menu rather than a row of buttons."""
-    try:
-        agent = st.context.headers.get("User-Agent") or ""
-    except Exception:  # no browser behind this run (a script test)
-        return False
-    return "Mobi" in agent
-
-
 def page_messages() -> None:
     """At the top of the page: what of the link the page does not show, and why."""
     for message in st.session_state.get(LINK_KEY) or []:
@@ -322,7 +315,7 @@ def _widget(kind: Any, label: str, name: str, shown: Any = None, **kwargs: Any) 
 
 def norm_titles(family_name: str) -> dict[str, str]:
     """The Normalization menu's names in a family (FixUp: ours or the reference network)."""
-    return {**NORMS, **family(family_name).norm_titles}
+    return {**{name: row.title for name, row in NORMS.items()}, **family(family_name).norm_titles}
 
 
 def _with(options: tuple, value: Any) -> tuple:
@@ -353,7 +346,7 @@ def sidebar_controls() -> None:
         st.switch_page("views/plugins.py", query_params={"plugin": plugin})
     config = current_config()
     shown = widget_values(config)
-    with st.sidebar:
+    with layout.controls():
         st.header("Model")
         _widget(st.selectbox, "Family", "family", options=(*FAMILIES, *plugin_options()),
                 format_func=_family_title)  # fmt: skip
@@ -376,8 +369,49 @@ def sidebar_controls() -> None:
         _widget(st.selectbox, "Activation", "activation",
                 options=_with(BUILTIN_ACTIVATIONS, config.activation))  # fmt: skip
         _signal_controls(shown)
+        _registered_controls("model", shown)
         st.header("Input and measurement")
         _input_controls(config)
+        _registered_controls("input", shown)
+
+
+# --- controls of one's own ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Control:
+    """A sidebar control of one config field, drawn after the built-in ones of its section
+    (`register_control`). Its value goes through the same callback, edit rule, validation
+    and URL as every other widget's; a refused value is explained under it."""
+
+    name: str  # the config field, and the widget's key
+    label: str
+    kind: Callable[..., Any]  # st.number_input, st.selectbox, st.toggle, ...
+    section: Literal["model", "input"] = "model"
+    options: Mapping[str, Any] = field(default_factory=dict)  # the widget's other arguments
+    shown: Callable[[SPPConfig], Any] | None = None  # its value, None to hide; default the field's
+
+    def value(self, config: SPPConfig) -> Any:
+        return self.shown(config) if self.shown is not None else getattr(config, self.name)
+
+
+CONTROLS: dict[str, Control] = {}
+
+
+def register_control(control: Control) -> Control:
+    """Add a control of a config field that has none; its help is HELP's entry, or else the
+    field's description."""
+    if control.name not in SPPConfig.model_fields:
+        raise ValueError(f"{control.name!r} is not a config field")
+    if control.name in CONTROLS or control.name in widget_values(SPPConfig()):
+        raise ValueError(f"the field {control.name!r} has a control already")
+    HELP.setdefault(control.name, SPPConfig.model_fields[control.name].description or "")
+    CONTROLS[control.name] = control
+    return control
+
+
+def _registered_controls(section: str, shown: dict[str, Any]) -> None:
+    for control in CONTROLS.values():
+        if control.section == section and shown[control.name] is not None:
+            _widget(control.kind, control.label, control.name, **dict(control.options))
 
 
 def _signal_controls(shown: dict[str, Any]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import layout
+
 
 def main() -> None:
     st.set_page_config(
@@ -20,6 +22,7 @@ def main() -> None:
         ),
         st.Page("views/jobs.py", title="Jobs", icon=":material/list_alt:", url_path="jobs"),
     ]
+    layout.measure()  # every page lays itself out for the width measured in the browser
     st.navigation(pages).run()
 
 

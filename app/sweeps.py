@@ -173,9 +173,10 @@ def has_sweep(query: Mapping[str, str]) -> bool:
 
 
 def decode_sweep(query: Mapping[str, str]) -> Sweep:
-    """The sweep a query string describes; missing keys take the default sweep's."""
+    """The sweep a query string describes; missing keys take the default sweep's. BadSweep
+    names the first part that is wrong (`read_sweep_link` keeps the others instead)."""
     try:
-        base = urlstate.decode_config(query)
+        base = urlstate.strict_config(query)
     except urlstate.BadQuery as problem:
         raise BadSweep(str(problem)) from None
     axes = []
@@ -191,6 +192,46 @@ def decode_sweep(query: Mapping[str, str]) -> Sweep:
         values = SWEEP_FIELDS[name].defaults if text is None else parse_values(name, text)
         axes.append(Axis(name, values))
     return Sweep(base, axes[0], axes[1], query.get("stat", DEFAULT_SUMMARY))
+
+
+def read_sweep_link(query: Mapping[str, str]) -> tuple[Sweep, list[str]]:
+    """The sweep of a link, and a sentence per part of it that was left out (a base field, an
+    axis, its values, the statistic), each replaced by the default sweep's; the link's other
+    parts are kept."""
+    base, notes = urlstate.read_link(query)
+    known = ", ".join(SWEEP_FIELDS)
+    axes: list[Axis] = []
+    for name_key, values_key, default in (
+        ("x", "xs", DEFAULT_SWEEP.x),
+        ("y", "ys", DEFAULT_SWEEP.y),
+    ):
+        name = query.get(name_key, default.field)
+        if name not in SWEEP_FIELDS:
+            notes.append(f"The link's {name_key}={urlstate.shown(name)} was left out: it cannot "
+                         f"be swept here (choose one of {known}).")  # fmt: skip
+            name = default.field
+        text = query.get(values_key)
+        values = SWEEP_FIELDS[name].defaults
+        if text is not None and name == query.get(name_key, default.field):
+            try:
+                values = parse_values(name, text)
+            except BadSweep as problem:
+                notes.append(f"The link's {values_key}={urlstate.shown(text)} was left out: "
+                             f"{problem}.")  # fmt: skip
+        axes.append(Axis(name, values))
+    x, y = axes
+    if x.field == y.field:
+        notes.append(f"The link's axes both vary {x.field}; the y axis was left out.")
+        other = next(name for name in (DEFAULT_SWEEP.y.field, DEFAULT_SWEEP.x.field, *SWEEP_FIELDS)
+                     if name != x.field)  # fmt: skip
+        y = Axis(other, SWEEP_FIELDS[other].defaults)
+    statistic = query.get("stat", DEFAULT_SUMMARY)
+    if statistic not in {row.key for row in SUMMARIES}:
+        choices = ", ".join(row.key for row in SUMMARIES)
+        notes.append(f"The link's stat={urlstate.shown(statistic)} was left out: it is no "
+                     f"summary statistic (choose {choices}).")  # fmt: skip
+        statistic = DEFAULT_SUMMARY
+    return Sweep(base, x, y, statistic), notes
 
 
 def encode_sweep(sweep: Sweep) -> dict[str, str]:

@@ -15,11 +15,13 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+import nfcore
 from app.api_client import ApiProblem, Submission, cached_result, get_client
 from app.runs import ACTIVE_STATES
 from nfcore.plots.training import runs_from_events
-from nfcore.spec.config import NORM_PREFIX, TrainConfig, canonical_json
+from nfcore.spec.config import TrainConfig, canonical_json, config_hash
 from nfcore.spec.fields import describe_validation_error
+from nfcore.spec.norms import NORMS
 from nfcore.spec.train_presets import TRAIN_PRESETS, TrainPreset, auto_labels, run_config
 
 MAX_PAGES_PER_POLL = 20  # pages of events read for one run in one poll
@@ -57,7 +59,8 @@ def plan(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> list[Plann
 
 def _row_name(row: dict[str, Any]) -> str:
     """What an invalid row is called: its model as far as the row says."""
-    prefix = NORM_PREFIX.get(str(row.get("norm")), str(row.get("norm") or "?"))
+    known = NORMS.get(str(row.get("norm")))
+    prefix = known.prefix if known is not None else str(row.get("norm") or "?")
     return f"{prefix}-ResNet-{row.get('depth') or '?'}"
 
 
@@ -322,6 +325,92 @@ def restore(job_ids: Sequence[str]) -> tuple[list[TrainRun], list[Notice]]:
         notices.append(("error", f"The link's job(s) {', '.join(others)} are not training runs "
                         "(the Jobs page opens each where it belongs)."))  # fmt: skip
     return runs, notices
+
+
+def revive(
+    configs: Sequence[TrainConfig], labels: Sequence[str | None]
+) -> tuple[list[TrainRun], list[Notice]]:
+    """The runs of the configs a link carries (`?runs=`), with their labels (None: the one
+    the page gives them, `auto_labels`): each followed as `restore` does while the API still
+    has its job and result (a failed or canceled run stays so), else trained again: the same
+    config is the same job, trained with the same seeds. Raises ApiProblem when the API
+    cannot answer; a run it refuses is kept, with its sentence."""
+    client = get_client()
+    runs: list[TrainRun] = []
+    again: list[str] = []
+    notices: list[Notice] = []
+    seen: set[str] = set()
+    for config, label, auto in zip(configs, labels, auto_labels(configs), strict=True):
+        name = label or auto
+        job_id = config_hash(config, nfcore.__version__)
+        if job_id in seen:
+            notices.append(("info", f"The link's run {name} repeats an earlier run; it is "
+                            "shown once."))  # fmt: skip
+            continue
+        seen.add(job_id)
+        body = config.model_dump(mode="json")
+        job = _known_job(job_id)
+        if job is not None:
+            run = TrainRun(name, job_id, config.steps, config=body)
+            run.update_from_job(job)
+            runs.append(run)
+            continue
+        try:
+            submission = client.submit_train(body)
+        except ApiProblem as problem:
+            if problem.status is None or problem.status >= 500:
+                raise
+            runs.append(TrainRun(name, None, config.steps, state="rejected",
+                                 error=problem.message, config=body))  # fmt: skip
+            continue
+        if submission.result is None:
+            again.append(name)
+        runs.append(TrainRun.submitted(name, config, submission))
+    if again:
+        notices.append(("info", f"The results of {_names(again)} had expired, so "
+                        f"{'they are' if len(again) > 1 else 'it is'} trained again, with the "
+                        "same settings and seeds."))  # fmt: skip
+    return runs, notices
+
+
+def _known_job(job_id: str) -> dict[str, Any] | None:
+    """The view of a training job the API still has with its result (or still running, or
+    failed or canceled: shown as it is); None when there is none to show (train it again)."""
+    try:
+        job = get_client().job(job_id)
+    except ApiProblem as problem:
+        if problem.status not in GONE:
+            raise
+        return None
+    if job.get("kind") != "train":
+        return None
+    if job.get("state") == "finished":
+        try:
+            cached_result(job_id)
+        except ApiProblem as problem:
+            if problem.status not in (*GONE, 409):
+                raise
+            return None
+    return job
+
+
+def _names(names: Sequence[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def link_labels(runs: Sequence[TrainRun]) -> tuple[list[TrainConfig], list[str | None]] | None:
+    """The configs of the runs that have a job (those `?jobs=` names), and each one's label
+    where it is not the page's own (`auto_labels`): what `?runs=` carries. None unless every
+    such run has a valid config."""
+    followed = [run for run in runs if run.job_id]
+    configs = run_configs(followed)
+    if configs is None:
+        return None
+    auto = auto_labels(configs)
+    return configs, [
+        None if run.label == name else run.label for run, name in zip(followed, auto, strict=True)
+    ]
 
 
 def run_configs(runs: Sequence[TrainRun]) -> list[TrainConfig] | None:

@@ -16,6 +16,11 @@ Target of issue 19, row "19.5": 2000 concurrent waits on a queued job all answer
 and GET /healthz under 0.5 s meanwhile.
 Target of issue 20, rows "20.6": `measure` of a network written elsewhere (a torchvision-style
 ResNet-50, a ViT, a Swin) / a plain forward of it <= 1.3 (bench_foreign, on the CPU).
+Target of issue 21, rows "21.1": a fresh network's SPP (build_model + run_spp) / its floor (drawing
+its weights once + a plain forward) <= 1.25, and build_model drawing once against twice
+(bench_fresh).
+Target of issue 24, row "24": training one's own network with `nfcore.track(every=50)` / without
+it <= 1.05 (bench_track).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from benchmarks import (
     bench_api,
     bench_explorer,
     bench_foreign,
+    bench_fresh,
     bench_scaled_ws,
     bench_spp_targets,
+    bench_track,
     bench_train,
 )
 from benchmarks._report import format_table, load_average, machine_facts
@@ -56,9 +63,13 @@ def main() -> None:
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print("warning: the machine is busy; OpenMP threads contending for cores skew every ratio")
     figures, extras = bench_spp_targets.run(args.quick, args.device)
+    fresh_figures, fresh_breakdown = bench_fresh.run(args.quick, args.device)
+    figures += fresh_figures
+    extras.append(f"Fresh SPP against its floor (medians, ms):\n{fresh_breakdown}")
     figures += bench_scaled_ws.whole_network(args.quick, args.device)
     figures += bench_train.run(args.quick, args.device)
     figures += bench_foreign.overhead(args.quick, 3 if args.quick else 7)
+    figures += bench_track.run(args.quick, args.device)
     if not args.skip_service:
         figures += bench_api.service_figures(5.0 if args.quick else 20.0, args.device)
         figures += bench_api.classroom_figures(5.0 if args.quick else 10.0)

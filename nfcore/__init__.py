@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "build_model": "nfcore.engine.models",
@@ -19,6 +19,9 @@ _LAZY = {
     "ModelConfig": "nfcore.spec.config",
     "SPPResult": "nfcore.spec.result",
     "model_plugin": "nfcore.foreign.plugins",
+    "track": "nfcore.foreign.track",
+    "compare": "nfcore.foreign.compare",
+    "read_tracked": "nfcore.spec.tracked",
 }
 
 

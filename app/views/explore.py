@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 import nfcore
-from app import controls, exports, figures, problems, runs, trace
+from app import controls, exports, figures, layout, problems, runs, trace, urlstate
 from app.api_client import ApiProblem, cached_csv
 from app.settings import get_settings
 from nfcore.plots.spp import RUN_COLORS
@@ -36,7 +36,7 @@ def render() -> None:
     controls.sidebar_controls()
     active_preset()  # forget a preset the controls moved away from, before writing the URL
     controls.sync_query()
-    st.title("Signal propagation explorer")
+    layout.page_title("Signal propagation explorer")
     st.caption(
         "Signal Propagation Plots (Brock, De & Smith 2021, Section 3): per residual block, the "
         "squared channel mean, the channel variance and the residual branch's variance at "
@@ -69,7 +69,7 @@ def active_preset() -> Preset | None:
 
 def _preset_buttons() -> None:
     chosen = active_preset()
-    if controls.narrow():  # eight buttons would fill a phone's first screen
+    if layout.narrow():  # eight buttons would fill a phone's first screen
         ids = [None, *(preset.id for preset in PRESETS)]
         st.selectbox(
             "Paper figure", ids, index=ids.index(chosen.id if chosen else None),
@@ -114,13 +114,8 @@ def _body() -> None:
     trace.mark("answered")
     pinned = _pinned_runs({run.job_id for run in shown})
     if preset is not None:
-        plot_column, text_column = st.columns([3, 1])
-        with text_column:
-            _preset_text(preset)
-    else:
-        plot_column = st.container()
-    with plot_column:
-        shown = _follow(shown, wanted, pinned, preset)
+        _preset_text(preset)  # above the chart, which keeps the column's whole width
+    shown = _follow(shown, wanted, pinned, preset)
     current = next(run for run, (_, c) in zip(shown, wanted, strict=True) if c == config)
     finished = current.result is not None
     if finished:
@@ -163,11 +158,11 @@ def _follow(
     # One container for the progress rows, present in every run, so that the chart keeps its
     # place on the page: the browser then updates the chart instead of drawing a new one.
     with st.container():
-        status = _status(shown, wanted)
+        status = _status(shown + pinned, wanted)  # pins computed again have a row too
     # The chart's place holds a chart from the start (the last one, dimmed, while jobs run):
     # an `st.empty()` there would first blank it, and the browser draw it again from scratch.
     chart: Any = None
-    if any(run.pending for run in shown):
+    if any(run.pending for run in shown + pinned):
         previous = st.session_state.get(FIGURE_KEY)
         if previous is not None:
             chart = st.plotly_chart(figures.stale(previous), theme=None)
@@ -176,11 +171,12 @@ def _follow(
             chart.info("The plot appears when the first run has finished.")
     settings = get_settings()
     deadline = time.monotonic() + settings.app_follow_seconds
-    while settings.app_follow_seconds > 0 and any(run.pending for run in shown):
+    while settings.app_follow_seconds > 0 and any(run.pending for run in shown + pinned):
         if time.monotonic() >= deadline:
             st.rerun()  # a long job: follow it in a fresh run, so no run lasts forever
-        shown = [runs.await_run(run, settings.app_poll_seconds) for run in shown]
-        for run, rows in zip(shown, status, strict=True):
+        followed = [runs.await_run(run, settings.app_poll_seconds) for run in shown + pinned]
+        shown, pinned[:] = followed[: len(shown)], followed[len(shown) :]
+        for run, rows in zip(shown + pinned, status, strict=True):
             if rows is None:
                 continue
             row, bar = rows
@@ -196,11 +192,18 @@ def _follow(
 
 
 def _preset_text(preset: Preset) -> None:
-    st.subheader(f"Fig. {preset.figure}")
-    st.markdown(f"**{preset.title}**")
-    st.write(preset.caption)
-    st.info(f"**Paper:** {preset.paper_setting}\n\n**Here:** {preset.scaled_setting}")
-    st.caption(f"**The border:** {preset.border}")
+    """The figure's finding beside what the paper and this page compute, over the chart."""
+    finding, setting = (st.container(), st.container()) if layout.narrow() else st.columns([3, 2])
+    finding.subheader(f"Fig. {preset.figure}")
+    finding.markdown(f"**{preset.title}**")
+    finding.write(preset.caption)
+    setting.info(f"**Paper:** {preset.paper_setting}\n\n**Here:** {preset.scaled_setting}")
+    setting.caption(f"**The border:** {preset.border}")
+    with setting:
+        _border_button(preset)
+
+
+def _border_button(preset: Preset) -> None:
     border_free = controls.current_config().padding == "circular"
     st.button(
         "Show the zero border (the paper's)" if border_free else "Remove the border effect",
@@ -265,18 +268,20 @@ def _plot(chart: Any, all_runs: list[runs.Run], preset: Preset | None) -> None:
         return
     labels = _unique([run.label for run in finished])
     colors = [_color(run, all_runs) for run in finished]
-    narrow = controls.narrow()
-    dark = st.context.theme.type == "dark"
+    narrow = layout.narrow()
+    dark = layout.dark()
     title = preset.title if preset else None
     results = [run.result for run in finished if run.result is not None]
     panels = _drawable(controls.panels(), results)
     key = (tuple(run.job_id for run in finished), tuple(labels), controls.log_y(), dark, title,
-           panels, tuple(colors), narrow)  # fmt: skip
+           panels, tuple(colors), narrow, layout.width())  # fmt: skip
     built: dict = st.session_state.setdefault(FIGURES_KEY, {})
     fig = built.pop(key, None)  # a config shown a moment ago: its chart is not built again
     if fig is None:
         fig = figures.dashboard_figure(results, labels, log_y=key[2], dark=dark, title=title,
                                        panels=panels, colors=colors, narrow=narrow)  # fmt: skip
+        if not narrow:  # stacked by its builder when narrow; short titles if panels crowd
+            fig = layout.fit(fig)
     built[key] = fig
     while len(built) > FIGURES_KEPT:
         built.pop(next(iter(built)))  # the least recently shown
@@ -350,25 +355,53 @@ def _exports(current: runs.Run, overlaid: list[runs.Run]) -> None:
 
 
 def _pinned_runs(exclude: set[str | None]) -> list[runs.Run]:
-    """The pinned runs not already drawn; a pin whose result expired is reported and dropped."""
+    """The pinned runs not already drawn. A pin carries its run's config (`urlstate.Pin`): a
+    result the API no longer has is computed again (the same config is the same job, so the
+    same numbers), and followed while it computes. An old link's pin names only a job id:
+    once its result expired it is reported and dropped, as is a pin the link garbled."""
+    notices = []
     pinned = []
-    for job_id in list(st.session_state.get("pins", [])):
-        if job_id in exclude:
+    for pin in list(st.session_state.get("pins", [])):
+        if pin in exclude:
             continue
-        try:
-            run = runs.follow(f"pin {job_id[:8]}", job_id)
-            why = "is no longer available"
-        except ValueError:  # its result is no SPP's (a link naming a training run's job)
-            run, why = None, "is not an SPP (a training run?)"
-        if run is None or run.result is None:
-            # Kept in the session so the notice outlives the reruns that poll running jobs.
-            st.session_state[PIN_NOTICE] = f"Pinned run {job_id[:12]} {why}; it was unpinned."
-            st.session_state["pins"].remove(job_id)
-            controls.sync_query()  # the URL must not keep offering the dropped pin
+        run, why = _pinned_run(pin)
+        if run is None:
+            notices.append(why)
+            st.session_state["pins"].remove(pin)
             continue
-        label = f"pinned: {run.result.config.label}"
-        pinned.append(runs.Run(label, job_id, result=run.result))
+        pinned.append(run)
+    if notices:
+        # Kept in the session so the notice outlives the reruns that poll running jobs.
+        st.session_state[PIN_NOTICE] = " ".join(notices)
+        controls.sync_query()  # the URL must not keep offering the dropped pins
     return pinned
+
+
+def _pinned_run(pin: str) -> tuple[runs.Run | None, str]:
+    """A pin's run (finished, or computing again), or None and the sentence saying why not."""
+    if problem := getattr(pin, "problem", None):
+        return None, problem
+    config = getattr(pin, "config", None)
+    if config is not None:
+        try:
+            run = runs.track(f"pinned: {config.label}", config)  # submitted once per session
+        except ApiProblem as problem:
+            if problem.status is None or problem.status >= 500:
+                raise  # the API is down: the page says so
+            why = f"was refused by the API ({problem.message})"
+            return None, f"Pinned run {config.label} {why}; it was unpinned."
+        if run.problem:
+            why = f"could not be computed again ({run.problem})"
+            return None, f"Pinned run {config.label} {why}; it was unpinned."
+        return run, ""
+    try:
+        run = runs.follow(f"pin {pin[:8]}", pin)
+        why = "is no longer available"
+    except ValueError:  # its result is no SPP's (a link naming a training run's job)
+        run, why = None, "is not an SPP (a training run?)"
+    if run is None or run.result is None:
+        return None, f"Pinned run {pin[:12]} {why}; it was unpinned."
+    return runs.Run(f"pinned: {run.result.config.label}", pin, result=run.result), ""
 
 
 def _compare(current: runs.Run | None) -> None:
@@ -380,15 +413,18 @@ def _compare(current: runs.Run | None) -> None:
     can_pin = current is not None and current.job_id not in pins
     if left.button("Pin this run", icon=":material/push_pin:", disabled=not can_pin, width="stretch",
                    help="Keep this run in the plot while you change the controls."):  # fmt: skip
-        assert current is not None and current.job_id is not None
-        pins.append(current.job_id)
+        assert current is not None and current.job_id is not None and current.result is not None
+        config = current.result.config
+        pin = urlstate.Pin.of(config, current.job_id) if isinstance(config, SPPConfig) else None
+        pins.append(pin or current.job_id)  # the config travels in the URL, so the link lasts
         st.session_state.pop(PIN_NOTICE, None)
         st.rerun()
     if right.button("Clear pins", disabled=not pins, width="stretch"):
         pins.clear()
         st.session_state.pop(PIN_NOTICE, None)
         st.rerun()
-    info.caption(f"{len(pins)} pinned run(s); the URL carries them, so a shared link shows them.")
+    info.caption(f"{len(pins)} pinned run(s); the URL carries their configurations, so a shared "
+                 "link shows them, computed again if the results have expired.")  # fmt: skip
 
 
 if __name__ == "__main__":

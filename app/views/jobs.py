@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
-from app import plugin_form, problems, urlstate
+from app import layout, plugin_form, problems, urlstate
 from app.api_client import ApiProblem, cached_result, get_client
 from app.runs import silence_words
 from app.settings import get_settings
@@ -31,7 +31,7 @@ TIME_FORMAT = "MMM D, HH:mm:ss"
 @problems.guarded
 def render() -> None:
     """The table of jobs; an API failure is shown as its sentence, never as a traceback."""
-    st.title("Jobs")
+    layout.page_title("Jobs")
     st.caption(
         "The most recent jobs on the API (SPPs, model plugins' SPPs and training runs), "
         "newest first."

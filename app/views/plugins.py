@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from app import figures, plugin_form, problems, runs
+from app import layout as screen
 from app.api_client import ApiProblem, cached_models
 from app.settings import get_settings
 from nfcore.spec.config import SPPConfig
@@ -39,7 +40,7 @@ PLUGIN_SETTINGS = (
 
 @problems.guarded
 def render() -> None:
-    st.title("Your own network")
+    screen.page_title("Your own network")
     st.caption(
         "The Signal Propagation Plot of a network written outside nfcore, installed as a model "
         "plugin (a Python package with an `nfcore.models` entry point), beside the paper's "
@@ -79,7 +80,7 @@ def _controls(plugins: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | None
     if asked and asked not in plugins:
         st.warning(f"The link asks for the plugin {asked!r}, which no live worker has; "
                    f"showing {names[0]!r}. Available: {', '.join(names)}.")  # fmt: skip
-    with st.sidebar:
+    with screen.controls():
         st.header("Network")
         name = st.selectbox("Model plugin", names, index=names.index(asked) if asked in plugins else 0,
                             format_func=lambda n: f"{n} ({plugins[n].get('version')})")  # fmt: skip
@@ -176,8 +177,10 @@ def _body(config: dict[str, Any], references: list[str]) -> None:
     shown = [r for r in (run, *others) if r.result is not None]
     assert run.result is not None
     labels = [run.result.config.label, *[r.label for r in others if r.result is not None]]
-    dark = st.context.theme.type == "dark"
-    figure = figures.dashboard_figure([r.result for r in shown], labels, log_y=False, dark=dark)
+    dark, narrow = screen.dark(), screen.narrow()
+    figure = figures.dashboard_figure([r.result for r in shown], labels, log_y=False, dark=dark,
+                                      narrow=narrow)  # fmt: skip
+    figure = figure if narrow else screen.fit(figure)  # short titles where panels crowd
     meta = run.result.meta
     for note in meta.notes or ():  # how the network was read: its layout, its blocks, a doubt
         st.info(note)

@@ -20,7 +20,7 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from app import problems, sweep_figures, sweeps
+from app import layout, problems, sweep_figures, sweeps
 from app.api_client import ApiProblem, cached_limits, cached_result, get_client
 from app.controls import RESOLUTIONS, WIDTHS
 from app.figures import dashboard_figure, themed
@@ -58,7 +58,7 @@ BASE_HELP = (
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
     _init_state()
-    st.title("Sweeps")
+    layout.page_title("Sweeps")
     st.caption(
         "A phase diagram: one number per Signal Propagation Plot over a grid of two config "
         "fields, e.g. alpha by depth (Section 4), gamma by activation (Section 4.2) or the S+E "
@@ -95,11 +95,10 @@ def _init_state() -> None:
     if SWEEP_KEY in st.session_state:
         return
     query = st.query_params.to_dict()
-    try:
-        sweep = sweeps.decode_sweep(query)
-    except BadSweep as problem:
-        st.session_state[ERROR_KEY] = f"the link's sweep is invalid: {problem}; showing the default"
-        sweep = sweeps.DEFAULT_SWEEP
+    # A part of the link that is not valid is left out, with a sentence each; the others stay.
+    sweep, notes = sweeps.read_sweep_link(query)
+    if notes:
+        st.session_state[ERROR_KEY] = "\n\n".join(notes)
     st.session_state[SWEEP_KEY] = sweep
     st.session_state[VERSION_KEY] = 0
     st.session_state[AUTORUN_KEY] = sweeps.has_sweep(query) and ERROR_KEY not in st.session_state
@@ -122,7 +121,7 @@ def _refuse(message: str) -> None:
 def _base_controls() -> None:
     base = _sweep().base
     row = family(base.family)
-    with st.sidebar:
+    with layout.controls():
         st.header("Base configuration", help=BASE_HELP)
         _base_widget(st.selectbox, "Family", "family", options=tuple(FAMILIES),
                      format_func=lambda name: FAMILIES[name].title)  # fmt: skip
@@ -196,8 +195,12 @@ def _axis_controls() -> None:
     note.caption(f"{sweep.size} points" + (f" (the API allows {limit})" if limit else ""))
     if message := st.session_state.get(ERROR_KEY):
         st.error(message)
-    if clicked or st.session_state.pop(AUTORUN_KEY, False):
+    if clicked or st.session_state.get(AUTORUN_KEY):
         _submit(sweep, limit)
+        # Only once it is submitted: the page's first run may be cut short by a rerun (the
+        # width measured in the browser), and the link's sweep must still run (submitting the
+        # same points twice finds the same jobs).
+        st.session_state.pop(AUTORUN_KEY, None)
     if problem := st.session_state.get(PROBLEM_KEY):
         st.error(problem)
 
@@ -282,7 +285,7 @@ def _live() -> None:
     row = summary(sweep.statistic)
     selected = st.session_state.get(SELECTED_KEY)
     fig = sweep_figures.heatmap_figure(sweep, cells, row, selected=selected)
-    st.plotly_chart(themed(fig, dark=_dark()), theme=None, key=CHART_KEY, on_select=_on_select,
+    st.plotly_chart(themed(layout.fit(fig), dark=_dark()), theme=None, key=CHART_KEY, on_select=_on_select,
                     selection_mode="points")  # fmt: skip
     if sweeps.ended(view):
         st.download_button("CSV", sweeps.csv_text(sweep, cells), f"sweep-{sweep_id[:12]}.csv",
@@ -349,12 +352,14 @@ def _selected_point(
                       icon=":material/open_in_new:", width="stretch")  # fmt: skip
     variances = [b.avg_channel_var for b in spp.blocks if b.avg_channel_var]
     log_y = bool(variances) and max(variances) / min(variances) > sweep_figures.LOG_SPAN
-    fig = dashboard_figure([spp], [spp.config.label], log_y=log_y, dark=_dark())
+    fig = dashboard_figure([spp], [spp.config.label], log_y=log_y, dark=_dark(),
+                           narrow=layout.narrow())  # fmt: skip
+    fig = fig if layout.narrow() else layout.fit(fig)
     st.plotly_chart(fig, theme=None, key="sweep_point_spp")
 
 
 def _dark() -> bool:
-    return st.context.theme.type == "dark"
+    return layout.dark()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ planning, submitting and polling the runs in `app.train_runs`, the figures in
 `nfcore.plots.training` and `nfcore.plots.training_spp`. "Start" validates every row as a
 `TrainConfig`, then submits one job per run. While any run is active a fragment polls each
 job's events every second and redraws the curves; a finished run is drawn from its result.
-The job ids are also kept in the URL (`jobs=`), so a reload follows the same runs, and the
-table and settings come back from the jobs' configs.
+The runs are also kept in the URL, as job ids (`jobs=`) and as configs (`runs=`,
+`app.urlstate.encode_train_runs`), so a reload follows the same runs, the table and settings
+come back from their configs, and a link opened after the results expired trains them again
+(the same configs and seeds: the same curves).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import problems, train_controls, train_runs
+from app import layout, problems, train_controls, train_runs, urlstate
 from app.api_client import ApiProblem, cached_readiness
 from app.figures import themed
 from app.runs import silence_words
@@ -57,7 +59,7 @@ RESTORE_KEY = "train_restore"  # job ids from the URL, followed on the first run
 def render() -> None:
     """The whole page; an API failure is shown as its sentence, never as a traceback."""
     _init_state()
-    st.title("Train")
+    layout.page_title("Train")
     st.caption(
         "Short training runs of BN- and NF-ResNets with the paper's recipe scaled down (SGD "
         "with Nesterov momentum, warm-up and cosine decay, label smoothing). The curves update "
@@ -76,9 +78,7 @@ def render() -> None:
     _preset_caption(planned)
     _actions(planned)
     runs = _runs()
-    job_ids = ",".join(run.job_id for run in runs if run.job_id)
-    if job_ids and st.query_params.get("jobs") != job_ids:
-        st.query_params["jobs"] = job_ids  # back from another page, which set its own URL
+    _link(runs)
     active = any(run.active for run in runs)
     st.fragment(problems.guarded(_live), run_every=POLL_SECONDS if active else None)()
 
@@ -88,8 +88,23 @@ def _runs() -> list[TrainRun]:
 
 
 # --- state ------------------------------------------------------------------------------------
+def _link(runs: Sequence[TrainRun]) -> None:
+    """Keep the runs in the URL: their job ids (`jobs=`) and their configs (`runs=`, with any
+    label of the user's), so a link opened after the results expired trains them again."""
+    job_ids = ",".join(run.job_id for run in runs if run.job_id)
+    if not job_ids:
+        return
+    wanted = {"jobs": job_ids}
+    if (carried := train_runs.link_labels(runs)) is not None:
+        wanted["runs"] = urlstate.encode_train_runs(*carried)
+    for key, value in wanted.items():
+        if st.query_params.get(key) != value:
+            st.query_params[key] = value  # back from another page, which set its own URL
+
+
 def _init_state() -> None:
-    """Once per session: the default runs (or `?preset=`) and the runs named by `?jobs=`."""
+    """Once per session: the default runs (or `?preset=`) and the runs of the link: its
+    configs (`?runs=`), else the jobs it names (`?jobs=`, an older link)."""
     if train_controls.initialized():
         return
     query = st.query_params.to_dict()
@@ -100,26 +115,52 @@ def _init_state() -> None:
         except KeyError as error:
             st.session_state[NOTICE_KEY] = [("error", f"{error.args[0]}; showing the default runs")]
     train_controls.apply_preset(preset.id)
+    if token := query.get("runs"):
+        try:
+            decoded = urlstate.decode_train_runs(token)
+        except urlstate.BadQuery as problem:
+            notices = st.session_state.setdefault(NOTICE_KEY, [])
+            notices.append(("error", _runs_problem(str(problem))))
+        else:
+            notices = [("error", problem) for _, _, problem in decoded if problem]
+            if notices:
+                st.session_state.setdefault(NOTICE_KEY, []).extend(notices)
+            kept = [(config, label) for config, label, _ in decoded if config is not None]
+            if kept:
+                st.session_state[RESTORE_KEY] = kept
+                return
     if job_ids := [job for job in query.get("jobs", "").split(",") if job]:
         st.session_state[RESTORE_KEY] = job_ids
 
 
+def _runs_problem(words: str) -> str:
+    """The sentence for a `runs=` token that cannot be read (`urlstate.unpack`'s words)."""
+    if words.startswith("The link"):
+        return f"{words}; showing the default runs."
+    return f"The link's runs= value {words}; showing the default runs."
+
+
 def _restore() -> None:
-    """Follow the jobs a link named (`?jobs=`), once per session."""
-    job_ids = st.session_state.pop(RESTORE_KEY, None)
+    """Follow the runs of the link, once per session: its configs (`?runs=`; trained again
+    when the API no longer has them), or the jobs an older link named (`?jobs=`)."""
+    # Read, and dropped only once followed: an API problem, or this run cut short by a rerun
+    # (the width measured in the browser), tries again on the next run (posting the same
+    # configs again finds the same jobs).
+    job_ids = st.session_state.get(RESTORE_KEY)
     if not job_ids:
         return
-    try:
+    if isinstance(job_ids[0], tuple):  # (config, label) pairs from `?runs=`
+        configs, labels = zip(*job_ids, strict=True)
+        runs, notices = train_runs.revive(configs, labels)
+    else:
         runs, notices = train_runs.restore(job_ids)
-    except ApiProblem:
-        st.session_state[RESTORE_KEY] = job_ids  # try again on the next run
-        raise
+    st.session_state.pop(RESTORE_KEY, None)
     configs = train_runs.run_configs(runs)
     if configs is not None and not train_controls.apply_configs(configs):
         notices.append(("info", "The linked runs differ in settings the runs table cannot "
                         "hold, so the table keeps its own runs; the runs below are the link's."))  # fmt: skip
     if notices:
-        st.session_state[NOTICE_KEY] = notices
+        st.session_state[NOTICE_KEY] = [*(st.session_state.get(NOTICE_KEY) or []), *notices]
     st.session_state[RUNS_KEY] = runs
 
 
@@ -159,6 +200,7 @@ def _actions(planned: Sequence[PlannedRun]) -> None:
         st.session_state.pop(RUNS_KEY, None)
         st.session_state.pop(NOTICE_KEY, None)
         st.query_params.pop("jobs", None)
+        st.query_params.pop("runs", None)
         st.rerun()
     note.caption(
         f"{len(planned)} run(s) planned. Runs with the same configuration share one job, and a "
@@ -290,7 +332,7 @@ def _curves(shown: list[tuple[str, dict[str, Any]]], *, smoothing: float, grad_n
         st.info("The curves appear after the first training steps.")
         return
     fig = training_figure(shown, smoothing=smoothing, grad_norm=grad_norm)
-    st.plotly_chart(themed(fig, dark=st.context.theme.type == "dark"), theme=None,
+    st.plotly_chart(themed(layout.fit(fig), dark=layout.dark()), theme=None,
                     key="train_chart")  # fmt: skip
 
 
@@ -309,7 +351,7 @@ def _scrubber(shown: list[tuple[str, dict[str, Any]]], *, smoothing: float, log_
     fig = spp_over_training_figure(shown, log_y=log_y, smoothing=smoothing)
     if fig is None:
         return
-    st.plotly_chart(themed(fig, dark=st.context.theme.type == "dark"), theme=None,
+    st.plotly_chart(themed(layout.fit(fig), dark=layout.dark()), theme=None,
                     key="train_spp_scrubber")  # fmt: skip
     st.caption(
         "Drag the slider (or press Play) to watch every run's signal change while it learns; "
@@ -323,10 +365,10 @@ def _spps(shown: list[tuple[str, dict[str, Any]]], *, active: bool, log_y: bool)
     before, after = spp_snapshot_figures(shown, log_y=log_y)
     if before is None:
         return
-    dark = st.context.theme.type == "dark"
+    dark = layout.dark()
     # Two runs fit side by side; more need the full width, one above the other, or their
-    # legends would crowd out the panels.
-    wide = len(shown) > SIDE_BY_SIDE_RUNS
+    # legends would crowd out the panels; so does a narrow column.
+    wide = len(shown) > SIDE_BY_SIDE_RUNS or layout.narrow()
     left, right = (st.container(), st.container()) if wide else st.columns(2)
     for column, fig, key in ((left, before, "train_spp_before"), (right, after, "train_spp_after")):
         if fig is None:
@@ -341,6 +383,7 @@ def _spps(shown: list[tuple[str, dict[str, Any]]], *, active: bool, log_y: bool)
             )
         else:
             fig.update_layout(height=480, legend={"y": -0.3}, margin={"b": 120})
+        fig = layout.fit(fig, 1.0 if wide else 0.5)
         column.plotly_chart(themed(fig, dark=dark), theme=None, key=key)
 
 

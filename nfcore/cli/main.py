@@ -2,6 +2,7 @@
 
     nfcore spp --depth 600 --norm nf --conv ws --width 0.25 --out spp.json --plot spp.png
     nfcore plot bn.json nf.json --out compare.png
+    nfcore plot runs/spp.jsonl --out spp.html        # a run nfcore.track measured
     nfcore train --depth 26 --norm nf --width 0.25 --dataset digits --steps 300 --lr 0.05 --out run.json
     nfcore gamma silu
     nfcore models
@@ -204,6 +205,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     _check_plot_paths("--out", args.plot)
     if args.label is not None and len(args.label) != len(args.results):
         raise UsageError(f"--label: got {len(args.label)} labels for {len(args.results)} results")
+    tracked = [path.suffix.lower() == ".jsonl" for path in args.results]
+    if any(tracked):
+        return _plot_tracked(args, tracked)
     results = [_read_result(path) for path in args.results]
     from nfcore.plots.spp import spp_figure, write_figure
 
@@ -213,6 +217,33 @@ def cmd_plot(args: argparse.Namespace) -> int:
         )
     except ValueError as error:  # "panels: ...": a panel none of the results measured
         raise UsageError(as_flags(str(error))) from None
+    for path in args.plot:
+        write_figure(figure, path)
+        sys.stderr.write(f"wrote {path}\n")
+    return 0
+
+
+def _plot_tracked(args: argparse.Namespace, tracked: Sequence[bool]) -> int:
+    """`nfcore plot run.jsonl ...`: runs `nfcore.track` wrote, scrubbed through step by step."""
+    if not all(tracked):
+        raise UsageError("results: give either result JSON files or tracked runs (.jsonl), "
+                         "not both")  # fmt: skip
+    for flag, value in (("--title", args.title), ("--panels", args.panels)):
+        if value is not None:
+            raise UsageError(f"{flag}: not available for tracked runs (.jsonl)")
+    from nfcore.spec.tracked import read_tracked
+
+    try:
+        runs = [read_tracked(path) for path in args.results]
+    except ValueError as error:  # "<file>, line 3: ..."
+        raise UsageError(str(error)) from None
+    from nfcore.plots.spp import write_figure
+    from nfcore.plots.tracked import tracked_figure
+
+    try:
+        figure = tracked_figure(*runs, labels=args.label, log_y=args.log_y)
+    except ValueError as error:  # a file without a measurement
+        raise UsageError(f"results: {error}") from None
     for path in args.plot:
         write_figure(figure, path)
         sys.stderr.write(f"wrote {path}\n")

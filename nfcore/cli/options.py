@@ -18,6 +18,7 @@ from nfcore.spec.config import SPPConfig, TrainConfig
 from nfcore.spec.families import FAMILIES
 from nfcore.spec.fields import field_bounds
 from nfcore.spec.foreign_config import ForeignConfig
+from nfcore.spec.norms import NORMS
 from nfcore.spec.statistics import STATISTICS, panel_keys
 
 
@@ -124,7 +125,7 @@ def field_option(
     **overrides: Any,
 ) -> None:
     """`--name` for the config field `name`: its description, default and bounds as help, its
-    Literal values (or the family table) as choices, its type; a flag left out is None, so
+    Literal values (or the family or norm table) as choices, its type; a flag left out is None, so
     the config (or --config) decides. `model_kind`: the config of a `--model` run, which
     shares the flag; where its default or bounds differ, the help says both."""
     info = kind.model_fields[name]
@@ -136,7 +137,8 @@ def field_option(
         if text:
             parts.append(text)
     options: dict[str, Any] = {"help": "; ".join(parts).replace("%", "%%")}
-    choices = list(FAMILIES) if name == "family" else _choices(info.annotation)
+    tables = {"family": FAMILIES, "norm": NORMS}  # rows registered now
+    choices = list(tables[name]) if name in tables else _choices(info.annotation)
     if "type" in overrides:
         choices = None  # e.g. gamma: 'auto' or a number
     scalar = _scalar_type(info.annotation)
@@ -304,10 +306,13 @@ def build_parser(cifar10_dir: str | None = None, description: str = "") -> argpa
     gamma = sub.add_parser("gamma", help="nonlinearity gains gamma = 1/sqrt(Var g(x))")
     gamma.add_argument("name", nargs="?", help="activation name (default: all)")
     gamma.add_argument("--json", action="store_true", help="print JSON")
-    plot = sub.add_parser("plot", help="overlay saved SPP results in one figure (as Fig. 2)")
+    plot = sub.add_parser("plot", help="overlay saved SPP results in one figure (as Fig. 2), or "
+                          "scrub through tracked training runs (.jsonl)")  # fmt: skip
     plot.add_argument(
-        "results", type=Path, nargs="+", help="result JSON files written by `nfcore spp`"
-    )
+        "results", type=Path, nargs="+",
+        help="result JSON files written by `nfcore spp`, or JSON-lines files written by "
+        "nfcore.track (a figure with a slider over the measured steps)",
+    )  # fmt: skip
     plot.add_argument("--out", type=Path, action="append", required=True, dest="plot",
                       help="figure: .html, .png, .svg, .pdf or .json (repeatable)")  # fmt: skip
     plot.add_argument("--label", action="append", help="legend label per result, in order")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +13,51 @@ from torch import Tensor, nn
 # Appendix D.2: "Epsilon, a small constant to avoid dividing by zero."
 SCALED_WS_EPS = 1e-4
 
+_DEFERRED = ContextVar("nfcore_deferred_init", default=False)
 
-class ScaledWSConv2d(nn.Conv2d):
+
+@contextmanager
+def deferred_init() -> Iterator[None]:
+    """Construct the layers of this module without drawing their parameters.
+
+    Inside, `Conv2d`, `ScaledWSConv2d`, `BatchNorm2d` and `Linear` skip PyTorch's
+    `reset_parameters`: their tensors hold whatever `torch.empty` gave, and the caller
+    initializes every one (`nfcore.engine.models.init_weights`), so each weight is drawn once.
+    A ContextVar: other threads constructing at the same time draw as usual.
+    """
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d, whose default init is skipped under `deferred_init`."""
+
+    def reset_parameters(self) -> None:
+        if not _DEFERRED.get():
+            super().reset_parameters()
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d, whose affine parameters and running statistics are left to the caller
+    under `deferred_init`."""
+
+    def reset_parameters(self) -> None:
+        if not _DEFERRED.get():
+            super().reset_parameters()
+
+
+class Linear(nn.Linear):
+    """nn.Linear, whose default init is skipped under `deferred_init`."""
+
+    def reset_parameters(self) -> None:
+        if not _DEFERRED.get():
+            super().reset_parameters()
+
+
+class ScaledWSConv2d(Conv2d):
     """Conv2d with Scaled Weight Standardization (eq. 3, Appendix D.2).
 
     W_hat = gamma * gain * (W - mean(W)) / sqrt(N * Var(W) + eps), the mean and variance taken
@@ -58,19 +103,16 @@ class ScaledWSConv2d(nn.Conv2d):
         """W_hat of eq. 3, recomputed from the current weight (OIHW)."""
         fan_in = self.weight[0].numel()
         # Population mean and variance over the fan-in, as in eq. 2 (the paper's PyTorch
-        # listing calls torch.var, which would use Bessel's correction).
-        if self.training and torch.is_grad_enabled():
-            # Every training step, forward and backward: two float32 passes (the mean, then
-            # the mean square of the deviations) cost a fifth of the CPU's var_mean on the
-            # large filters (77 against 507 us for 128x128x3x3), and agree with it to 1e-7.
-            mean = self.weight.mean(dim=(1, 2, 3), keepdim=True)
-            centered = self.weight - mean
-            var = centered.square().mean(dim=(1, 2, 3), keepdim=True)
-            scale = self.gamma * self.gain * torch.rsqrt(var * fan_in + self.eps)
-            return centered * scale
-        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        # listing calls torch.var, which would use Bessel's correction). Two float32 passes
+        # (the mean, then the mean square of the deviations) cost a fifth of the CPU's
+        # var_mean on the large filters (77 against 507 us for 128x128x3x3) and agree with it
+        # to 1e-7: every training step, and every new network an SPP measures (since 0.2.0;
+        # eval used var_mean before).
+        mean = self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        centered = self.weight - mean
+        var = centered.square().mean(dim=(1, 2, 3), keepdim=True)
         scale = self.gamma * self.gain * torch.rsqrt(var * fan_in + self.eps)
-        return (self.weight - mean) * scale
+        return centered * scale
 
     def _weight_for_forward(self) -> Tensor:
         if self.training and torch.is_grad_enabled():
@@ -166,8 +208,8 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, hidden: int, activation: nn.Module, se_gain: float) -> None:
         super().__init__()
-        self.se_conv0 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)
-        self.se_conv1 = nn.Conv2d(hidden, channels, kernel_size=1, bias=True)
+        self.se_conv0 = Conv2d(channels, hidden, kernel_size=1, bias=True)
+        self.se_conv1 = Conv2d(hidden, channels, kernel_size=1, bias=True)
         self.activation = activation
         self.se_gain = float(se_gain)
 

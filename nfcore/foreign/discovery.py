@@ -290,8 +290,13 @@ def _rows(
 ) -> list[FoundBlock]:
     """A row per call of each block, in the order they ran."""
     rows: list[tuple[int, FoundBlock]] = []
+    wanted = {name for name, _, _ in named}
+    by_name: dict[str, list[Any]] = {}  # the calls of each named module, in order
+    for call in trace.calls:
+        if call.name in wanted and call.out is not None:
+            by_name.setdefault(call.name, []).append(call)
     for name, why, skip in named:
-        calls = [c for c in trace.calls if c.name == name and c.out is not None]
+        calls = by_name.get(name, [])
         if not calls:
             raise SelectionError(
                 f"blocks: {name} did not run on a tensor in the forward pass (not called, or "

@@ -141,6 +141,10 @@ def readings(call: AnyCall, trace: Trace) -> list[tuple[int, Reading]]:
     return [(node, reading) for node, reading in said if node is not None]
 
 
+def _ended(call: AnyCall) -> tuple[int, int]:
+    return call.end, -call.depth
+
+
 class Readers:
     """Every layer's readings, by the tensor read or made, worked out from the trace's calls
     when a block asks (a layer's only when a block near it asks: most layers are near none)."""
@@ -157,6 +161,8 @@ class Readers:
         # (the blocks of a network look at overlapping stretches of it).
         self.memo: dict[tuple[int, bool], list[int]] = {}
         self.memo_readings: dict[int, list[Reading]] = {}
+        self.memo_balls: dict[tuple[int, bool, int], frozenset[int]] = {}
+        self.memo_parts: dict[tuple[int, tuple[int, ...]], tuple[list[Reading], ...]] = {}
 
     @classmethod
     def of_trace(cls, trace: Trace) -> Readers:
@@ -168,37 +174,37 @@ class Readers:
         if self.seen == len(calls) and not self.running:
             return
         running, self.running = self.running, []
-        for call in (*running, *calls[self.seen :]):
+        told, by_node, kept = self.tells, self.calls_by_node, self.kept
+        for call in (*running, *calls[self.seen :]):  # (one loop: run once per call)
             if call.end < 0:
                 self.running.append(call)
-            else:
-                self._add(call)
+                continue
+            inp, out = call.inp, call.out
+            if inp is None:
+                continue  # not a signal: nothing to read, nothing kept
+            module = call.module
+            tells = told.get(id(module))
+            if tells is None:
+                tells = told[id(module)] = isinstance(module, LAYERS) or (
+                    getattr(module, "normalized_shape", None) is not None
+                )
+            if tells:
+                by_node.setdefault(inp, []).append(call)
+                if out is not None and out != inp:
+                    by_node.setdefault(out, []).append(call)
+            if out is not None and call.in_shape == call.out_shape:
+                kept.setdefault(inp, []).append(out)
+                kept.setdefault(out, []).append(inp)
         self.seen = len(calls)
-
-    def _add(self, call: AnyCall) -> None:
-        inp, out = call.inp, call.out
-        if inp is None:
-            return  # not a signal: nothing to read, nothing kept
-        module = call.module
-        tells = self.tells.get(id(module))
-        if tells is None:
-            tells = self.tells[id(module)] = isinstance(module, LAYERS) or (
-                getattr(module, "normalized_shape", None) is not None
-            )
-        if tells:
-            self.calls_by_node.setdefault(inp, []).append(call)
-            if out is not None and out != inp:
-                self.calls_by_node.setdefault(out, []).append(call)
-        if out is not None and call.in_shape == call.out_shape:
-            self.kept.setdefault(inp, []).append(out)
-            self.kept.setdefault(out, []).append(inp)
 
     def _readings(self, node: int) -> list[Reading]:
         found = self.memo_readings.get(node)
         if found is not None:
             return found
         found = []
-        calls = sorted(self.calls_by_node.get(node, ()), key=lambda c: (c.end, -c.depth))
+        calls = self.calls_by_node.get(node, ())
+        if len(calls) > 1:
+            calls = sorted(calls, key=_ended)
         for call in calls:  # in the order the calls ended, the inner first
             said = self.said.get(call.order)
             if said is None:
@@ -232,16 +238,17 @@ class Readers:
 
     def _near(self, starts: list[int], forward: bool, steps: int) -> set[int]:
         """The tensors at most `steps` such steps from `starts`, forward or backward."""
-        seen, frontier = set(starts), list(starts)
+        seen, frontier = set(starts), set(starts)
+        memo = self.memo if self.trace.finished else {}
         for _ in range(steps):
-            following = []
+            following: set[int] = set()
             for node in frontier:
-                for other in self._neighbours(node, forward):
-                    if other not in seen:
-                        seen.add(other)
-                        following.append(other)
+                others = memo.get((node, forward))
+                following.update(others if others is not None else self._neighbours(node, forward))
+            following -= seen
             if not following:
                 break
+            seen |= following
             frontier = following
         return seen
 
@@ -252,15 +259,36 @@ class Readers:
         if call.out is None:
             return []
         self._catch_up()
-        starts = [call.out]
+        # The tensors near a set of them: those near one of them (worked out once per tensor).
+        near = self._ball(call.out, True, steps) | self._ball(call.out, False, steps)
         if call.inp is not None and call.in_shape == call.out_shape:
-            starts.append(call.inp)
-        near = self._near(starts, True, steps) | self._near([call.out], False, steps)
+            near |= self._ball(call.inp, True, steps)
         shape = call.out_shape or ()
-        read = self.calls_by_node
-        found = [r for node in sorted(n for n in near if n in read) for r in self._readings(node)
-                 if shape[r.axis] == r.size]  # fmt: skip
-        return sorted(found, key=lambda r: r.made)  # what reads it first: the plainer words
+        # What reads it first: the plainer words; the layers that made it after them.
+        plain: list[Reading] = []
+        made: list[Reading] = []
+        for node in sorted(self.calls_by_node.keys() & near):
+            parts = self.memo_parts.get((node, shape))
+            if parts is None:
+                said = [r for r in self._readings(node) if shape[r.axis] == r.size]
+                parts = ([r for r in said if r.verb != "makes"],
+                         [r for r in said if r.verb == "makes"])  # fmt: skip
+                if self.trace.finished:
+                    self.memo_parts[(node, shape)] = parts
+            plain += parts[0]
+            made += parts[1]
+        return plain + made
+
+    def _ball(self, node: int, forward: bool, steps: int) -> set[int] | frozenset[int]:
+        """`_near` from one tensor (once the trace is finished, worked out once)."""
+        if not self.trace.finished:
+            return self._near([node], forward, steps)
+        ball = self.memo_balls.get((node, forward, steps))
+        if ball is None:
+            ball = self.memo_balls[(node, forward, steps)] = frozenset(
+                self._near([node], forward, steps)
+            )
+        return ball
 
     def axes_now(self, call: AnyCall) -> tuple[int, ...]:
         """The channel axes to measure the call's output in while the pass runs: the one its

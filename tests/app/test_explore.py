@@ -259,12 +259,13 @@ def test_unreachable_api_is_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
     at = open_explorer({"depth": "14", "resolution": "8"})
     # At the top of the page, where the user looks, not at the bottom of the sidebar.
+    # Only the bad field is dropped, in one sentence; the link's depth is kept.
     assert [notice.value for notice in at.main.warning] == [
-        "the link's configuration is invalid: resolution: 8 is too small: this network "
-        "downsamples by 32, so the resolution must be at least 32; showing the defaults instead"
+        "The link's resolution=8 was left out: 8 is too small: this network downsamples by 32, "
+        "so the resolution must be at least 32."
     ]
-    assert at.session_state["config"] == urlstate.default_config()
-    assert at.query_params == {}  # the URL now says what is shown
+    assert at.session_state["config"] == urlstate.default_config().edited({"depth": 14})
+    assert at.query_params == {"depth": "14"}  # the URL now says what is shown
     wait_for_chart(at)
 
     # A widget change that makes the config invalid is undone and explained.
@@ -276,7 +277,7 @@ def test_invalid_link_and_invalid_change_are_explained(api_url: str) -> None:
     ]  # under the resolution control, which is back at the value that stays
     assert not at.main.warning  # the link's notice is done with once the user acts
     assert control(at.select_slider, "resolution").value == 64
-    assert at.session_state["config"] == urlstate.default_config()
+    assert at.session_state["config"] == urlstate.default_config().edited({"depth": 14})
 
 
 @pytest.fixture

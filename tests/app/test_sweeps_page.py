@@ -119,7 +119,7 @@ def test_a_bad_value_is_refused_and_the_sweep_kept(closed_api: str) -> None:
 def test_a_bad_link_is_explained_and_the_default_shown(closed_api: str) -> None:
     at = open_sweeps_page({"x": "colour", **TINY})
     [message] = errors(at)
-    assert message.startswith("the link's sweep is invalid: x: 'colour' cannot be swept here")
+    assert message.startswith("The link's x=colour was left out: it cannot be swept here")
     assert not at.get("plotly_chart")  # nothing ran
     assert widget(at.selectbox, "x").value == "alpha"
 

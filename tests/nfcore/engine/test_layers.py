@@ -219,8 +219,8 @@ def test_training_recomputes_every_forward_and_trains_weight_and_gain(
 
 
 def test_training_and_cached_eval_outputs_agree(conv: ScaledWSConv2d, x: Tensor) -> None:
-    """Training standardizes in two float32 passes (5x faster than the CPU's var_mean on large
-    filters), eval with var_mean (the SPP's numbers unchanged): equal to float32 rounding."""
+    """Training standardizes with autograd, eval once without and caches it: the same
+    weights and outputs, to float32 rounding."""
     conv.train()
     uncached = conv(x).detach()
     conv.eval()

@@ -14,13 +14,17 @@ from torch import Tensor, nn
 from nfcore.engine.activations import gamma_quadrature, he_gain
 from nfcore.engine.layers import (
     Activation,
+    BatchNorm2d,
     CircularAvgPool2d,
     CircularMaxPool2d,
+    Conv2d,
+    Linear,
     ScalarBias,
     ScaledWSConv2d,
     SqueezeExcite,
+    deferred_init,
 )
-from nfcore.engine.models import Network, build_model
+from nfcore.engine.models import Network, _build, _Parts, build_model, init_weights, seeded
 from nfcore.spec.catalog import model_catalog
 from nfcore.spec.config import ModelConfig
 from nfcore.spec.cost import parameter_count
@@ -185,14 +189,15 @@ def test_bn_regnet_is_nf_regnet_with_batchnorm_instead_of_the_nf_parts(variant: 
 def test_bn_regnet_normalizes_before_every_activation() -> None:
     model = tiny("bn-regnet-b0")
     for block in model.blocks:
-        # Pre-activation as in BN-ResNetV2: BN then g, with no alpha and beta.
-        assert [type(m) for m in block.pre] == [nn.BatchNorm2d, Activation]
+        # Pre-activation as in BN-ResNetV2: BN then g, with no alpha and beta. (nfcore's Conv2d
+        # and BatchNorm2d are PyTorch's whose default init the builder skips.)
+        assert [type(m) for m in block.pre] == [BatchNorm2d, Activation]
         assert (block.beta, block.alpha, block.expected_var) == (1.0, 1.0, None)
         kinds = [type(m) for m in block.branch]
-        assert kinds == [nn.Conv2d, nn.BatchNorm2d, Activation, nn.Conv2d, SqueezeExcite,
-                         nn.BatchNorm2d, Activation, nn.Conv2d]  # fmt: skip
+        assert kinds == [Conv2d, BatchNorm2d, Activation, Conv2d, SqueezeExcite,
+                         BatchNorm2d, Activation, Conv2d]  # fmt: skip
         assert block.branch[4].se_gain == 1.0  # plain S+E: BN renormalizes right after it
-    assert [type(m) for m in model.head] == [nn.Conv2d, nn.BatchNorm2d, Activation]
+    assert [type(m) for m in model.head] == [Conv2d, BatchNorm2d, Activation]
 
 
 def test_bn_regnet_convs_are_he_initialized_for_what_they_read() -> None:
@@ -419,6 +424,87 @@ def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone() -> None:
     assert first.keys() == second.keys() == other.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+# Every family and every layer kind with parameters or buffers: BN, Scaled WS, He, S+E,
+# SkipInit, FixUp's scalars (its reference network too), NF-RegNet and its BN twin.
+INIT_CONFIGS = {
+    **TINY_CONFIGS,
+    "fixup-reference": {**TINY, "family": "resnetv1", "norm": "fixup"},
+    "bn-regnet-se-skipinit": {
+        **TINY_CONFIGS["bn-regnet-b0"],
+        "se_gain": 2.0,
+        "skipinit": True,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(INIT_CONFIGS))
+def test_init_weights_sets_every_parameter_and_buffer_as_build_model_does(name: str) -> None:
+    """Nothing is left to the construction: every tensor overwritten with garbage, then
+    `init_weights` gives exactly `build_model`'s network, all finite."""
+    config = ModelConfig(**INIT_CONFIGS[name])
+    expected = build_model(config, seed=5).state_dict()
+    with deferred_init():
+        model = _build(_Parts.of(config))
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            tensor.fill_(math.nan if tensor.is_floating_point() else 12345)
+    with seeded(5):
+        init_weights(model)
+    state = model.state_dict()
+    assert state.keys() == expected.keys()
+    for key, value in state.items():
+        assert not value.is_floating_point() or bool(value.isfinite().all()), key
+        assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.parametrize("name", ["nf-se-skipinit", "bn-regnet-b0", "fixup"])
+def test_construction_draws_no_random_number_and_init_draws_each_weight_once(name: str) -> None:
+    config = ModelConfig(**TINY_CONFIGS[name])
+    with seeded(0):
+        with deferred_init():
+            model = _build(_Parts.of(config))
+        after_construction = torch.random.get_rng_state()
+        assert torch.equal(after_construction, seeded_state(0))  # nothing drawn
+        init_weights(model)
+        drawn = torch.random.get_rng_state()
+    # One draw per weight: the same count of normal numbers as the network's weights
+    # advance a fresh generator to the same state (the S+E convs' uniform draws apart).
+    se = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert not torch.equal(drawn, after_construction)
+    if not se:
+        with seeded(0):
+            for module in model.modules():
+                if isinstance(module, nn.Conv2d | nn.Linear):
+                    torch.empty(module.weight.shape).normal_()
+            assert torch.equal(torch.random.get_rng_state(), drawn)
+
+
+def seeded_state(seed: int) -> Tensor:
+    with seeded(seed):
+        return torch.random.get_rng_state()
+
+
+def test_layers_built_directly_keep_pytorchs_default_init() -> None:
+    """Outside the builder (a plugin, a test) the layers initialize as PyTorch's do."""
+    with seeded(0):
+        ours = [ScaledWSConv2d(8, 16, 3), Conv2d(8, 16, 3), Linear(8, 4)]
+        se = SqueezeExcite(16, 4, Activation(F.relu, "relu"), 2.0)
+    with seeded(0):
+        theirs = [nn.Conv2d(8, 16, 3), nn.Conv2d(8, 16, 3), nn.Linear(8, 4)]
+        se_convs = [nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)]
+    for mine, reference in zip(
+        [*ours, se.se_conv0, se.se_conv1], [*theirs, *se_convs], strict=True
+    ):
+        assert torch.equal(mine.weight, reference.weight)
+        assert torch.equal(mine.bias, reference.bias)
+
+
+def test_init_weights_refuses_a_module_it_does_not_know() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.PReLU())
+    with pytest.raises(TypeError, match="PReLU"):
+        init_weights(model)
 
 
 # --- circular padding -------------------------------------------------------------------------

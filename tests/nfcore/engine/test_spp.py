@@ -178,9 +178,12 @@ def test_no_normalization_overflow_is_reported_not_crashed() -> None:
 
 
 def test_linear_activation_keeps_means_near_zero_fig7() -> None:
-    result = spp(norm="nf", conv="ws", activation="identity", maxpool=False)
-    assert max(column(result, "avg_sq_channel_mean")) < 0.01
-    early = [b.residual_avg_channel_var for stage in stages(result)[:2] for b in stage]
+    # Over three seeds: one network's early-block mean varies by about 0.04 from seed to seed.
+    early = []
+    for seed in range(3):
+        result = spp(norm="nf", conv="ws", activation="identity", maxpool=False, seed=seed)
+        assert max(column(result, "avg_sq_channel_mean")) < 0.01
+        early += [b.residual_avg_channel_var for stage in stages(result)[:2] for b in stage]
     assert mean(early) == pytest.approx(1.0, abs=0.1)
 
 
@@ -244,27 +247,34 @@ def test_bn_regnet_has_batchnorms_signal_propagation() -> None:
     # BN-ReLU-Conv ResNet with SiLU in place of ReLU.
     config = SPPConfig(family="nf_regnet", variant="B0", norm="bn", width=0.5, resolution=64,
                        batch=8, gradients=True, device="cpu")  # fmt: skip
-    result = run_spp(config)
+    results = [run_spp(config.model_copy(update={"seed": seed})) for seed in range(3)]
+    result = results[0]
     assert len(result.blocks) == 16
     assert result.meta.stage_ends == [0, 3, 9, 15]
     assert all(b.expected_var is None for b in result.blocks)  # no alpha/beta bookkeeping
-    assert all((b.grad_avg_channel_var or 0) > 0 for b in result.blocks)
-    residual = column(result, "residual_avg_channel_var")
+    assert all((b.grad_avg_channel_var or 0) > 0 for r in results for b in r.blocks)
+
+    # The statistics, block by block, averaged over three seeds: one network's vary from seed
+    # to seed (a transition's variance by up to 0.3 at this width).
+    def averaged(key: str) -> list[float]:
+        return [mean(values) for values in zip(*(column(r, key) for r in results), strict=True)]
+
+    residual = averaged("residual_avg_channel_var")
+    variance, sq_mean = averaged("avg_channel_var"), averaged("avg_sq_channel_mean")
     # Each branch ends in a He-init conv reading SiLU(BN(.)): Var(f) = 1 - E[g]^2 / E[g^2],
     # 0.88 for SiLU (0.68 for ReLU, Fig. 1); no SkipInit, so the blocks add it in full.
     assert mean(residual) == pytest.approx(0.88, abs=0.06)
     assert all(0.75 < v < 1.1 for v in residual)
-    for stage in stages(result):
-        for before, after in itertools.pairwise(stage):
-            growth = after.avg_channel_var - before.avg_channel_var
-            assert growth == pytest.approx(after.residual_avg_channel_var, rel=0.2)
-        sq_means = [b.avg_sq_channel_mean for b in stage]
-        assert sq_means == sorted(sq_means), "the channel mean grows within a stage"
-    # The variance resets at every transition, whose shortcut pools and convolves BN's
-    # normalized signal (about 0.3 on this noise input), then grows by Var(f) per block.
-    for stage in stages(result):
-        assert stage[0].avg_channel_var == pytest.approx(1.2, abs=0.2)
-        assert stage[-1].avg_channel_var == pytest.approx(0.3 + 0.9 * len(stage), rel=0.1)
+    ends = [0, *(i + 1 for i in result.meta.stage_ends)]
+    for first, stop in itertools.pairwise(ends):
+        for before, after in itertools.pairwise(range(first, stop)):
+            growth = variance[after] - variance[before]
+            assert growth == pytest.approx(residual[after], rel=0.2)
+        assert sq_mean[first:stop] == sorted(sq_mean[first:stop]), "the channel mean grows"
+        # The variance resets at every transition, whose shortcut pools and convolves BN's
+        # normalized signal (about 0.3 on this noise input), then grows by Var(f) per block.
+        assert variance[first] == pytest.approx(1.2, abs=0.2)
+        assert variance[stop - 1] == pytest.approx(0.3 + 0.9 * (stop - first), rel=0.1)
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -325,9 +335,15 @@ def test_variance_beyond_float32_range_is_computed_in_float64() -> None:
 
 def test_residual_variance_is_measured_before_alpha_and_skipinit() -> None:
     result = spp(norm="nf", conv="ws", alpha=0.2, skipinit=True)
-    # SkipInit zeroes the branch's contribution, but f(x) itself is still variance preserving.
+    # SkipInit zeroes the branch's contribution, but f(x) itself is still variance preserving:
+    # the first block reads the same stem output with the same weights (the SkipInit gain draws
+    # no random number) as the network without SkipInit and with alpha 1, and measures the same.
+    plain = spp(norm="nf", conv="ws", alpha=1.0)
+    first = result.blocks[0].residual_avg_channel_var
+    assert first == pytest.approx(plain.blocks[0].residual_avg_channel_var, rel=1e-6)
+    # About 0.83 at this width (0.78-0.87 over 12 seeds): not zeroed, not scaled by alpha.
     early = [b.residual_avg_channel_var for stage in stages(result)[:2] for b in stage]
-    assert mean(early) == pytest.approx(1.0, abs=0.15)
+    assert 0.7 < mean(early) < 1.1
     for stage in stages(result):
         assert len({round(b.avg_channel_var, 12) for b in stage}) == 1
 

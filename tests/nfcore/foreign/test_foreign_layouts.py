@@ -211,3 +211,23 @@ def test_layers_known_by_their_functional_call_say_what_hooked_layers_say() -> N
         assert by_call["meta"]["notes"][0].startswith(
             "channels last (NLC): the LayerNorm blocks.0.norm1 normalizes the last axis (24)"
         )
+
+
+@pytest.mark.parametrize("make", [tokens.ViT, tokens.Swin, tokens.EfficientFormer, nets.RegNet])
+def test_the_evidence_looked_up_after_the_pass_is_what_a_walk_of_the_trace_finds(make) -> None:
+    """Once the trace is finished, what each call's layers say is worked out once per tensor
+    and shared between blocks (a cost per block); it must be what a plain walk of the same
+    trace finds, reading for reading and in order, for every call and distance."""
+    from nfcore.foreign.layouts import Readers
+    from nfcore.foreign.trace import trace_forward
+
+    torch.manual_seed(0)
+    trace = trace_forward(make(), torch.randn(2, 3, 32, 32))
+    walked = Readers(trace)
+    trace.finished = False  # the walk as during the pass: no memo
+    expected = {(c.order, steps): walked.of(c, steps) for c in trace.calls for steps in (2, 3, 6)}
+    trace.finished = True
+    shared = Readers(trace)
+    found = {(c.order, steps): shared.of(c, steps) for c in trace.calls for steps in (2, 3, 6)}
+    assert found == expected
+    assert sum(len(readings) for readings in found.values()) > len(trace.calls)  # not vacuous
