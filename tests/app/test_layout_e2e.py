@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -149,18 +149,24 @@ def quiet(page: Page, seconds: float = 3) -> int:
     return len(sent)
 
 
-@pytest.mark.slow
-def test_every_page_follows_the_width_of_the_window(streamlit_server: str) -> None:
+def _in_chromium(check_page: Callable[[Browser, str], None], server: str) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            _explorer(browser, streamlit_server)
-            _sweeps(browser, streamlit_server)
-            _plugins(browser, streamlit_server)
-            _train(browser, streamlit_server)
-            _jobs(browser, streamlit_server)
+            check_page(browser, server)
         finally:
             browser.close()
+
+
+# A test per page, so that the suite's processes share them out; the Jobs page is checked
+# after the Train page's runs, which it lists.
+@pytest.mark.slow
+@pytest.mark.parametrize("pages", ["explorer", "sweeps", "plugins", "train_and_jobs"])
+def test_every_page_follows_the_width_of_the_window(pages: str, streamlit_server: str) -> None:
+    checks = {"explorer": [_explorer], "sweeps": [_sweeps], "plugins": [_plugins],
+              "train_and_jobs": [_train, _jobs]}[pages]  # fmt: skip
+    for check_page in checks:
+        _in_chromium(check_page, streamlit_server)
 
 
 def _explorer(browser: Browser, server: str) -> None:
