@@ -48,15 +48,8 @@ def test_measuring_the_same_model_again_gives_the_same_numbers_for_less() -> Non
     )
     assert again.meta.notes == first.meta.notes and again.meta.stage_ends == first.meta.stage_ends
 
-    def fastest(traced: bool) -> float:
-        seconds = []
-        for _ in range(3):
-            if traced:
-                forget(model)
-            seconds.append(measure(model, resolution=32, batch=4).meta.seconds)
-        return min(seconds)
-
-    assert fastest(traced=False) < 0.8 * fastest(traced=True)
+    # "For less" is the untraced second pass above; how much less is a benchmark row
+    # (benchmarks/bench_foreign.py, "again"), not a timed test: a loaded machine flips it.
 
 
 @pytest.mark.parametrize("gradients", [False, True])
