@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +22,8 @@ from nfcore.spec.config import SPPConfig
 from nfcore.spec.families import FAMILIES
 from nfcore.spec.norms import NORMS, NormRow
 from tests.app.conftest import clear_app_caches
+from tests.app.test_controls import open_explorer, run
 
-ROOT = Path(__file__).resolve().parents[2]
-APP_MAIN = ROOT / "app" / "main.py"
 TINY = {"depth": 14, "norm": "nf", "width": 0.125, "resolution": 32, "batch": 2}
 
 # Made up for this test: no bounds of its own, so the config's own refusal is what a user sees.
@@ -47,18 +45,6 @@ def page_against_an_api(api_server: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     clear_app_caches()
     yield api_server
     clear_app_caches()
-
-
-def open_explorer(query: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(str(APP_MAIN), default_timeout=30)
-    at.query_params.update(query)
-    return run(at)
-
-
-def run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [error.message for error in at.exception]
-    return at
 
 
 def classes(at: AppTest) -> Any:
